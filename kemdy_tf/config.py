@@ -1,0 +1,190 @@
+"""Dataclass configs and named presets.
+
+Every size in the project lives here. A run is described by one `RunConfig`;
+`python train.py --preset small --set audio.n_layers=3` builds it with
+`make_config("small", ["audio.n_layers=3"])`.
+
+Presets:
+    small  the default: sized so the whole pipeline trains on 2 CPU cores in minutes.
+    paper  the seed's sizes: d_model 768, 512 frames, 64 tokens, audio 7 attention
+           layers, text 5 (see ../shared/SEED-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+
+# The seed keeps the five most frequent KEMDy20 emotions.
+DEFAULT_CLASSES = ("neutral", "happy", "sad", "angry", "surprise")
+# Every emotion KEMDy20 annotates, with its spelling fixed ("disqust" -> "disgust").
+ALL_EMOTIONS = ("neutral", "happy", "surprise", "angry", "sad", "fear", "disgust")
+
+
+@dataclass
+class FeatureConfig:
+    """How audio and text become model inputs. Changing any field invalidates the cache."""
+
+    sample_rate: int = 16000
+    n_mels: int = 128
+    n_fft: int = 2048
+    hop_length: int = 512
+    max_frames: int = 512  # ~16.4 s at 16 kHz / hop 512; longer clips are truncated
+    max_tokens: int = 64
+    vocab_size: int = 1000  # SentencePiece vocabulary trained on the training split
+    speaker_norm: bool = False  # per-speaker mean/variance normalisation of log-mels
+
+
+@dataclass
+class DataConfig:
+    """Which utterances, which classes, which split, which augmentation."""
+
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    split_by: str = "session"  # session | speaker | any manifest column
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    folds: int = 0  # >0: k session-disjoint folds (cross-validation)
+    fold: int = 0  # which fold is the test fold when folds > 0
+    text_augment: float = 0.0  # extra augmented copies per training utterance (0 = off)
+    balance_target: float = 0.0  # oversample minority classes toward this share of the majority
+    freq_mask_param: int = 15  # max width of the random frequency mask (mel bins), train only
+    freq_mask_prob: float = 0.5
+
+
+@dataclass
+class AudioEncoderConfig:
+    conv_filters: tuple[int, ...] = (16, 16, 32, 32)  # four Conv2D layers along frequency
+    conv_kernel: int = 5  # kernel size along the mel axis (time kernel is 1)
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    ff_dim: int = 128
+    gru_units: int = 64
+    dropout: float = 0.1
+
+
+@dataclass
+class TextEncoderConfig:
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    ff_dim: int = 128
+    gru_units: int = 64
+    dropout: float = 0.1
+
+
+@dataclass
+class FusionConfig:
+    n_heads: int = 4
+    lstm_units: int = 64
+    dropout: float = 0.2
+    modality_dropout: float = 0.15  # chance per example to blank one modality in training
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+    patience: int = 4
+    class_weighting: str = "weights"  # weights | sampling | none
+    shuffle_buffer: int = 2048
+
+
+@dataclass
+class RunConfig:
+    preset: str = "small"
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        return _from_dict(cls, values)
+
+
+def _paper() -> RunConfig:
+    return RunConfig(
+        preset="paper",
+        features=FeatureConfig(max_frames=512, max_tokens=64, vocab_size=8000),
+        audio=AudioEncoderConfig(
+            conv_filters=(32, 32, 64, 64), d_model=768, n_layers=7, n_heads=12,
+            ff_dim=3072, gru_units=768,
+        ),
+        text=TextEncoderConfig(d_model=768, n_layers=5, n_heads=12, ff_dim=3072, gru_units=768),
+        fusion=FusionConfig(n_heads=12, lstm_units=768),
+        train=TrainConfig(batch_size=16, learning_rate=1e-4),
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], RunConfig]] = {"small": RunConfig, "paper": _paper}
+
+
+def make_config(preset: str = "small", overrides: typing.Iterable[str] = ()) -> RunConfig:
+    """A preset with `section.field=value` overrides applied (values parsed by field type)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    config = PRESETS[preset]()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like section.field=value")
+        set_field(config, key.strip(), value.strip())
+    return config
+
+
+def set_field(config: RunConfig, dotted: str, raw: str) -> None:
+    """Set `config.<section>.<field>` from its string form, e.g. ("audio.n_layers", "3")."""
+    section_name, _, field_name = dotted.partition(".")
+    section = getattr(config, section_name, None)
+    if section is None or not dataclasses.is_dataclass(section):
+        raise ValueError(f"unknown config section {section_name!r} in {dotted!r}")
+    types = typing.get_type_hints(type(section))
+    if field_name not in types:
+        known = ", ".join(f.name for f in dataclasses.fields(section))
+        raise ValueError(f"unknown field {dotted!r}; {section_name} has: {known}")
+    setattr(section, field_name, _parse(raw, types[field_name], dotted))
+
+
+def _parse(raw: str, kind, name: str):
+    origin = typing.get_origin(kind)
+    try:
+        if kind is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if origin is tuple:
+            (inner, *_) = typing.get_args(kind)
+            return tuple(inner(part) for part in raw.replace(";", ",").split(",") if part)
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"cannot read {raw!r} as {kind} for {name}") from None
+
+
+def _from_dict(cls, values: dict):
+    types = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value, kind = values[f.name], types[f.name]
+        if dataclasses.is_dataclass(kind):
+            value = _from_dict(kind, value)
+        elif typing.get_origin(kind) is tuple:
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
