@@ -1,0 +1,252 @@
+"""Audio to model input: loading, log-mel, frequency masking, speaker normalisation.
+
+The log-mel recipe is librosa's, with its defaults except where the seed fixes a value:
+
+    power_to_db(melspectrogram(y, sr=16000, n_fft=2048, hop_length=512, n_mels=128),
+                ref=1.0, amin=1e-10, top_db=80.0)[:max_frames]
+
+`melspectrogram` frames with `center=True` and, in librosa 0.11, `pad_mode="constant"`
+(zeros: the first frame is centred on sample 0 and half of it is silence). `ref=1.0`
+gives absolute dB, so a clip's features never depend on other clips: the exported
+model recomputes them in-graph from the waveform alone (see `log_mel_settings`).
+`top_db=80` clips every bin to at most 80 dB below the clip's loudest kept bin.
+
+This module imports neither TensorFlow nor Keras at load time, so the feature
+cache's worker processes (spawned, see features.py) start in a fraction of a
+second; `tf_frequency_mask` imports TensorFlow when it is called.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+import warnings
+
+import librosa
+import numpy as np
+
+from kemdy_tf.config import FeatureConfig
+
+# power_to_db settings, shared with the in-graph log-mel of the exported model.
+REF = 1.0
+AMIN = 1e-10
+TOP_DB = 80.0
+# librosa's framing defaults (0.11), written out so a change in librosa cannot pass unseen.
+CENTER = True
+PAD_MODE = "constant"
+WINDOW = "hann"
+# Speaker normalisation never divides by less than this (dB): bins that are constant
+# for a speaker (e.g. clipped to the top_db floor) stay at 0 instead of exploding.
+MIN_STD = 1e-3
+
+
+class AudioError(Exception):
+    """An audio file that cannot become features, with the reason.
+
+    Attributes:
+        path: the file.
+        reason: what is wrong with it, in words.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        # args = (path, reason) so the error survives pickling out of a worker process.
+        super().__init__(str(path), reason)
+        self.path = str(path)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+# === Loading ===
+
+def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
+    """Any audio file librosa reads, as mono float32 at `sample_rate`.
+
+    Stereo is averaged to mono and other rates are resampled (librosa's default,
+    soxr high quality).
+
+    Args:
+        path: wav/flac/ogg/... file.
+        sample_rate: output rate in Hz.
+
+    Returns:
+        1-D float32 array of samples.
+
+    Raises:
+        AudioError: the file is missing, unreadable, empty or holds non-finite samples.
+    """
+    if not os.path.isfile(path):
+        raise AudioError(path, "file not found")
+    try:
+        with warnings.catch_warnings():
+            # librosa warns before falling back to audioread; the failure, if any, is ours to report.
+            warnings.simplefilter("ignore")
+            wave, _ = librosa.load(path, sr=sample_rate, mono=True, dtype=np.float32)
+    except Exception as error:  # soundfile, audioread and resampler errors all mean "unreadable"
+        raise AudioError(path, f"cannot decode audio ({type(error).__name__}: {error})") from error
+    if wave.size == 0:
+        raise AudioError(path, "no samples (empty audio)")
+    if not np.all(np.isfinite(wave)):
+        raise AudioError(path, "contains NaN or infinite samples")
+    return wave
+
+
+# === Log-mel ===
+
+def log_mel_settings(cfg: FeatureConfig) -> dict:
+    """Every value that determines `log_mel`'s output: the cache key and the export's recipe."""
+    return {
+        "sample_rate": cfg.sample_rate, "n_fft": cfg.n_fft, "hop_length": cfg.hop_length,
+        "n_mels": cfg.n_mels, "max_frames": cfg.max_frames, "window": WINDOW,
+        "center": CENTER, "pad_mode": PAD_MODE, "ref": REF, "amin": AMIN, "top_db": TOP_DB,
+        "mel_scale": "slaney", "mel_norm": "slaney",  # librosa.filters.mel defaults
+    }
+
+
+def samples_for_frames(frames: int, cfg: FeatureConfig) -> int:
+    """Samples that fully determine the first `frames` centred frames.
+
+    Frame t is centred on sample t * hop and reaches n_fft // 2 samples to the right;
+    anything later never enters those frames.
+    """
+    return (frames - 1) * cfg.hop_length + cfg.n_fft // 2
+
+
+def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
+    """librosa's mel filterbank [n_mels, 1 + n_fft // 2] (for an in-graph log-mel)."""
+    return librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+
+
+def log_mel(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """librosa log-mel of one clip, [frames <= max_frames, n_mels] float32 (dB).
+
+    Equal to librosa's reference `power_to_db(melspectrogram(...), ref=1.0)` for
+    clips of at most max_frames frames. Longer clips are cut to the samples the
+    first max_frames frames need before the STFT (the frames are the same, the work
+    is not), so `top_db` is relative to the loudest kept bin.
+
+    Args:
+        wave: 1-D float samples at cfg.sample_rate.
+        cfg: feature settings.
+
+    Returns:
+        float32 array [frames, n_mels], time first.
+    """
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1 or wave.size == 0:
+        raise ValueError(f"log_mel needs a non-empty 1-D wave, got shape {wave.shape}")
+    wave = wave[: samples_for_frames(cfg.max_frames, cfg)]
+    with warnings.catch_warnings():
+        # Clips shorter than n_fft are fine with centred, zero-padded frames.
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large")
+        power = librosa.feature.melspectrogram(
+            y=wave, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+            n_mels=cfg.n_mels, window=WINDOW, center=CENTER, pad_mode=PAD_MODE,
+        )[:, : cfg.max_frames]
+    db = librosa.power_to_db(power, ref=REF, amin=AMIN, top_db=TOP_DB)
+    return np.ascontiguousarray(db.T, dtype=np.float32)
+
+
+def log_mel_file(path: str | os.PathLike, cfg: FeatureConfig) -> np.ndarray:
+    """`log_mel(load_audio(path))`; every failure is an AudioError naming the file.
+
+    A top-level function so the feature cache can run it in spawned worker processes.
+    """
+    wave = load_audio(path, cfg.sample_rate)
+    try:
+        return log_mel(wave, cfg)
+    except Exception as error:
+        raise AudioError(path, f"log-mel failed ({type(error).__name__}: {error})") from error
+
+
+# === Frequency masking (SpecAugment's F mask) ===
+# The masked band is set to the clip's mean log-mel: after speaker normalisation
+# that is ~0, SpecAugment's choice; on absolute dB a minimum (the top_db floor)
+# would paint an unnaturally silent band that no real clip has.
+
+def frequency_mask(log_mel: np.ndarray, max_width: int, rng: np.random.Generator) -> np.ndarray:
+    """A copy of `log_mel` [frames, n_mels] with one random band of mel bins set to its mean.
+
+    The width is uniform in [0, max_width] (0 = no mask), the first bin uniform among
+    the positions where the band fits; every frame is masked on the same bins.
+
+    Args:
+        log_mel: [frames, n_mels] features of one clip (no padding).
+        max_width: widest band, in mel bins (capped at n_mels).
+        rng: numpy random generator.
+    """
+    out = np.array(log_mel, dtype=np.float32, copy=True)
+    n_mels = out.shape[1]
+    width = int(rng.integers(0, min(max_width, n_mels) + 1))
+    start = int(rng.integers(0, n_mels - width + 1))
+    out[:, start : start + width] = log_mel.mean()
+    return out
+
+
+def tf_frequency_mask(log_mel, max_width: int, seed=None, probability: float = 1.0):
+    """TensorFlow `frequency_mask` for tf.data: same distribution, applied with `probability`.
+
+    Args:
+        log_mel: float32 tensor [frames, n_mels] of one clip (no padding).
+        max_width: widest band, in mel bins.
+        seed: shape-[2] integer tensor for stateless random ops (reproducible
+            per element), or None for TensorFlow's global random state.
+        probability: chance that the clip is masked at all.
+
+    Returns:
+        The masked tensor, same shape and dtype.
+    """
+    import tensorflow as tf  # here, not at module top: see the module docstring
+
+    n_mels = tf.shape(log_mel)[1]
+    max_width = tf.minimum(tf.constant(max_width, tf.int32), n_mels)
+    if seed is None:
+        apply = tf.random.uniform([]) < probability
+        width = tf.random.uniform([], 0, max_width + 1, dtype=tf.int32)
+        start = tf.random.uniform([], 0, n_mels - width + 1, dtype=tf.int32)
+    else:
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+        apply = tf.random.stateless_uniform([], seeds[0]) < probability
+        width = tf.random.stateless_uniform([], seeds[1], 0, max_width + 1, dtype=tf.int32)
+        start = tf.random.stateless_uniform([], seeds[2], 0, n_mels - width + 1, dtype=tf.int32)
+    bins = tf.range(n_mels)
+    band = (bins >= start) & (bins < start + width) & apply
+    return tf.where(band[tf.newaxis, :], tf.reduce_mean(log_mel), log_mel)
+
+
+# === Speaker normalisation ===
+
+def speaker_stats(
+    items: typing.Iterable[tuple[str, np.ndarray]], min_std: float = MIN_STD
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-speaker mean and standard deviation of each mel bin, over that speaker's frames.
+
+    Streams: only running sums per speaker are held, never the features. No label is
+    looked at, so it is fair to compute this for test speakers from their own audio.
+
+    Args:
+        items: (speaker, log_mel [frames, n_mels]) pairs, one per utterance.
+        min_std: floor of the standard deviation.
+
+    Returns:
+        {speaker: (mean [n_mels], std [n_mels])}, float32.
+    """
+    sums: dict[str, list] = {}
+    for speaker, features in items:
+        features = np.asarray(features, dtype=np.float64)
+        acc = sums.setdefault(speaker, [0, 0.0, 0.0])
+        acc[0] += features.shape[0]
+        acc[1] = acc[1] + features.sum(axis=0)
+        acc[2] = acc[2] + np.square(features).sum(axis=0)
+    stats = {}
+    for speaker, (count, total, total_sq) in sums.items():
+        mean = total / count
+        std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+        stats[speaker] = (mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32))
+    return stats
+
+
+def normalise(log_mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(log_mel - mean) / std per mel bin, float32."""
+    return ((np.asarray(log_mel, np.float32) - mean) / std).astype(np.float32)
