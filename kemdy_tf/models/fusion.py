@@ -1,0 +1,154 @@
+"""Fusion classifier: audio frames + transcript tokens -> emotion.
+
+The seed's design (see docs/architecture.md): the audio backbone's frame sequence
+and the text backbone's token sequence are concatenated along TIME
+(``[B, frames + tokens, d]``), followed by multi-head self-attention, an LSTM and the
+emotion softmax. The same builder with one modality gives the single-modality
+emotion classifiers the fusion model is compared against.
+
+Masks: the audio mask is ``frame_mask``, the text mask ``token_ids != 0``; they are
+concatenated like the sequences, and attention and the LSTM only see real steps.
+An utterance without a transcript (all-zero token ids) is simply audio alone;
+`ModalityDropout` trains the model for exactly that.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import keras
+import keras_hub
+
+from kemdy_tf.config import FusionConfig
+from kemdy_tf.models.layers import (
+    ConcatenateSteps,
+    ModalityDropout,
+    NonEmptyMask,
+    PackMaskedSteps,
+    TokenPaddingMask,
+    ZeroMaskedSteps,
+)
+from kemdy_tf.models.text_encoder import PAD_ID
+
+MODALITIES = ("audio", "text")
+# Width of the attention block's feed-forward layer, in multiples of the model width.
+FEEDFORWARD_MULTIPLE = 4
+
+
+# === Functional Model ===
+
+
+def build_fusion_model(
+    audio_backbone: keras.Model | None,
+    text_backbone: keras.Model | None,
+    fusion_cfg: FusionConfig,
+    n_classes: int,
+    modalities: typing.Sequence[str] = MODALITIES,
+    name: str | None = None,
+) -> keras.Model:
+    """The emotion classifier over one or both modalities.
+
+    Each backbone's sequence gets its own Dense projection to a common width (the
+    wider of the two backbones), so a frozen backbone (``backbone.trainable =
+    False`` before or after this call) still gets a trainable adapter. The
+    sequences and masks are concatenated along time; real steps are packed to the
+    front (cuDNN RNNs accept only right-padded masks); an example left with no real
+    step at all gets one zero step (no softmax over zero keys, no NaN). Then one
+    `keras_hub.layers.TransformerEncoder` block with the padding mask, a masked
+    LSTM, dropout and a Dense softmax.
+
+    With both modalities, `ModalityDropout` (rate `fusion_cfg.modality_dropout`)
+    blanks one modality of some training examples. Dropout inside the backbones
+    stays active in training unless the caller builds them with dropout 0.
+
+    Args:
+        audio_backbone: from `build_audio_backbone` (inputs ``log_mel``,
+            ``frame_mask``); may be None when "audio" is not in `modalities`.
+        text_backbone: from `build_text_backbone` (input ``token_ids``); may be None
+            when "text" is not in `modalities`.
+        fusion_cfg: attention heads, LSTM units, dropout rates.
+        n_classes: number of emotion classes (`len(config.data.classes)`).
+        modalities: ``("audio", "text")`` for the fusion model, ``("audio",)`` or
+            ``("text",)`` for a single-modality classifier.
+        name: model name; default ``fusion``, ``audio_clf`` or ``text_clf``.
+
+    Returns:
+        A `keras.Model` whose inputs are the chosen subset of ``log_mel`` ``[B,
+        frames, n_mels]``, ``frame_mask`` ``[B, frames]`` and ``token_ids`` ``[B,
+        tokens]``, and whose output is ``{"emotion": [B, n_classes]}`` probabilities.
+
+    Example:
+        >>> audio = build_audio_encoder(cfg.audio, cfg.features).get_layer("audio_backbone")
+        >>> text = build_text_encoder(cfg.text, cfg.features, 1000).get_layer("text_backbone")
+        >>> audio.trainable = text.trainable = False  # train the fusion layers only
+        >>> model = build_fusion_model(audio, text, cfg.fusion, n_classes=5)
+        >>> model({"log_mel": mel, "frame_mask": mask, "token_ids": ids})["emotion"]
+    """
+    modalities = _check_modalities(modalities, audio_backbone, text_backbone, n_classes)
+    inputs: dict[str, keras.KerasTensor] = {}
+    sequences, masks = {}, {}
+    if "audio" in modalities:
+        n_mels = audio_backbone.input["log_mel"].shape[-1]
+        inputs["log_mel"] = keras.Input(shape=(None, n_mels), dtype="float32", name="log_mel")
+        inputs["frame_mask"] = keras.Input(shape=(None,), dtype="bool", name="frame_mask")
+        sequences["audio"] = audio_backbone({"log_mel": inputs["log_mel"], "frame_mask": inputs["frame_mask"]})
+        masks["audio"] = inputs["frame_mask"]
+    if "text" in modalities:
+        inputs["token_ids"] = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        sequences["text"] = text_backbone(inputs["token_ids"])
+        masks["text"] = TokenPaddingMask(pad_id=PAD_ID, name="text_mask")(inputs["token_ids"])
+    if len(modalities) == 2:
+        sequences["audio"], masks["audio"], sequences["text"], masks["text"] = ModalityDropout(
+            rate=fusion_cfg.modality_dropout, name="modality_dropout"
+        )(sequences["audio"], masks["audio"], sequences["text"], masks["text"])
+
+    width = max(sequences[m].shape[-1] for m in modalities)
+    if width % fusion_cfg.n_heads:
+        raise ValueError(
+            f"fusion width {width} (the wider backbone) must be divisible by fusion.n_heads ({fusion_cfg.n_heads})"
+        )
+    projected = [keras.layers.Dense(width, name=f"{m}_projection")(sequences[m]) for m in modalities]
+    if len(modalities) == 2:
+        sequence = ConcatenateSteps(name="concat_sequences")(projected)
+        mask = ConcatenateSteps(name="concat_masks")([masks[m] for m in modalities])
+    else:
+        sequence, mask = projected[0], masks[modalities[0]]
+
+    sequence, mask = PackMaskedSteps(name="pack_real_steps")(sequence, mask)
+    mask = NonEmptyMask(name="fusion_mask")(mask)
+    sequence = ZeroMaskedSteps(name="zero_padded_steps")(sequence, mask)
+    sequence = keras_hub.layers.TransformerEncoder(
+        intermediate_dim=FEEDFORWARD_MULTIPLE * width, num_heads=fusion_cfg.n_heads,
+        dropout=fusion_cfg.dropout, name="fusion_attention",
+    )(sequence, padding_mask=mask)
+    summary = keras.layers.LSTM(fusion_cfg.lstm_units, name="lstm")(sequence, mask=mask)
+    summary = keras.layers.Dropout(fusion_cfg.dropout, name="head_dropout")(summary)
+    emotion = keras.layers.Dense(n_classes, activation="softmax", name="emotion")(summary)
+    default_name = "fusion" if len(modalities) == 2 else f"{modalities[0]}_clf"
+    return keras.Model(inputs, {"emotion": emotion}, name=name or default_name)
+
+
+def _check_modalities(modalities, audio_backbone, text_backbone, n_classes) -> tuple[str, ...]:
+    modalities = tuple(modalities)
+    if not modalities or len(set(modalities)) != len(modalities) or set(modalities) - set(MODALITIES):
+        raise ValueError(f"modalities must be a non-empty subset of {MODALITIES} without repeats, got {modalities}")
+    # Keep the canonical order so the concatenation is always [audio | text].
+    modalities = tuple(m for m in MODALITIES if m in modalities)
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    if "audio" in modalities:
+        if audio_backbone is None:
+            raise ValueError("modalities include 'audio' but audio_backbone is None")
+        if not isinstance(audio_backbone.input, dict) or set(audio_backbone.input) != {"log_mel", "frame_mask"}:
+            raise ValueError(
+                f"audio_backbone {audio_backbone.name!r} must take inputs {{'log_mel', 'frame_mask'}} "
+                "(see build_audio_backbone)"
+            )
+    if "text" in modalities:
+        if text_backbone is None:
+            raise ValueError("modalities include 'text' but text_backbone is None")
+        if isinstance(text_backbone.input, (dict, list, tuple)):
+            raise ValueError(
+                f"text_backbone {text_backbone.name!r} must take the single input token_ids (see build_text_backbone)"
+            )
+    return modalities

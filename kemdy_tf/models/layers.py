@@ -1,0 +1,293 @@
+"""Serializable custom layers shared by the audio, text and fusion models.
+
+Every layer here is written with `keras.ops` only (no TensorFlow calls), is registered
+under the package name `kemdy_tf`, and takes its whole config as constructor
+arguments, so `.keras` archives load with `keras.saving.load_model(path)` (safe mode
+on) once `kemdy_tf.models` is imported.
+
+Masks in this project are explicit boolean tensors `[batch, steps]`, True on real
+steps. They travel beside the sequences as ordinary inputs rather than as implicit
+Keras masks, because some keras-hub layers (e.g. `PositionEmbedding`) drop implicit
+masks.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+_PACKAGE = "kemdy_tf"
+
+
+# === Layers ===
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class TokenPaddingMask(keras.layers.Layer):
+    """Boolean padding mask of a batch of token ids: True where the id is not `pad_id`.
+
+    Args:
+        pad_id: the id the tokenizer pads with (SentencePiece here: 0).
+        **kwargs: standard `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Example:
+        >>> ids = np.array([[5, 9, 0, 0]], "int32")
+        >>> TokenPaddingMask()(ids).numpy()
+        array([[ True,  True, False, False]])
+    """
+
+    def __init__(self, pad_id: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.pad_id = int(pad_id)
+
+    def call(self, token_ids):
+        return ops.not_equal(token_ids, self.pad_id)
+
+    def compute_output_spec(self, token_ids):
+        return keras.KerasTensor(token_ids.shape, dtype="bool")
+
+    def get_config(self):
+        return {**super().get_config(), "pad_id": self.pad_id}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ZeroMaskedSteps(keras.layers.Layer):
+    """Sets every step whose mask is False to zero: `where(mask[..., None], x, 0)`.
+
+    `where` (not multiplication) so that garbage, even inf or NaN, in padding cannot
+    reach the output, and the gradient at masked steps is exactly zero.
+
+    Args:
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call args:
+        sequence: `[batch, steps, features]`.
+        step_mask: boolean `[batch, steps]`, True on real steps. (Not called
+            `mask`: Keras reserves that argument name for implicit masks.)
+
+    Example:
+        >>> x = np.ones((1, 3, 2), "float32")
+        >>> ZeroMaskedSteps()(x, np.array([[True, True, False]]))[0, :, 0].numpy()
+        array([1., 1., 0.], dtype=float32)
+    """
+
+    def call(self, sequence, step_mask):
+        keep = ops.expand_dims(ops.cast(step_mask, "bool"), axis=-1)
+        return ops.where(keep, sequence, ops.zeros_like(sequence))
+
+    def compute_output_spec(self, sequence, step_mask):
+        return keras.KerasTensor(sequence.shape, dtype=sequence.dtype)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class NonEmptyMask(keras.layers.Layer):
+    """Makes sure every row of a boolean mask keeps at least one True step.
+
+    A row with no True step (an empty transcript, a blanked modality) gets its first
+    step switched on. Callers zero that step's features, so the model sees one
+    all-zero step: a fixed "no information" input. Without it, attention would have
+    no key to attend to (a softmax over nothing) and Keras' cuDNN RNN path rejects
+    a fully masked row.
+    Rows with any True step are returned unchanged, and a right-padded mask stays
+    right-padded.
+
+    Args:
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+        >>> NonEmptyMask()(np.array([[False, False], [True, False]])).numpy()
+        array([[ True, False],
+               [ True, False]])
+    """
+
+    def call(self, step_mask):
+        mask = ops.cast(step_mask, "bool")
+        empty_row = ops.logical_not(ops.any(mask, axis=1, keepdims=True))
+        first_step = ops.expand_dims(ops.equal(ops.arange(ops.shape(mask)[1]), 0), axis=0)
+        return ops.logical_or(mask, ops.logical_and(empty_row, first_step))
+
+    def compute_output_spec(self, step_mask):
+        return keras.KerasTensor(step_mask.shape, dtype="bool")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PackMaskedSteps(keras.layers.Layer):
+    """Moves the real steps of each row to the front, keeping their order.
+
+    After concatenating two padded sequences along time (`[audio | pad | text | pad]`)
+    the mask has a hole in the middle. Recurrent layers skip masked steps anyway, so
+    packing changes no result on CPU; but cuDNN RNN kernels only accept right-padded
+    masks and fail on any other, so the fusion model packs before its LSTM.
+
+    Args:
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call args:
+        sequence: `[batch, steps, features]`.
+        step_mask: boolean `[batch, steps]`.
+
+    Returns:
+        `(packed_sequence, packed_mask)`; the packed mask is right-padded.
+
+    Example:
+        >>> x = np.arange(4, dtype="float32").reshape(1, 4, 1)
+        >>> seq, mask = PackMaskedSteps()(x, np.array([[True, False, True, False]]))
+        >>> seq[0, :, 0].numpy(), mask.numpy()
+        (array([0., 2., 1., 3.], dtype=float32), array([[ True,  True, False, False]]))
+    """
+
+    def call(self, sequence, step_mask):
+        mask = ops.cast(step_mask, "bool")
+        steps = ops.shape(mask)[1]
+        # Unique sort keys: real steps keep their index, padded steps go after all of them.
+        position = ops.expand_dims(ops.arange(steps, dtype="int32"), axis=0)
+        key = position + ops.cast(ops.logical_not(mask), "int32") * steps
+        order = ops.argsort(key, axis=1)
+        packed_mask = ops.take_along_axis(mask, order, axis=1)
+        packed = ops.take_along_axis(sequence, ops.expand_dims(order, axis=-1), axis=1)
+        return packed, packed_mask
+
+    def compute_output_spec(self, sequence, step_mask):
+        return (
+            keras.KerasTensor(sequence.shape, dtype=sequence.dtype),
+            keras.KerasTensor(step_mask.shape, dtype="bool"),
+        )
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConcatenateSteps(keras.layers.Layer):
+    """Concatenates sequences, or boolean masks, along the time axis (axis 1).
+
+    A plain `keras.layers.Concatenate` would do for float sequences; this layer also
+    takes boolean masks and never touches implicit Keras masks.
+
+    Args:
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+        >>> a, b = np.zeros((2, 3, 4)), np.ones((2, 5, 4))
+        >>> ConcatenateSteps()([a, b]).shape
+        TensorShape([2, 8, 4])
+    """
+
+    def call(self, inputs):
+        return ops.concatenate(list(inputs), axis=1)
+
+    def compute_output_spec(self, inputs):
+        first = inputs[0]
+        lengths = [x.shape[1] for x in inputs]
+        total = None if any(n is None for n in lengths) else sum(lengths)
+        return keras.KerasTensor((first.shape[0], total, *first.shape[2:]), dtype=first.dtype)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ModalityDropout(keras.layers.Layer):
+    """In training, blanks one whole modality of an example with probability `rate`.
+
+    Blanking sets the modality's mask to all False and its sequence to zero, so the
+    fusion model learns to predict from audio alone and from text alone: at inference
+    an utterance without a transcript (all-zero token ids) is just "no text". For each
+    example: with probability `rate` one modality is chosen at random (even odds);
+    it is blanked only if the other modality has at least one real step, so an
+    example is never left with neither. At inference the layer is the identity.
+
+    Args:
+        rate: probability, per example, of blanking one modality (0 <= rate < 1).
+        seed: seed of the layer's random stream (None: a random seed).
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call args:
+        audio_sequence: `[batch, frames, features]`.
+        audio_mask: boolean `[batch, frames]`.
+        text_sequence: `[batch, tokens, features]`.
+        text_mask: boolean `[batch, tokens]`.
+        training: blank only when True.
+
+    Returns:
+        `(audio_sequence, audio_mask, text_sequence, text_mask)` after blanking.
+
+    Example:
+        >>> drop = ModalityDropout(rate=0.5, seed=1)
+        >>> a, am, t, tm = drop(audio, audio_mask, text, text_mask, training=True)
+    """
+
+    def __init__(self, rate: float = 0.15, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"ModalityDropout rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, audio_sequence, audio_mask, text_sequence, text_mask, training=None):
+        audio_mask = ops.cast(audio_mask, "bool")
+        text_mask = ops.cast(text_mask, "bool")
+        if not training or self.rate == 0.0:
+            return audio_sequence, audio_mask, text_sequence, text_mask
+        batch = ops.shape(audio_mask)[0]
+        draw = keras.random.uniform((batch, 2), seed=self.seed_generator)
+        drop = draw[:, 0] < self.rate
+        pick_audio = draw[:, 1] < 0.5
+        has_audio = ops.any(audio_mask, axis=1)
+        has_text = ops.any(text_mask, axis=1)
+        blank_audio = drop & pick_audio & has_text
+        blank_text = drop & ops.logical_not(pick_audio) & has_audio
+        keep_audio = ops.logical_not(blank_audio)[:, None]
+        keep_text = ops.logical_not(blank_text)[:, None]
+        audio_mask = audio_mask & keep_audio
+        text_mask = text_mask & keep_text
+        audio_sequence = ops.where(keep_audio[..., None], audio_sequence, ops.zeros_like(audio_sequence))
+        text_sequence = ops.where(keep_text[..., None], text_sequence, ops.zeros_like(text_sequence))
+        return audio_sequence, audio_mask, text_sequence, text_mask
+
+    def compute_output_spec(self, audio_sequence, audio_mask, text_sequence, text_mask, training=None):
+        return (
+            keras.KerasTensor(audio_sequence.shape, dtype=audio_sequence.dtype),
+            keras.KerasTensor(audio_mask.shape, dtype="bool"),
+            keras.KerasTensor(text_sequence.shape, dtype=text_sequence.dtype),
+            keras.KerasTensor(text_mask.shape, dtype="bool"),
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SegmentIds(keras.layers.Layer):
+    """Constant segment ids shaped like `token_ids`, for BERT-style backbones.
+
+    keras-hub BERT backbones take `segment_ids` as a third input; a single-sentence
+    task feeds all zeros.
+
+    Args:
+        segment: the id every position gets.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+        >>> SegmentIds()(np.array([[7, 3, 0]], "int32")).numpy()
+        array([[0, 0, 0]], dtype=int32)
+    """
+
+    def __init__(self, segment: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.segment = int(segment)
+
+    def call(self, token_ids):
+        return ops.full_like(token_ids, self.segment, dtype="int32")
+
+    def compute_output_spec(self, token_ids):
+        return keras.KerasTensor(token_ids.shape, dtype="int32")
+
+    def get_config(self):
+        return {**super().get_config(), "segment": self.segment}
+
+
+CUSTOM_LAYERS = (
+    TokenPaddingMask,
+    ZeroMaskedSteps,
+    NonEmptyMask,
+    PackMaskedSteps,
+    ConcatenateSteps,
+    ModalityDropout,
+    SegmentIds,
+)

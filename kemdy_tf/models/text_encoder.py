@@ -1,0 +1,243 @@
+"""Text encoder: SentencePiece token ids -> token sequence -> valence.
+
+The seed's design (see docs/architecture.md): token ids with a padding mask ->
+`d_model` embeddings -> self-attention layers -> GRU -> valence. The padding mask is
+derived in-graph as ``token_ids != 0`` (SentencePiece pad id), so a transcript-less
+utterance is an all-zero row.
+
+The backbone (everything up to the token sequence) is its own `keras.Model`, nested
+in the encoder under the name `text_backbone`, so the fusion model can reuse the
+pretrained weights: `encoder.get_layer("text_backbone")`. It can start from a
+pretrained token embedding or wrap a pretrained keras-hub backbone; see
+`build_text_backbone`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import keras_hub
+import numpy as np
+
+from kemdy_tf.config import FeatureConfig, TextEncoderConfig
+from kemdy_tf.models.layers import NonEmptyMask, SegmentIds, TokenPaddingMask, ZeroMaskedSteps
+
+PAD_ID = 0
+# Targets are ratings on a 1..5 scale: start the regression head at the middle.
+RATING_MIDPOINT = 3.0
+
+
+# === Functional Model ===
+
+
+def build_text_backbone(
+    text_cfg: TextEncoderConfig,
+    feature_cfg: FeatureConfig,
+    vocab_size: int | None = None,
+    *,
+    embedding_weights: np.ndarray | str | os.PathLike | None = None,
+    train_embedding: bool = True,
+    pretrained: keras.Model | None = None,
+    name: str = "text_backbone",
+) -> keras.Model:
+    """Token ids -> one `d_model` vector per token, pad tokens zero.
+
+    Pad tokens (id 0) change nothing: attention never uses them as keys and they are
+    zeroed on exit, so the gradient reaching their embeddings is zero.
+
+    Three ways to get the token representation:
+
+    * default: a fresh `token_embedding` (`keras.layers.Embedding`, `vocab_size` x
+      `d_model`) + learned positions (`keras_hub.layers.PositionEmbedding` up to
+      `max_tokens`) + `text_cfg.n_layers` `keras_hub.layers.TransformerEncoder`
+      layers.
+    * ``embedding_weights``: the same, but the token embedding starts from a
+      pretrained matrix ``[vocab_size, dim]`` (a numpy array or a ``.npy`` path; row
+      i belongs to SentencePiece id i). When ``dim != d_model`` a Dense
+      ``embedding_projection`` maps it to ``d_model``. ``train_embedding=False``
+      freezes the matrix.
+    * ``pretrained``: a whole pretrained encoder replaces the embedding and the
+      attention layers, e.g. a keras-hub backbone loaded from a local folder::
+
+          bert = keras_hub.models.Backbone.from_preset("/models/my_korean_bert")
+          backbone = build_text_backbone(cfg.text, cfg.features, pretrained=bert)
+
+      It is called with its inputs by name: ``token_ids``, ``padding_mask``
+      (``token_ids != 0``) and ``segment_ids`` (zeros) where it has them, or with
+      the token ids alone if it has a single input. Its output, or its
+      ``"sequence_output"`` entry, must be ``[B, tokens, dim]``; a Dense
+      ``pretrained_projection`` maps ``dim`` to ``d_model`` when they differ. The
+      token ids must come from that model's own tokenizer and its pad id must be 0.
+
+    Args:
+        text_cfg: sizes of the embedding and attention layers.
+        feature_cfg: `max_tokens` (longest sequence) and the default `vocab_size`.
+        vocab_size: token vocabulary size (the trained SentencePiece model's
+            `vocabulary_size()`); default `feature_cfg.vocab_size`.
+        embedding_weights: pretrained token embedding, array or `.npy` path.
+        train_embedding: False keeps `embedding_weights` fixed during training.
+        pretrained: a pretrained encoder model (see above).
+        name: the model's name (it becomes the layer name when nested).
+
+    Returns:
+        A `keras.Model` with input ``token_ids`` ``[B, tokens]`` int32 (tokens <=
+        `max_tokens`, pad id 0) and output ``[B, tokens, d_model]``.
+
+    Raises:
+        ValueError: on inconsistent sizes, an unreadable or mis-shaped embedding
+            file, or a pretrained model whose inputs cannot be fed.
+
+    Example:
+        >>> backbone = build_text_backbone(TextEncoderConfig(), FeatureConfig(), vocab_size=1000)
+        >>> backbone(np.array([[12, 7, 99, 0, 0]], "int32")).shape
+        TensorShape([1, 5, 64])
+    """
+    vocab_size = feature_cfg.vocab_size if vocab_size is None else int(vocab_size)
+    if text_cfg.d_model % text_cfg.n_heads:
+        raise ValueError(
+            f"text.d_model ({text_cfg.d_model}) must be divisible by text.n_heads ({text_cfg.n_heads})"
+        )
+    if vocab_size < 2:
+        raise ValueError(f"vocab_size must be >= 2 (pad id 0 plus tokens), got {vocab_size}")
+    if pretrained is not None and embedding_weights is not None:
+        raise ValueError("give either embedding_weights or pretrained, not both")
+
+    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    padding_mask = TokenPaddingMask(pad_id=PAD_ID, name="padding_mask")(token_ids)
+    if pretrained is not None:
+        x = _call_pretrained(pretrained, token_ids, padding_mask)
+        if x.shape[-1] != text_cfg.d_model:
+            x = keras.layers.Dense(text_cfg.d_model, name="pretrained_projection")(x)
+    else:
+        x = _embed_and_encode(
+            token_ids, padding_mask, text_cfg, feature_cfg, vocab_size, embedding_weights, train_embedding
+        )
+    sequence = ZeroMaskedSteps(name="token_sequence")(x, padding_mask)
+    return keras.Model(token_ids, sequence, name=name)
+
+
+def build_text_encoder(
+    text_cfg: TextEncoderConfig,
+    feature_cfg: FeatureConfig,
+    vocab_size: int | None = None,
+    backbone: keras.Model | None = None,
+) -> keras.Model:
+    """The valence regressor: text backbone -> masked GRU -> `valence`.
+
+    Args:
+        text_cfg: model sizes (`gru_units`, `dropout` and the backbone's).
+        feature_cfg: input sizes.
+        vocab_size: token vocabulary size, when a new backbone is built.
+        backbone: an existing text backbone (e.g. one built with pretrained
+            embeddings, see `build_text_backbone`); default: a new one.
+
+    Returns:
+        A `keras.Model` named ``text_encoder`` with input ``token_ids`` and output
+        ``{"valence": [B, 1]}`` (linear, 1..5 scale). An all-pad row (no transcript)
+        gives a finite, input-independent prediction.
+
+    Example:
+        >>> encoder = build_text_encoder(TextEncoderConfig(), FeatureConfig(), vocab_size=1000)
+        >>> encoder.compile(optimizer="adam", loss={"valence": "mse"})
+        >>> backbone = encoder.get_layer("text_backbone")  # reuse in the fusion model
+    """
+    if backbone is None:
+        backbone = build_text_backbone(text_cfg, feature_cfg, vocab_size)
+    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    sequence = backbone(token_ids)
+    padding_mask = TokenPaddingMask(pad_id=PAD_ID, name="padding_mask")(token_ids)
+    # A row with no token still gets one (zero) step, so the GRU always has input.
+    rnn_mask = NonEmptyMask(name="rnn_mask")(padding_mask)
+    summary = keras.layers.GRU(text_cfg.gru_units, name="gru")(sequence, mask=rnn_mask)
+    summary = keras.layers.Dropout(text_cfg.dropout, name="head_dropout")(summary)
+    valence = keras.layers.Dense(
+        1, bias_initializer=keras.initializers.Constant(RATING_MIDPOINT), name="valence"
+    )(summary)
+    return keras.Model(token_ids, {"valence": valence}, name="text_encoder")
+
+
+def load_embedding_weights(source: np.ndarray | str | os.PathLike, vocab_size: int) -> np.ndarray:
+    """A pretrained token-embedding matrix, checked: float32 ``[vocab_size, dim]``, finite.
+
+    Args:
+        source: the matrix, or the path of a `.npy` file holding it.
+        vocab_size: the number of rows it must have.
+
+    Raises:
+        ValueError: naming the file (or "array") and what is wrong with it.
+    """
+    where = "embedding_weights array"
+    if isinstance(source, (str, os.PathLike)):
+        where = f"embedding file {os.fspath(source)!r}"
+        try:
+            source = np.load(source, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read {where} as a .npy array: {error}") from None
+    matrix = np.asarray(source)
+    if matrix.ndim != 2 or matrix.shape[0] != vocab_size or matrix.shape[1] < 1:
+        raise ValueError(f"{where} has shape {matrix.shape}; expected ({vocab_size}, dim)")
+    if not np.issubdtype(matrix.dtype, np.number) or not np.all(np.isfinite(matrix)):
+        raise ValueError(f"{where} must hold finite numbers")
+    return matrix.astype("float32")
+
+
+def _embed_and_encode(token_ids, padding_mask, text_cfg, feature_cfg, vocab_size, embedding_weights, train_embedding):
+    matrix = None if embedding_weights is None else load_embedding_weights(embedding_weights, vocab_size)
+    embedding_dim = text_cfg.d_model if matrix is None else matrix.shape[1]
+    embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="token_embedding")
+    x = embedding(token_ids)
+    if matrix is not None:
+        # set_weights, not a Constant initializer: an initializer would copy the whole
+        # matrix into the model's JSON config.
+        embedding.set_weights([matrix])
+        embedding.trainable = bool(train_embedding)
+    if embedding_dim != text_cfg.d_model:
+        x = keras.layers.Dense(text_cfg.d_model, name="embedding_projection")(x)
+    positions = keras_hub.layers.PositionEmbedding(
+        sequence_length=feature_cfg.max_tokens, name="position_embedding"
+    )(x)
+    x = keras.layers.Add(name="add_positions")([x, positions])
+    x = keras.layers.LayerNormalization(epsilon=1e-5, name="embedding_norm")(x)
+    x = keras.layers.Dropout(text_cfg.dropout, name="embedding_dropout")(x)
+    for index in range(1, text_cfg.n_layers + 1):
+        x = keras_hub.layers.TransformerEncoder(
+            intermediate_dim=text_cfg.ff_dim, num_heads=text_cfg.n_heads,
+            dropout=text_cfg.dropout, name=f"attention_block_{index}",
+        )(x, padding_mask=padding_mask)
+    return x
+
+
+def _call_pretrained(pretrained: keras.Model, token_ids, padding_mask):
+    """Feeds a pretrained encoder by its input names; returns its token sequence."""
+    spec = pretrained.input
+    if isinstance(spec, dict):
+        feeds = {"token_ids": token_ids, "padding_mask": padding_mask}
+        if "segment_ids" in spec:
+            feeds["segment_ids"] = SegmentIds(name="segment_ids")(token_ids)
+        unknown = sorted(set(spec) - set(feeds))
+        if unknown or "token_ids" not in spec:
+            raise ValueError(
+                f"pretrained model {pretrained.name!r} has inputs {sorted(spec)}; this builder feeds "
+                "token_ids, padding_mask and segment_ids. Wrap it in a keras.Model taking token_ids."
+            )
+        output = pretrained({key: feeds[key] for key in spec})
+    elif isinstance(spec, (list, tuple)):
+        raise ValueError(
+            f"pretrained model {pretrained.name!r} takes {len(spec)} unnamed inputs; give it dict "
+            "inputs named token_ids / padding_mask / segment_ids, or a single token_ids input"
+        )
+    else:
+        output = pretrained(token_ids)
+    if isinstance(output, dict):
+        if "sequence_output" not in output:
+            raise ValueError(
+                f"pretrained model {pretrained.name!r} returns {sorted(output)}; expected a tensor "
+                "or a dict with 'sequence_output'"
+            )
+        output = output["sequence_output"]
+    if len(output.shape) != 3:
+        raise ValueError(
+            f"pretrained model {pretrained.name!r} returns shape {output.shape}; expected [batch, tokens, dim]"
+        )
+    return output

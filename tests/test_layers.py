@@ -1,0 +1,106 @@
+"""Custom layers: config round trips, registration, and what each one does."""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kemdy_tf.models import layers  # noqa: E402
+
+# One instance of every custom layer, with non-default arguments where it has any.
+EXAMPLES = {
+    layers.TokenPaddingMask: dict(pad_id=3),
+    layers.ZeroMaskedSteps: {},
+    layers.NonEmptyMask: {},
+    layers.PackMaskedSteps: {},
+    layers.ConcatenateSteps: {},
+    layers.ModalityDropout: dict(rate=0.25, seed=11),
+    layers.SegmentIds: dict(segment=1),
+}
+BASE_KEYS = set(keras.layers.Layer().get_config())
+
+
+def test_every_custom_layer_has_an_example():
+    assert set(EXAMPLES) == set(layers.CUSTOM_LAYERS)
+
+
+@pytest.mark.parametrize("cls", list(EXAMPLES), ids=lambda c: c.__name__)
+def test_get_config_round_trip(cls):
+    layer = cls(name=f"my_{cls.__name__.lower()}", **EXAMPLES[cls])
+    config = layer.get_config()
+    # the config is exactly the constructor arguments (plus Layer's own keys)
+    own_init = cls.__dict__.get("__init__")
+    own_args = set(inspect.signature(own_init).parameters) - {"self", "kwargs"} if own_init else set()
+    assert set(config) - BASE_KEYS == own_args
+    for key, value in EXAMPLES[cls].items():
+        assert config[key] == value
+    rebuilt = cls.from_config(config)
+    assert type(rebuilt) is cls and rebuilt.get_config() == config
+
+
+@pytest.mark.parametrize("cls", list(EXAMPLES), ids=lambda c: c.__name__)
+def test_registered_for_load_model(cls):
+    layer = cls(**EXAMPLES[cls])
+    serialized = keras.saving.serialize_keras_object(layer)
+    assert serialized["registered_name"] == f"kemdy_tf>{cls.__name__}"
+    restored = keras.saving.deserialize_keras_object(serialized, safe_mode=True)
+    assert type(restored) is cls and restored.get_config() == layer.get_config()
+
+
+def test_token_padding_mask():
+    ids = np.array([[5, 3, 9], [3, 3, 3]], "int32")
+    np.testing.assert_array_equal(layers.TokenPaddingMask()(ids), ids != 0)
+    np.testing.assert_array_equal(layers.TokenPaddingMask(pad_id=3)(ids), [[True, False, True], [False] * 3])
+
+
+def test_zero_masked_steps_blocks_values_and_gradients():
+    x = tf.Variable(np.array([[[1.0, 2.0], [np.nan, np.inf], [1e30, -3.0]]], "float32"))
+    mask = tf.constant([[True, False, True]])
+    with tf.GradientTape() as tape:
+        y = layers.ZeroMaskedSteps()(x, mask)
+        loss = tf.reduce_sum(y)
+    np.testing.assert_array_equal(y.numpy(), np.array([[[1.0, 2.0], [0.0, 0.0], [1e30, -3.0]]], "float32"))
+    np.testing.assert_array_equal(tape.gradient(loss, x).numpy(), [[[1, 1], [0, 0], [1, 1]]])
+
+
+def test_non_empty_mask_switches_on_the_first_step_of_empty_rows_only():
+    mask = np.array([[False, False, False], [False, True, False], [True, True, False]])
+    expected = [[True, False, False], [False, True, False], [True, True, False]]
+    np.testing.assert_array_equal(layers.NonEmptyMask()(mask), expected)
+
+
+def test_pack_masked_steps_keeps_order_and_right_pads():
+    x = np.arange(2 * 5, dtype="float32").reshape(2, 5, 1)
+    mask = np.array([[False, True, False, True, True], [False] * 5])
+    packed, packed_mask = layers.PackMaskedSteps()(x, mask)
+    np.testing.assert_array_equal(packed[0, :, 0], [1, 3, 4, 0, 2])
+    np.testing.assert_array_equal(packed_mask, [[True, True, True, False, False], [False] * 5])
+    np.testing.assert_array_equal(packed[1, :, 0], x[1, :, 0])
+
+
+def test_concatenate_steps_joins_sequences_and_masks_along_time():
+    a, b = np.ones((2, 3, 4), "float32"), np.zeros((2, 5, 4), "float32")
+    assert tuple(layers.ConcatenateSteps()([a, b]).shape) == (2, 8, 4)
+    masks = layers.ConcatenateSteps()([np.ones((2, 3), bool), np.zeros((2, 5), bool)])
+    assert masks.dtype == tf.bool
+    np.testing.assert_array_equal(masks[0], [True] * 3 + [False] * 5)
+    symbolic = layers.ConcatenateSteps()([keras.Input((None, 4)), keras.Input((7, 4))])
+    assert symbolic.shape == (None, None, 4)
+
+
+def test_segment_ids_are_constant():
+    out = layers.SegmentIds(segment=2)(np.array([[7, 3, 0]], "int32"))
+    assert out.dtype == tf.int32
+    np.testing.assert_array_equal(out, [[2, 2, 2]])
+
+
+def test_modality_dropout_rejects_a_bad_rate():
+    with pytest.raises(ValueError, match="rate"):
+        layers.ModalityDropout(rate=-0.1)
