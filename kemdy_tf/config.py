@@ -90,7 +90,9 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     patience: int = 4
-    class_weighting: str = "weights"  # weights | sampling | none
+    # "weights": sklearn balanced class weights as sample weights; "none". Balanced sampling
+    # instead: data.balance_target oversamples minority classes with augmented copies.
+    class_weighting: str = "weights"
     shuffle_buffer: int = 2048
 
 

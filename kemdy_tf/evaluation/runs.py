@@ -1,0 +1,270 @@
+"""Evaluate a run's workdir: its models on one split, its training curves, sweeps and folds.
+
+    evaluate_workdir("runs/synthetic")     # -> runs/synthetic/eval_test/report.md ...
+
+Reads the workdir layout of docs/architecture.md: `run.json`, `table.csv` with its
+`split` column, `tokenizer.model`, one folder per stage with `model.keras` and
+`history.csv`, `sweeps/<field>/<value>/` and `folds/fold<k>/` (each a workdir).
+A workdir that holds only sweeps or folds (as `train.py --sweep` / `--folds` leave
+the top level) gets a report of those alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import re
+
+import pandas as pd
+
+from kemdy_tf.evaluation import metrics, plots, report as report_lib, sweeps as sweeps_lib
+from kemdy_tf.evaluation.predict import predict_split
+
+log = logging.getLogger("kemdy_tf.evaluation")
+
+SPLITS = ("test", "val")
+# Folders of a workdir that are not stages.
+NOT_STAGES = {"sweeps", "folds", "backup", "logs"}
+LABEL_POLICY = (
+    "Each utterance is scored against its primary label (`emotion`): the first annotated "
+    "label that is a target class and not `neutral`, else `neutral` "
+    "(`kemdy_tf.data.labels.primary_label`; ties such as `happy;neutral` count as `happy`). "
+    "`predictions.csv` also lists every tied label (`labels`). The majority baseline "
+    "predicts the training split's most frequent primary label for every utterance.")
+
+
+class EvaluationError(RuntimeError):
+    """A workdir cannot be evaluated (missing files, empty split, ...)."""
+
+
+# === Loading a run ===
+
+def load_run(workdir: str | pathlib.Path, cache_dir=None):
+    """The `training.Run` (config, table, tokenizer, feature cache) a workdir was trained with.
+
+    Reads `run.json` for the config and data source and lets `training.prepare_run`
+    reuse the stored `table.csv` and `tokenizer.model` (it only fills cache entries
+    that are missing, e.g. when the cache folder was deleted).
+
+    Raises:
+        EvaluationError: when `run.json`, `table.csv` or `tokenizer.model` is missing.
+    """
+    from kemdy_tf import training
+    from kemdy_tf.config import RunConfig
+
+    workdir = pathlib.Path(workdir)
+    for name in ("run.json", "table.csv", "tokenizer.model"):
+        if not (workdir / name).exists():
+            raise EvaluationError(f"{workdir / name} is missing: {workdir} is not a prepared run "
+                                  f"(train it first with `python train.py --workdir {workdir}`)")
+    stored = json.loads((workdir / "run.json").read_text(encoding="utf-8"))
+    if "config" not in stored or "source" not in stored:
+        raise EvaluationError(f"{workdir / 'run.json'} lacks 'config' or 'source'")
+    return training.load_run(workdir, cache_dir=cache_dir)
+
+
+def stage_folders(workdir: str | pathlib.Path, filename: str) -> dict[str, pathlib.Path]:
+    """`{stage: folder}` for every stage folder of `workdir` holding `filename`, in report order."""
+    workdir = pathlib.Path(workdir)
+    if not workdir.is_dir():
+        return {}
+    found = {p.name: p for p in workdir.iterdir()
+             if p.is_dir() and p.name not in NOT_STAGES and not p.name.startswith("eval_")
+             and (p / filename).exists()}
+    return {name: found[name] for name in report_lib.ordered(found)}
+
+
+def load_models(workdir: str | pathlib.Path) -> dict:
+    """`{stage: keras.Model}` of every `<stage>/model.keras` in the workdir (not compiled)."""
+    import keras
+
+    import kemdy_tf.models  # noqa: F401  registers the custom layers load_model needs
+
+    models = {}
+    for stage, folder in stage_folders(workdir, "model.keras").items():
+        try:
+            models[stage] = keras.saving.load_model(folder / "model.keras", compile=False)
+        except Exception as err:  # a damaged archive: name it, do not guess
+            raise EvaluationError(f"cannot load {folder / 'model.keras'}: {err}") from err
+    return models
+
+
+# === Evaluating ===
+
+def evaluate_workdir(workdir: str | pathlib.Path, split: str = "test", out_dir=None, cache_dir=None,
+                     with_sweeps: bool = True, with_folds: bool = True) -> dict:
+    """Evaluate everything a workdir holds and write the report into `out_dir`.
+
+    Args:
+        workdir: a run folder (docs/architecture.md).
+        split: `test` or `val`.
+        out_dir: where report.json, report.md, predictions.csv and the PNGs go;
+            default `WORKDIR/eval_<split>`.
+        cache_dir: the feature cache, when training used `--cache-dir`.
+        with_sweeps, with_folds: also report `sweeps/` and `folds/`.
+
+    Returns:
+        The report (as written to report.json), with `"paths"` of the files written.
+
+    Raises:
+        EvaluationError: the workdir is missing or holds nothing to evaluate, or the
+            split is empty.
+    """
+    workdir = pathlib.Path(workdir)
+    if split not in SPLITS:
+        raise EvaluationError(f"split must be one of {SPLITS}, got {split!r}")
+    if not workdir.is_dir():
+        raise EvaluationError(f"{workdir}: no such workdir")
+    out_dir = pathlib.Path(out_dir) if out_dir else workdir / f"eval_{split}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict = {"workdir": str(workdir), "split": split, "notes": []}
+    predictions = None
+
+    if stage_folders(workdir, "model.keras"):
+        predictions, scores = evaluate_models(workdir, split, cache_dir)
+        report.update(scores, label_policy=LABEL_POLICY)
+        report["plots"] = _model_plots(predictions, scores, out_dir)
+    elif (workdir / "run.json").exists():
+        report["notes"].append(f"{workdir} holds no trained model (no <stage>/model.keras).")
+    for stage, folder in stage_folders(workdir, "config.json").items():
+        if not (folder / "model.keras").exists():
+            report["notes"].append(f"{stage}: {folder / 'model.keras'} is missing (training not finished?); "
+                                   f"the stage is left out.")
+
+    report["curves"] = _curve_plots(workdir, out_dir, report["notes"])
+    if with_sweeps:
+        report["sweeps"] = _sweep_section(workdir, out_dir)
+    if with_folds:
+        report["folds"] = evaluate_folds(workdir, split, out_dir / "folds", cache_dir)
+    if not (report.get("models") or report.get("curves") or report.get("sweeps") or report.get("folds")):
+        raise EvaluationError(f"{workdir} holds nothing to evaluate: no stage models, histories, "
+                              f"sweeps/ or folds/")
+    report["paths"] = {k: str(v) for k, v in report_lib.write_report(report, out_dir, predictions).items()}
+    return report
+
+
+def evaluate_models(workdir: pathlib.Path, split: str, cache_dir=None) -> tuple[pd.DataFrame, dict]:
+    """Predict with every stage model on the split and score it next to the baselines."""
+    run = load_run(workdir, cache_dir)
+    table = run.split(split)
+    if table.empty:
+        raise EvaluationError(f"{workdir / 'table.csv'} has no rows in the {split} split")
+    classes = list(run.config.data.classes)
+    predictions = predict_split(load_models(workdir), split_dataset(run, table), classes, table=table)
+    train = original_rows(run.split("train"))
+    if train.empty:
+        raise EvaluationError(f"{workdir / 'table.csv'} has no training rows: the baselines need them")
+    scores = metrics.score_predictions(
+        predictions, classes, train_emotions=list(train["emotion"]),
+        train_means={t: float(train[t].mean()) for t in ("arousal", "valence") if t in train})
+    return predictions, scores
+
+
+def split_dataset(run, table: pd.DataFrame):
+    """Evaluation batches of `table` (no augmentation, no shuffling, with segment ids)."""
+    from kemdy_tf.data.features import make_dataset
+
+    return make_dataset(table, run.cache, run.tokenizer(), run.config, training=False, with_ids=True)
+
+
+def original_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows that are not augmented copies (`augmented_from` empty or absent)."""
+    if "augmented_from" not in table:
+        return table
+    return table[table["augmented_from"].fillna("").astype(str) == ""]
+
+
+def evaluate_folds(workdir: pathlib.Path, split: str, out_dir: pathlib.Path, cache_dir=None) -> dict:
+    """Evaluate each `folds/fold<k>/` on its own split; mean ± std of every figure.
+
+    Returns `{}` when the workdir has no folds, else `{"split", "folds": [names],
+    "majority_baseline": {metric: mean_and_std}, "models": {model: {output: {metric:
+    mean_and_std}}}, "reports": {fold: report.md path relative to the parent report}}`.
+    """
+    fold_dirs = find_folds(workdir)
+    if not fold_dirs:
+        return {}
+    reports = {}
+    for name, fold_dir in fold_dirs.items():
+        log.info("evaluating %s on its %s split", fold_dir, split)
+        reports[name] = evaluate_workdir(fold_dir, split, out_dir / name, cache_dir,
+                                         with_sweeps=False, with_folds=False)
+    summary = aggregate_folds(reports)
+    summary["split"] = split
+    summary["reports"] = {name: f"folds/{name}/report.md" for name in reports}
+    return summary
+
+
+def find_folds(workdir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """`{"fold0": path, ...}` of `WORKDIR/folds/fold<k>/`, in fold order."""
+    root = pathlib.Path(workdir) / "folds"
+    if not root.is_dir():
+        return {}
+    found = {p.name: p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"fold\d+", p.name)}
+    return {name: found[name] for name in sorted(found, key=lambda n: int(n[4:]))}
+
+
+def aggregate_folds(reports: dict[str, dict]) -> dict:
+    """Mean ± sample std over folds of every headline figure, per model and for the baseline.
+
+    A model missing from some fold is averaged over the folds that have it (`n` says how many).
+    """
+    summary: dict = {"folds": list(reports), "majority_baseline": {}, "models": {}}
+    baselines = [r["majority_baseline"] for r in reports.values() if r.get("majority_baseline")]
+    if baselines:
+        summary["majority_baseline"] = {k: metrics.mean_and_std([b[k] for b in baselines])
+                                        for k in metrics.HEADLINE}
+    models = report_lib.ordered({m for r in reports.values() for m in r.get("models", {})})
+    for model in models:
+        entries = [r["models"][model] for r in reports.values() if model in r.get("models", {})]
+        out = {}
+        emotion = [e["emotion"] for e in entries if "emotion" in e]
+        if emotion:
+            out["emotion"] = {k: metrics.mean_and_std([e[k] for e in emotion]) for k in metrics.HEADLINE}
+        for target in ("arousal", "valence"):
+            values = [e[target] for e in entries if target in e]
+            if values:
+                out[target] = {k: metrics.mean_and_std([v[k] for v in values]) for k in ("rmse", "ccc")}
+        summary["models"][model] = out
+    return summary
+
+
+# === Figures ===
+
+def _model_plots(predictions: pd.DataFrame, scores: dict, out_dir: pathlib.Path) -> dict:
+    classes = scores["classes"]
+    index = {name: i for i, name in enumerate(classes)}
+    confusion, recalls = {}, {}
+    for model in report_lib.ordered(scores["models"]):
+        emotion = scores["models"][model].get("emotion")
+        if emotion is None:
+            continue
+        rows = predictions[predictions["model"] == model]
+        path = plots.plot_confusion(rows["emotion_true"].map(index), rows["emotion_pred"].map(index),
+                                    classes, out_dir / f"confusion_{model}.png", model)
+        confusion[model] = path.name
+        recalls[model] = [emotion["per_class"][c]["recall"] for c in classes]
+    result = {"confusion": confusion}
+    if recalls:
+        result["recall"] = plots.plot_recall_bars(recalls, classes, out_dir / "recall_per_class.png").name
+    return result
+
+
+def _curve_plots(workdir: pathlib.Path, out_dir: pathlib.Path, notes: list) -> dict:
+    curves = {}
+    for stage, folder in stage_folders(workdir, "history.csv").items():
+        try:
+            history = sweeps_lib.read_history(folder / "history.csv")
+            curves[stage] = plots.plot_history(history, out_dir / f"curves_{stage}.png", stage).name
+        except ValueError as err:
+            notes.append(f"no training curves for {stage}: {err}")
+    return curves
+
+
+def _sweep_section(workdir: pathlib.Path, out_dir: pathlib.Path) -> dict:
+    section = {}
+    for field, rows in sweeps_lib.find_sweeps(workdir).items():
+        path = plots.plot_sweep(rows, out_dir / f"sweep_{field}.png", f"sweep of {field}")
+        section[field] = {"rows": rows.to_dict(orient="records"), "plot": path.name}
+    return section

@@ -1,0 +1,444 @@
+"""A trained run as one SavedModel in TF Serving's layout: `saved_models/kemdy/<version>/`.
+
+    python -m kemdy_tf.export --workdir runs/small [--out saved_models/kemdy] [--version N]
+
+One SavedModel holds the three models of a run (fusion -> emotion, audio encoder ->
+arousal, text encoder -> valence) behind two signatures:
+
+`serving_default` (raw input; log-mel and tokenization in the graph)
+    inputs  `waveform` float32 [batch, samples], mono at the run's sample rate (16 kHz),
+            padded to a common length; `waveform_length` int32 [batch], the real
+            samples of each clip; `text` string [batch], UTF-8 transcripts ("" = none).
+`features` (precomputed input; no TF Text op, see below)
+    inputs  `log_mel` float32 [batch, frames, n_mels] (as `kemdy_tf.data.audio.log_mel`),
+            `frame_count` int32 [batch], `token_ids` int32 [batch, max_tokens] (pad 0).
+Both return `emotion_probs` float32 [batch, classes], `emotion` string [batch] (the
+most probable class name), `arousal` and `valence` float32 [batch] (1..5 scale).
+
+`assets/kemdy_tf.json` (class names, preset, feature and log-mel settings, signature
+descriptions) and `assets/tokenizer.model` (the SentencePiece model) travel with it,
+so a client needs nothing else.
+
+Design notes:
+* Written with `tf.saved_model.save` of a plain trackable, the object
+  `keras.export.ExportArchive` builds, minus its double bookkeeping: ExportArchive
+  tracks the Keras variable wrappers *and* the `tf.Variable`s its endpoints capture,
+  so every weight is written twice (keras-team/keras#23553). Here only the captured
+  `tf.Variable`s are tracked, each once. `saved_variable_bytes` measures it.
+* The SentencePiece resource is created inside the `serving_default` function (the
+  keras-hub tokenizer is built while tracing), so no TF Text op sits in the main graph
+  or in `features`. TF still registers every function of a SavedModel at load time,
+  so loading this SavedModel needs `import tensorflow_text` (stock TF Serving has TF
+  Text ops built in). Where TF Text is missing, `features_only=True` writes a
+  SavedModel with only the `features` signature, loadable by bare TensorFlow.
+* Atomic: the SavedModel is written to a hidden temporary folder next to the target
+  and renamed into place, so TF Serving (which polls the base folder) never sees a
+  partial version and an interrupted export leaves no version folder. An existing
+  version is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import kemdy_tf
+from kemdy_tf.config import RunConfig
+
+SERVING_SIGNATURE = "serving_default"
+FEATURES_SIGNATURE = "features"
+METADATA_ASSET = "kemdy_tf.json"
+TOKENIZER_ASSET = "tokenizer.model"
+STAGE_MODELS = {"audio": "arousal", "text": "valence", "fusion": "emotion"}
+_VERSION = re.compile(r"^[0-9]+$")
+
+
+class ExportError(RuntimeError):
+    """An export cannot be written or read (missing run files, existing version, not an export)."""
+
+
+# === Versions (TF Serving layout: numbered folders under a base folder) ===
+
+
+def versions(base: str | os.PathLike) -> list[int]:
+    """The version numbers present under `base` (folders named by digits only), ascending."""
+    base = Path(base)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and _VERSION.match(p.name))
+
+
+def next_version(base: str | os.PathLike) -> int:
+    """One past the highest version under `base`; 1 for a new base folder."""
+    present = versions(base)
+    return present[-1] + 1 if present else 1
+
+
+def find_export(path: str | os.PathLike) -> Path:
+    """The version folder to load: `path` itself if it holds a SavedModel, else its highest version.
+
+    Raises:
+        ExportError: `path` is neither a version folder nor a base folder with one.
+    """
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    if not path.is_dir():
+        raise ExportError(f"{path} does not exist (expected an export folder such as saved_models/kemdy)")
+    for number in reversed(versions(path)):
+        if (path / str(number) / "saved_model.pb").is_file():
+            return path / str(number)
+    raise ExportError(
+        f"{path} is not a kemdy_tf export: no saved_model.pb in it and no numbered version "
+        "folder holding one (export a run with python -m kemdy_tf.export --workdir RUN)")
+
+
+def read_metadata(export_dir: str | os.PathLike) -> dict:
+    """`assets/kemdy_tf.json` of a version folder (class names, feature settings, ...).
+
+    Raises:
+        ExportError: the file is missing or not valid JSON.
+    """
+    path = Path(export_dir) / "assets" / METADATA_ASSET
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExportError(f"{export_dir} is a SavedModel but not a kemdy_tf export (no assets/{METADATA_ASSET})") from None
+    except (OSError, ValueError) as error:
+        raise ExportError(f"cannot read {path}: {error}") from None
+
+
+# === Export ===
+
+
+def export_run(
+    workdir: str | os.PathLike,
+    out: str | os.PathLike = "saved_models/kemdy",
+    version: int | None = None,
+    features_only: bool = False,
+) -> Path:
+    """Export a trained run (`audio/`, `text/`, `fusion/` model.keras, tokenizer.model, run.json).
+
+    Args:
+        workdir: the run's folder (layout in docs/architecture.md).
+        out: the base folder; the SavedModel goes to `out/<version>/`.
+        version: version number; default the next free one.
+        features_only: write only the `features` signature (no TF Text op anywhere).
+
+    Returns:
+        The new version folder.
+
+    Raises:
+        ExportError: a run file is missing or unreadable, or the version exists.
+    """
+    import keras
+
+    import kemdy_tf.models  # noqa: F401  registers the custom layers load_model needs
+
+    workdir = Path(workdir)
+    config = _read_run_config(workdir)
+    if config.features.speaker_norm:
+        # The models saw log-mels normalised with each speaker's statistics; a served
+        # clip has no speaker statistics, so in-graph features would not match training.
+        raise ExportError(f"{workdir} was trained with features.speaker_norm=true; the SavedModel "
+                          "cannot normalise an unknown speaker, so this run cannot be exported")
+    tokenizer_path = workdir / "tokenizer.model"
+    if not tokenizer_path.is_file():
+        raise ExportError(f"{tokenizer_path} is missing: {workdir} holds no prepared run")
+    models = {}
+    for stage, output in STAGE_MODELS.items():
+        path = workdir / stage / "model.keras"
+        if not path.is_file():
+            raise ExportError(f"{path} is missing: train the {stage} stage ({output}) first")
+        try:
+            models[stage] = keras.saving.load_model(path)
+        except Exception as error:
+            raise ExportError(f"cannot load {path}: {type(error).__name__}: {error}") from error
+    return export_models(
+        models["audio"], models["text"], models["fusion"], tokenizer_path, config, out,
+        version=version, features_only=features_only, source=str(workdir.resolve()),
+    )
+
+
+def export_models(
+    audio_encoder,
+    text_encoder,
+    fusion,
+    tokenizer_path: str | os.PathLike,
+    config: RunConfig,
+    out: str | os.PathLike,
+    version: int | None = None,
+    features_only: bool = False,
+    source: str | None = None,
+) -> Path:
+    """Write the three Keras models as one SavedModel version under `out` (atomically).
+
+    Args:
+        audio_encoder: log_mel, frame_mask -> {"arousal": [B, 1]}.
+        text_encoder: token_ids -> {"valence": [B, 1]}.
+        fusion: log_mel, frame_mask, token_ids -> {"emotion": [B, classes]}.
+        tokenizer_path: the run's SentencePiece model.
+        config: the run's config (classes, feature settings, preset).
+        out: base folder.
+        version: version number; default the next free one.
+        features_only: only the `features` signature (see the module docstring).
+        source: where the models came from, recorded in the metadata.
+
+    Returns:
+        The new version folder `out/<version>`.
+
+    Raises:
+        ExportError: the version exists, or the fusion model's classes differ from the config's.
+    """
+    import tensorflow as tf
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if version is None:
+        version = next_version(out)
+    elif int(version) < 0:
+        raise ExportError(f"version must be a non-negative integer, got {version}")
+    target = out / str(int(version))
+    if target.exists():
+        raise ExportError(f"{target} already exists; an export is never overwritten "
+                          f"(omit --version to use the next free one, {next_version(out)})")
+
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=out))
+    try:
+        with tempfile.TemporaryDirectory() as staging:
+            root, signatures = build_serving_module(
+                audio_encoder, text_encoder, fusion, tokenizer_path, config,
+                staging=Path(staging), features_only=features_only, source=source,
+            )
+            tf.saved_model.save(root, str(partial), signatures=signatures)
+        _check_written(partial)
+        partial.chmod(0o755)  # mkdtemp makes it private; TF Serving may run as another user
+        os.rename(partial, target)  # atomic; fails if the version appeared meanwhile
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return target
+
+
+def build_serving_module(
+    audio_encoder, text_encoder, fusion, tokenizer_path, config: RunConfig,
+    staging: Path, features_only: bool = False, source: str | None = None,
+):
+    """The trackable to save and its signatures `{name: concrete function}`.
+
+    `staging` is a folder for the asset files until `tf.saved_model.save` copies them.
+    """
+    import tensorflow as tf
+
+    from kemdy_tf.frontend import check_recipe, waveform_to_log_mel
+    from kemdy_tf.models.tokenizer import load_tokenizer
+
+    features = config.features
+    classes = [str(c) for c in config.data.classes]
+    n_classes = _output_width(fusion, "emotion")
+    if n_classes != len(classes):
+        raise ExportError(f"the fusion model predicts {n_classes} classes, the run config names "
+                          f"{len(classes)}: {classes}")
+    class_names = tf.constant(classes)
+
+    def predict(log_mel, frame_count, token_ids):
+        # Same preparation as training batches: at most max_frames, zero padding, bool mask.
+        log_mel = log_mel[:, : features.max_frames]
+        frames = tf.shape(log_mel)[1]
+        frame_count = tf.clip_by_value(tf.cast(frame_count, tf.int32), 0, frames)
+        frame_mask = tf.range(frames)[tf.newaxis, :] < frame_count[:, tf.newaxis]
+        log_mel = tf.where(frame_mask[:, :, tf.newaxis], log_mel, 0.0)
+        feeds = {"log_mel": log_mel, "frame_mask": frame_mask, "token_ids": token_ids}
+        probs = _call(fusion, feeds, "emotion")
+        return {
+            "emotion_probs": probs,
+            "emotion": tf.gather(class_names, tf.argmax(probs, axis=-1)),
+            "arousal": _call(audio_encoder, feeds, "arousal")[:, 0],
+            "valence": _call(text_encoder, feeds, "valence")[:, 0],
+        }
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, features.n_mels], tf.float32, name="log_mel"),
+        tf.TensorSpec([None], tf.int32, name="frame_count"),
+        tf.TensorSpec([None, features.max_tokens], tf.int32, name="token_ids"),
+    ])
+    def features_fn(log_mel, frame_count, token_ids):
+        return predict(log_mel, frame_count, token_ids)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None], tf.float32, name="waveform"),
+        tf.TensorSpec([None], tf.int32, name="waveform_length"),
+        tf.TensorSpec([None], tf.string, name="text"),
+    ])
+    def serving_fn(waveform, waveform_length, text):
+        log_mel, frame_count = waveform_to_log_mel(waveform, waveform_length, features)
+        # Built while tracing, so its SentencePiece resource lives inside this function only.
+        tokenizer = load_tokenizer(tokenizer_path, features.max_tokens)
+        return predict(log_mel, frame_count, tokenizer(text))
+
+    signatures = {FEATURES_SIGNATURE: features_fn.get_concrete_function()}
+    if not features_only:
+        signatures[SERVING_SIGNATURE] = serving_fn.get_concrete_function()
+
+    metadata = _metadata(config, classes, tokenizer_path, check_recipe(features), features_only, source)
+    (staging / METADATA_ASSET).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
+    shutil.copyfile(tokenizer_path, staging / TOKENIZER_ASSET)
+
+    root = tf.__internal__.tracking.AutoTrackable()
+    # Each captured tf.Variable once (ExportArchive's attribute names, so
+    # keras.layers.TFSMLayer finds them), never the Keras wrappers as well.
+    captured = _unique(v for fn in signatures.values() for v in fn.variables)
+    root.variables = captured
+    root.trainable_variables = [v for v in captured if v.trainable]
+    root.non_trainable_variables = [v for v in captured if not v.trainable]
+    root.metadata_file = tf.saved_model.Asset(str(staging / METADATA_ASSET))
+    root.tokenizer_file = tf.saved_model.Asset(str(staging / TOKENIZER_ASSET))
+    # The functions are saved as signatures only: attached as attributes too, TF
+    # would trace and store each a second time.
+    return root, signatures
+
+
+def saved_variable_bytes(export_dir: str | os.PathLike) -> int:
+    """Bytes of the tensors stored in a SavedModel's variables checkpoint."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(Path(export_dir) / "variables" / "variables"))
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    return sum(
+        int(np.prod(shape, dtype=np.int64)) * dtypes[name].size
+        for name, shape in shapes.items() if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    )
+
+
+def weight_bytes(*models) -> int:
+    """Bytes of the distinct weights of Keras models (a weight shared by two models counts once)."""
+    seen = {}
+    for model in models:
+        for weight in model.weights:
+            seen[id(getattr(weight, "value", weight))] = weight
+    return sum(int(np.prod(w.shape, dtype=np.int64)) * np.dtype(w.dtype).itemsize for w in seen.values())
+
+
+# === Helpers ===
+
+
+def _read_run_config(workdir: Path) -> RunConfig:
+    path = workdir / "run.json"
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["config"])
+    except FileNotFoundError:
+        raise ExportError(f"{path} is missing: {workdir} is not a training workdir") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ExportError(f"cannot read the run config in {path}: {type(error).__name__}: {error}") from None
+
+
+def _call(model, feeds: dict, output: str):
+    """`model(its inputs from feeds)[output]`, in inference mode."""
+    spec = model.input
+    inputs = {name: feeds[name] for name in spec} if isinstance(spec, dict) else feeds[spec.name]
+    result = model(inputs, training=False)
+    return result[output] if isinstance(result, dict) else result
+
+
+def _output_width(model, output: str) -> int:
+    spec = model.output
+    spec = spec[output] if isinstance(spec, dict) else spec
+    return int(spec.shape[-1])
+
+
+def _unique(variables) -> list:
+    seen = {}
+    for variable in variables:
+        seen.setdefault(id(variable), variable)
+    return list(seen.values())
+
+
+def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, features_only, source) -> dict:
+    import sentencepiece as spm
+
+    import tensorflow as tf
+
+    features = config.features
+    processor = spm.SentencePieceProcessor(model_file=str(tokenizer_path))
+    numeric_outputs = {
+        "emotion_probs": f"float32 [batch, {len(classes)}]: softmax over `classes`",
+        "emotion": "string [batch]: the most probable class name",
+        "arousal": "float32 [batch]: 1 (relaxed) .. 5 (aroused), from the audio encoder",
+        "valence": "float32 [batch]: 1 (negative) .. 5 (positive), from the text encoder",
+    }
+    signatures = {
+        FEATURES_SIGNATURE: {
+            "inputs": {
+                "log_mel": f"float32 [batch, frames <= {features.max_frames}, {features.n_mels}]: "
+                           "kemdy_tf.data.audio.log_mel, zero padded",
+                "frame_count": "int32 [batch]: real frames per clip",
+                "token_ids": f"int32 [batch, {features.max_tokens}]: SentencePiece ids, pad 0",
+            },
+            "outputs": numeric_outputs,
+        },
+    }
+    if not features_only:
+        signatures[SERVING_SIGNATURE] = {
+            "inputs": {
+                "waveform": f"float32 [batch, samples]: mono at {features.sample_rate} Hz, padded",
+                "waveform_length": "int32 [batch]: real samples per clip",
+                "text": "string [batch]: UTF-8 transcript, empty for none",
+            },
+            "outputs": numeric_outputs,
+            "needs": "TF Text ops (import tensorflow_text before tf.saved_model.load)",
+        }
+    return {
+        "format": "kemdy_tf export",
+        "kemdy_tf_version": kemdy_tf.__version__,
+        "tensorflow_version": tf.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "preset": config.preset,
+        "classes": list(classes),
+        "features": {**config.to_dict()["features"], "log_mel": log_mel_settings},
+        "window_seconds": features.max_frames * features.hop_length / features.sample_rate,
+        "tokenizer": {"asset": TOKENIZER_ASSET, "max_tokens": features.max_tokens,
+                      "vocabulary_size": int(processor.vocab_size()), "pad_id": int(processor.pad_id())},
+        "signatures": signatures,
+    }
+
+
+def _check_written(folder: Path) -> None:
+    missing = [name for name in ("saved_model.pb", "variables", f"assets/{METADATA_ASSET}",
+                                 f"assets/{TOKENIZER_ASSET}") if not (folder / name).exists()]
+    if missing:
+        raise ExportError(f"the SavedModel written to {folder} lacks {missing}")
+
+
+# === Command line ===
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kemdy_tf.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True, type=Path, help="a trained run's folder")
+    parser.add_argument("--out", type=Path, default=Path("saved_models/kemdy"), help="base folder of the versions")
+    parser.add_argument("--version", type=int, default=None, help="version number (default: next free)")
+    parser.add_argument("--features-only", action="store_true",
+                        help="only the `features` signature: no TF Text op, loads without tensorflow_text")
+    args = parser.parse_args(argv)
+    try:
+        target = export_run(args.workdir, args.out, args.version, features_only=args.features_only)
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"exported {args.workdir} to {target} (variables: {saved_variable_bytes(target):,} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

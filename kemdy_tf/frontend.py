@@ -1,0 +1,111 @@
+"""In-graph log-mel: the training features (`kemdy_tf.data.audio.log_mel`) as TensorFlow ops.
+
+The exported SavedModel takes raw waveforms, so the spectrogram is computed inside
+the graph, and it must agree with the librosa features the models were trained on.
+Each step mirrors `audio.log_mel` (librosa 0.11):
+
+* the clip is cut to the samples its first `max_frames` frames need
+  (`audio.samples_for_frames`), like `audio.log_mel`, so `top_db` is relative to the
+  loudest *kept* bin;
+* `librosa.stft(center=True, pad_mode="constant")`: zero padding of `n_fft // 2` on
+  both sides, periodic Hann window, `1 + samples // hop` frames;
+* `melspectrogram(power=2.0)`: |STFT|^2 times librosa's own Slaney mel filterbank
+  (`audio.mel_filterbank`), held as a constant. The HTK-scale
+  `tf.signal.linear_to_mel_weight_matrix` is tens of dB off, so it is not used;
+* `power_to_db(ref=1.0, amin=1e-10, top_db=80)`, the floor taken per clip over that
+  clip's own valid frames, so padding and the other clips in the batch change nothing.
+
+Samples past `waveform_length` are ignored (zeroed before the STFT), so clips of
+different lengths can be batched with anything in their padding.
+
+Example:
+    >>> log_mel, frames = waveform_to_log_mel(waveform, lengths, FeatureConfig())
+    >>> log_mel.shape  # [batch, longest clip's frames (<= max_frames), n_mels], 0 past each clip
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from kemdy_tf.config import FeatureConfig
+from kemdy_tf.data import audio
+
+# The recipe implemented below; `check_recipe` refuses any other.
+_IMPLEMENTED = {"window": "hann", "center": True, "pad_mode": "constant", "ref": 1.0,
+                "mel_scale": "slaney", "mel_norm": "slaney"}
+
+
+def check_recipe(features: FeatureConfig) -> dict:
+    """`audio.log_mel_settings(features)`, after checking this module computes exactly that.
+
+    Raises:
+        ValueError: the training features use a setting the in-graph version lacks.
+    """
+    settings = audio.log_mel_settings(features)
+    differ = {k: settings.get(k) for k, v in _IMPLEMENTED.items() if settings.get(k) != v}
+    if differ:
+        raise ValueError(f"in-graph log-mel implements {_IMPLEMENTED}; the training features use {differ}")
+    return settings
+
+
+def frame_count(num_samples, features: FeatureConfig):
+    """Frames of `audio.log_mel` for a clip of `num_samples` samples: min(1 + n // hop, max_frames).
+
+    Works on Python ints, NumPy arrays and tensors alike.
+    """
+    frames = 1 + num_samples // features.hop_length
+    if isinstance(frames, (int, np.integer)):
+        return min(int(frames), features.max_frames)
+    if isinstance(frames, np.ndarray):
+        return np.minimum(frames, features.max_frames)
+    return tf.minimum(frames, features.max_frames)
+
+
+def waveform_to_log_mel(waveform, waveform_length, features: FeatureConfig):
+    """Log-mel spectrograms of a batch of padded mono waveforms.
+
+    Args:
+        waveform: float32 [batch, samples] at `features.sample_rate`; anything past a
+            clip's length is ignored.
+        waveform_length: int [batch], valid samples per clip (clipped to [0, samples]).
+        features: the run's feature settings (n_fft, hop_length, n_mels, max_frames).
+
+    Returns:
+        `(log_mel, frames)`: float32 [batch, max(frames), n_mels] in dB, zero past each
+        clip's frames; int32 [batch] frames per clip (`frame_count`).
+    """
+    check_recipe(features)
+    waveform = tf.convert_to_tensor(waveform, tf.float32)
+    # Samples past this never reach the first max_frames frames (see audio.log_mel).
+    needed = audio.samples_for_frames(features.max_frames, features)
+    waveform = waveform[:, :needed]
+    samples = tf.shape(waveform)[1]
+    length = tf.clip_by_value(tf.cast(waveform_length, tf.int32), 0, samples)
+
+    # Zero everything past each clip's end: librosa pads the clip with zeros there.
+    inside = tf.range(samples)[tf.newaxis, :] < length[:, tf.newaxis]
+    waveform = tf.where(inside, waveform, 0.0)
+    half = features.n_fft // 2
+    padded = tf.pad(waveform, [[0, 0], [half, half]])
+    spectrum = tf.signal.stft(
+        padded,
+        frame_length=features.n_fft,
+        frame_step=features.hop_length,
+        fft_length=features.n_fft,
+        window_fn=tf.signal.hann_window,  # periodic, like scipy's get_window(fftbins=True)
+        pad_end=False,
+    )
+    power = tf.math.square(tf.abs(spectrum))
+    filterbank = np.ascontiguousarray(audio.mel_filterbank(features).T, dtype=np.float32)
+    mel = tf.tensordot(power, tf.constant(filterbank), axes=1)
+    db = 10.0 * tf.math.log(tf.maximum(mel, audio.AMIN)) / np.log(10.0)  # ref=1.0: no offset
+
+    frames = frame_count(length, features)
+    kept = tf.maximum(tf.reduce_max(frames), 0)  # 0 for an empty batch
+    db = db[:, :kept]
+    valid = (tf.range(kept)[tf.newaxis, :] < frames[:, tf.newaxis])[:, :, tf.newaxis]
+    # top_db floor relative to each clip's loudest bin over its own kept frames.
+    loudest = tf.reduce_max(tf.where(valid, db, -np.inf), axis=[1, 2], keepdims=True)
+    db = tf.maximum(db, loudest - audio.TOP_DB)
+    return tf.where(valid, db, 0.0), frames

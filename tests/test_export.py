@@ -1,0 +1,338 @@
+"""The SavedModel export: TF Serving layout, atomic versions, both signatures, one copy of each weight.
+
+The serving checks run in fresh subprocesses that import only TensorFlow (and TF Text
+where the signature needs it), never kemdy_tf, and feed the signatures the way TF
+Serving's REST API does (row format).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kemdy_tf import export
+from kemdy_tf.config import make_config
+
+VENV_BIN = Path(sys.executable).parent
+TEXTS = ["안녕하세요 반갑습니다", "오늘 날씨가 정말 좋네요", "정말 화가 나요", "너무 슬퍼서 울었어요",
+         "깜짝 놀랐어요 진짜", "그냥 그래요", "기분이 좋아요", "왜 그랬어요"]
+TINY = [
+    "audio.conv_filters=4,4,4,4", "audio.d_model=16", "audio.n_layers=1", "audio.n_heads=2",
+    "audio.ff_dim=32", "audio.gru_units=16", "text.d_model=16", "text.n_layers=1", "text.n_heads=2",
+    "text.ff_dim=32", "text.gru_units=16", "fusion.n_heads=2", "fusion.lstm_units=16",
+    "features.vocab_size=60",
+]
+
+
+def build_tiny_run(workdir: Path, overrides=()):
+    """A trained-run stand-in (random weights): the workdir files export_run reads.
+
+    Returns:
+        (config, {"audio", "text", "fusion": in-memory Keras models}, tokenizer).
+    """
+    import keras
+
+    from kemdy_tf.models import build_audio_encoder, build_fusion_model, build_text_encoder
+    from kemdy_tf.models.tokenizer import load_tokenizer, train_sentencepiece
+
+    keras.utils.set_random_seed(0)
+    config = make_config("small", [*TINY, *overrides])
+    workdir.mkdir(parents=True, exist_ok=True)
+    tokenizer_path = train_sentencepiece(TEXTS * 3, workdir / "tokenizer.model", config.features.vocab_size)
+    tokenizer = load_tokenizer(tokenizer_path, config.features.max_tokens)
+    audio = build_audio_encoder(config.audio, config.features)
+    text = build_text_encoder(config.text, config.features, tokenizer.vocabulary_size())
+    fusion = build_fusion_model(audio.get_layer("audio_backbone"), text.get_layer("text_backbone"),
+                                config.fusion, len(config.data.classes))
+    models = {"audio": audio, "text": text, "fusion": fusion}
+    for stage, model in models.items():
+        (workdir / stage).mkdir(exist_ok=True)
+        model.save(workdir / stage / "model.keras")
+    (workdir / "run.json").write_text(json.dumps({"config": config.to_dict()}, ensure_ascii=False))
+    return config, models, tokenizer
+
+
+def keras_reference(models, tokenizer, config, waves, texts) -> dict:
+    """What the Keras models say for these clips, fed the training features (librosa)."""
+    from kemdy_tf.data.audio import log_mel
+
+    mels = [log_mel(w, config.features) for w in waves]
+    frames = max(len(m) for m in mels)
+    batch = np.zeros((len(mels), frames, config.features.n_mels), np.float32)
+    mask = np.zeros((len(mels), frames), bool)
+    for i, m in enumerate(mels):
+        batch[i, : len(m)], mask[i, : len(m)] = m, True
+    ids = np.asarray(tokenizer(texts), np.int32)
+    audio_in = {"log_mel": batch, "frame_mask": mask}
+    return {
+        "log_mel": batch, "frame_count": mask.sum(axis=1).astype(np.int32), "token_ids": ids,
+        "emotion_probs": np.asarray(models["fusion"]({**audio_in, "token_ids": ids})["emotion"]),
+        "arousal": np.asarray(models["audio"](audio_in)["arousal"])[:, 0],
+        "valence": np.asarray(models["text"](ids)["valence"])[:, 0],
+    }
+
+
+def clips(rate: int, seconds=(1.0, 0.4, 1.7)) -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    out = []
+    for i, s in enumerate(seconds):
+        t = np.arange(int(s * rate)) / rate
+        out.append((0.2 * np.sin(2 * np.pi * (150 + 120 * i) * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32))
+    return out
+
+
+# What TF Serving's REST API does with a row-format request, in a process that never
+# imports kemdy_tf: each instance is a dict of named inputs, values are stacked per
+# input (a ragged waveform fails, as in TF Serving), strings become UTF-8 bytes, numbers
+# take the signature's dtype; the response is {"predictions": [one dict per instance]}.
+SERVING_CLIENT = r'''
+import json, os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import numpy as np
+import tensorflow as tf
+job = json.load(open(sys.argv[1]))
+if job["import_tf_text"]:
+    import tensorflow_text  # registers the SentencePiece ops serving_default uses
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
+
+
+def to_tensors(signature, instances):
+    specs = signature.structured_input_signature[1]
+    if any(set(inst) != set(specs) for inst in instances):
+        raise ValueError(f"each instance needs exactly the inputs {sorted(specs)}")
+    tensors = {}
+    for name, spec in specs.items():
+        values = [inst[name] for inst in instances]
+        if spec.dtype == tf.string:
+            values = [v.encode("utf-8") for v in values]
+            tensors[name] = tf.constant(values, tf.string)
+        else:
+            tensors[name] = tf.constant(np.array(values, dtype=spec.dtype.as_numpy_dtype))
+    return tensors
+
+
+def to_json(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def foreign_ops(path, signature_name):
+    """Op types reachable from a signature that bare TensorFlow does not register."""
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(open(os.path.join(path, "saved_model.pb"), "rb").read())
+    graph = saved.meta_graphs[0].graph_def
+    library = {f.signature.name: f for f in graph.library.function}
+    nodes = {n.name: n for n in graph.node}
+    todo = [nodes[t.name.split(":")[0]] for t in saved.meta_graphs[0].signature_def[signature_name].outputs.values()]
+    seen, ops = set(), set()
+    while todo:
+        node = todo.pop()
+        ops.add(node.op)
+        called = [node.op] + [a.func.name for a in node.attr.values() if a.func.name]
+        called += [f.name for a in node.attr.values() for f in a.list.func]
+        for name in called:
+            if name in library and name not in seen:
+                seen.add(name)
+                todo.extend(library[name].node_def)
+    return sorted(op for op in ops if op not in library and op_def_registry.get(op) is None)
+
+
+loaded = tf.saved_model.load(job["export"])
+responses = []
+for body in job["requests"]:
+    signature = loaded.signatures[body.get("signature_name", "serving_default")]
+    outputs = signature(**to_tensors(signature, body["instances"]))
+    outputs = {k: v.numpy() for k, v in outputs.items()}
+    batch = len(body["instances"])
+    responses.append({"predictions": [{k: to_json(v[i]) for k, v in outputs.items()} for i in range(batch)]})
+result = {
+    "responses": responses,
+    "modules": sorted(m for m in ("kemdy_tf", "tensorflow_text", "keras_hub") if m in sys.modules),
+    "foreign_ops": {name: foreign_ops(path, sig) for name, (path, sig) in job.get("inspect", {}).items()},
+}
+json.dump(result, open(sys.argv[2], "w"))
+'''
+
+
+def run_client(tmp_path, job: dict) -> dict:
+    job_file, result_file, script = tmp_path / "job.json", tmp_path / "result.json", tmp_path / "client.py"
+    job_file.write_text(json.dumps(job))
+    script.write_text(SERVING_CLIENT)
+    done = subprocess.run([sys.executable, str(script), str(job_file), str(result_file)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(result_file.read_text())
+
+
+def assert_matches(response: dict, reference: dict, classes) -> None:
+    rows = response["predictions"]
+    probs = np.array([r["emotion_probs"] for r in rows])
+    np.testing.assert_allclose(probs, reference["emotion_probs"], atol=1e-4)
+    np.testing.assert_allclose([r["arousal"] for r in rows], reference["arousal"], atol=1e-4)
+    np.testing.assert_allclose([r["valence"] for r in rows], reference["valence"], atol=1e-4)
+    assert [r["emotion"] for r in rows] == [classes[i] for i in probs.argmax(axis=1)]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny run's workdir, its in-memory models, and its export (version 1).
+
+    `saved_model_cli` (a TensorFlow start-up, seconds) starts on the export at once and
+    runs beside the other tests; its test collects the output.
+    """
+    root = tmp_path_factory.mktemp("export")
+    config, models, tokenizer = build_tiny_run(root / "run")
+    target = export.export_run(root / "run", root / "saved" / "kemdy")
+    cli = subprocess.Popen([str(VENV_BIN / "saved_model_cli"), "show", "--all", "--dir", str(target)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    yield {"root": root, "config": config, "models": models, "tokenizer": tokenizer, "export": target,
+           "saved_model_cli": cli}
+    if cli.poll() is None:
+        cli.kill()
+        cli.communicate()
+
+
+def test_writes_tf_serving_layout_with_metadata_assets(run):
+    target = run["export"]
+    assert target == run["root"] / "saved" / "kemdy" / "1"
+    assert (target / "saved_model.pb").is_file() and (target / "variables" / "variables.index").is_file()
+    assert (target / "assets" / export.TOKENIZER_ASSET).read_bytes() == (run["root"] / "run" / "tokenizer.model").read_bytes()
+    metadata = export.read_metadata(target)
+    assert metadata["classes"] == list(run["config"].data.classes)
+    assert metadata["features"]["max_tokens"] == run["config"].features.max_tokens
+    assert metadata["features"]["log_mel"]["top_db"] == 80.0
+    assert set(metadata["signatures"]) == {"serving_default", "features"}
+    assert [p.name for p in target.parent.iterdir()] == ["1"]  # no temporary folder left
+
+
+def test_stores_each_weight_once(run):
+    # export_run loads the three .keras files, so each model holds its own copy of the
+    # backbones: the export must hold exactly the three models' weights, not twice that.
+    expected = sum(export.weight_bytes(m) for m in run["models"].values())
+    assert export.saved_variable_bytes(run["export"]) == expected
+
+
+def test_rest_requests_match_the_keras_models(run, tmp_path):
+    config, classes = run["config"], list(run["config"].data.classes)
+    waves = clips(config.features.sample_rate)
+    texts = ["정말 화가 나요", "", "오늘 날씨가 좋네요 깜짝"]
+    reference = keras_reference(run["models"], run["tokenizer"], config, waves, texts)
+    width = max(len(w) for w in waves)  # row format needs equal lengths: pad client-side
+    waveform_body = {"signature_name": "serving_default", "instances": [
+        {"waveform": np.pad(w, (0, width - len(w))).tolist(), "waveform_length": len(w), "text": t}
+        for w, t in zip(waves, texts)]}
+    features_body = {"signature_name": "features", "instances": [
+        {"log_mel": reference["log_mel"][i].tolist(), "frame_count": int(reference["frame_count"][i]),
+         "token_ids": reference["token_ids"][i].tolist()} for i in range(len(waves))]}
+
+    result = run_client(tmp_path, {"export": str(run["export"]), "import_tf_text": True,
+                                   "requests": [waveform_body, features_body]})
+
+    assert "kemdy_tf" not in result["modules"] and "keras_hub" not in result["modules"]
+    for response in result["responses"]:
+        assert_matches(response, reference, classes)
+
+
+def test_features_signature_needs_no_tf_text(run, tmp_path):
+    """features: no TF Text op in the full export; a features-only export loads without TF Text."""
+    config, classes, models = run["config"], list(run["config"].data.classes), run["models"]
+    out = export.export_models(models["audio"], models["text"], models["fusion"],
+                               run["root"] / "run" / "tokenizer.model", config,
+                               run["root"] / "features_only", features_only=True)
+    # In memory the fusion model shares the encoders' backbones: those weights are stored once.
+    assert export.saved_variable_bytes(out) == export.weight_bytes(*models.values())
+    assert export.weight_bytes(*models.values()) < sum(export.weight_bytes(m) for m in models.values())
+    waves = clips(config.features.sample_rate, seconds=(0.6, 1.2))
+    reference = keras_reference(run["models"], run["tokenizer"], config, waves, ["기분이 좋아요", ""])
+    body = {"signature_name": "features", "instances": [
+        {"log_mel": reference["log_mel"][i].tolist(), "frame_count": int(reference["frame_count"][i]),
+         "token_ids": reference["token_ids"][i].tolist()} for i in range(len(waves))]}
+
+    full = str(run["export"])
+    result = run_client(tmp_path, {
+        "export": str(out), "import_tf_text": False, "requests": [body],
+        "inspect": {"features": [full, "features"], "serving_default": [full, "serving_default"]},
+    })
+
+    assert result["modules"] == []  # neither tensorflow_text nor kemdy_tf was imported
+    assert_matches(result["responses"][0], reference, classes)
+    assert result["foreign_ops"]["features"] == []
+    assert "SentencepieceTokenizeOp" in result["foreign_ops"]["serving_default"]  # the check can see TF Text
+
+
+def test_saved_model_cli_lists_both_signatures(run):
+    stdout, stderr = run["saved_model_cli"].communicate(timeout=300)  # started by the fixture
+    assert run["saved_model_cli"].returncode == 0, stderr[-2000:]
+    for name in ("serving_default", "features"):
+        assert f"signature_def['{name}']" in stdout
+    for name in ("waveform", "waveform_length", "text", "log_mel", "frame_count", "token_ids",
+                 "emotion_probs", "emotion", "arousal", "valence"):
+        assert f"['{name}'] tensor_info" in stdout
+
+
+def test_never_overwrites_a_version_and_numbers_the_next_one(run):
+    base = run["export"].parent
+    with pytest.raises(export.ExportError, match="already exists"):
+        export.export_run(run["root"] / "run", base, version=1)
+    assert export.next_version(base) == 2
+    assert export.next_version(run["root"] / "nowhere") == 1
+
+
+def test_interrupted_export_leaves_no_version_and_no_temporary_folder(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    def fail_half_way(obj, path, signatures=None, **kwargs):
+        Path(path, "saved_model.pb").write_bytes(b"partial")
+        raise KeyboardInterrupt  # also a BaseException that is not an Exception
+
+    monkeypatch.setattr(export, "build_serving_module", lambda *a, **k: (tf.Module(), {}))
+    monkeypatch.setattr(tf.saved_model, "save", fail_half_way)
+    base = tmp_path / "kemdy"
+    (base / "3").mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_models(None, None, None, "tok.model", make_config(), base)
+    assert sorted(p.name for p in base.iterdir()) == ["3"]
+
+
+def test_find_export_picks_the_highest_complete_version(tmp_path):
+    base = tmp_path / "kemdy"
+    for version in ("1", "2", "10"):
+        (base / version).mkdir(parents=True)
+        (base / version / "saved_model.pb").write_bytes(b"")
+    (base / "11").mkdir()  # not a SavedModel (e.g. copied half-way by hand): skipped
+    (base / ".12.partial-x").mkdir()
+    assert export.find_export(base) == base / "10"
+    assert export.find_export(base / "2") == base / "2"
+    with pytest.raises(export.ExportError, match="not a kemdy_tf export"):
+        export.find_export(tmp_path)
+
+
+def test_cli_reports_a_missing_run_in_one_line(tmp_path, capsys):
+    assert export.main(["--workdir", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "run.json" in err[0]
+
+
+def test_refuses_runs_the_served_graph_cannot_reproduce(run, tmp_path):
+    models = run["models"]
+    three_classes = make_config("small", [*TINY, "data.classes=neutral,happy,sad"])
+    with pytest.raises(export.ExportError, match="predicts 5 classes"):
+        export.export_models(models["audio"], models["text"], models["fusion"],
+                             run["root"] / "run" / "tokenizer.model", three_classes, tmp_path / "a")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == []
+
+    # Speaker-normalised features need statistics of a speaker the server does not know.
+    normalised = make_config("small", [*TINY, "features.speaker_norm=true"])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"config": normalised.to_dict()}))
+    with pytest.raises(export.ExportError, match="speaker_norm"):
+        export.export_run(tmp_path / "run", tmp_path / "b")

@@ -1,0 +1,161 @@
+"""predict.py: predictions from an export, every bad input as one line on stderr."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from kemdy_tf import export
+from kemdy_tf.data.audio import load_audio, samples_for_frames
+from test_export import build_tiny_run, keras_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("predict", ROOT / "predict.py")
+predict = importlib.util.module_from_spec(_spec)
+sys.modules["predict"] = predict  # dataclasses look their module up there
+_spec.loader.exec_module(predict)
+
+MAX_FRAMES = 64  # a ~2 s window, so a 3 s clip runs past it
+
+
+def tone(seconds, rate, freq=220.0, amplitude=0.3, channels=1):
+    t = np.arange(int(seconds * rate)) / rate
+    wave = amplitude * np.sin(2 * np.pi * freq * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return np.stack([wave, 0.5 * wave], axis=1) if channels == 2 else wave
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny export and a folder of clips: stereo 44.1 kHz, mono flac, silent, long, empty, garbage."""
+    root = tmp_path_factory.mktemp("predict")
+    config, models, tokenizer = build_tiny_run(root / "run", [f"features.max_frames={MAX_FRAMES}"])
+    base = root / "saved" / "kemdy"
+    export.export_models(models["audio"], models["text"], models["fusion"], root / "run" / "tokenizer.model",
+                         config, base)
+    clips = root / "clips"
+    clips.mkdir()
+    sf.write(clips / "a_stereo.wav", tone(1.2, 44100, channels=2), 44100)
+    sf.write(clips / "b_mono.flac", tone(0.8, 16000, freq=440), 16000)
+    sf.write(clips / "c_silent.wav", np.zeros(8000), 16000)
+    sf.write(clips / "d_long.wav", tone(3.0, 16000, freq=330), 16000)
+    (clips / "e_empty.wav").write_bytes(b"")
+    (clips / "f_garbage.ogg").write_bytes(b"this is not audio" * 20)
+    (clips / "notes.txt").write_text("not an audio file")
+    return {"root": root, "config": config, "models": models, "tokenizer": tokenizer, "base": base,
+            "clips": clips, "model": predict.load_model(base)}
+
+
+def test_predict_files_matches_the_keras_models_after_resampling_and_downmixing(setup):
+    clips, config = setup["clips"], setup["config"]
+    files = [clips / "a_stereo.wav", clips / "b_mono.flac"]
+    texts = ["n/ 정말 화가 나요 l/", None]  # KEMDy noise tags are cleaned as in training
+    results = predict.predict_files(files, texts, setup["model"])
+
+    waves = [load_audio(f, config.features.sample_rate) for f in files]
+    reference = keras_reference(setup["models"], setup["tokenizer"], config, waves, ["정말 화가 나요", ""])
+    classes = list(config.data.classes)
+    for i, result in enumerate(results):
+        assert result.error is None
+        np.testing.assert_allclose([result.probabilities[c] for c in classes], reference["emotion_probs"][i], atol=1e-4)
+        assert result.emotion == classes[int(np.argmax(reference["emotion_probs"][i]))]
+        assert result.arousal == pytest.approx(reference["arousal"][i], abs=1e-4)
+    assert results[0].transcript == "정말 화가 나요"
+    assert results[0].valence == pytest.approx(reference["valence"][0], abs=1e-4)
+    # No transcript: audio-only, said so, and no valence (it is read from the text alone).
+    assert results[1].transcript_missing and results[1].valence is None
+
+
+def test_warns_about_silence_and_truncation_but_still_predicts(setup):
+    silent, long = predict.predict_files([setup["clips"] / "c_silent.wav", setup["clips"] / "d_long.wav"],
+                                         ["그냥 그래요", "그냥 그래요"], setup["model"])
+    assert silent.emotion and any("silent" in w for w in silent.warnings)
+    assert long.emotion and any("truncated" in w for w in long.warnings)
+    assert not any("truncated" in w for w in silent.warnings)
+    # The truncated clip is predicted from its first window only.
+    window = samples_for_frames(MAX_FRAMES, setup["config"].features)
+    wave = load_audio(setup["clips"] / "d_long.wav", 16000)
+    (cut,) = predict.predict_files([_write(setup["root"] / "cut.wav", wave[:window])], ["그냥 그래요"], setup["model"])
+    assert cut.probabilities == pytest.approx(long.probabilities, abs=1e-5)
+
+
+def _write(path, wave):
+    sf.write(path, wave, 16000, subtype="FLOAT")
+    return path
+
+
+def test_cli_folder_to_csv_reports_bad_files_and_exits_nonzero(setup, tmp_path, capsys):
+    out = tmp_path / "predictions.csv"
+    code = predict.main(["--wav", str(setup["clips"]), "--model", str(setup["base"]), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+
+    assert code == 1
+    assert all(line.startswith(("error: ", "warning: ")) for line in err)
+    assert any("e_empty.wav" in line and "empty file" in line for line in err)
+    assert any("f_garbage.ogg" in line and line.startswith("error:") for line in err)
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [Path(r["file"]).name for r in rows] == ["a_stereo.wav", "b_mono.flac", "c_silent.wav",
+                                                     "d_long.wav", "e_empty.wav", "f_garbage.ogg"]
+    good, bad = rows[:4], rows[4:]
+    assert all(r["emotion"] in setup["config"].data.classes and r["transcript_missing"] == "True" for r in good)
+    assert all(sum(float(r[f"prob_{c}"]) for c in setup["config"].data.classes) == pytest.approx(1, abs=1e-4)
+               for r in good)
+    assert all(r["error"] and not r["emotion"] for r in bad)
+
+
+def test_cli_json_for_one_file(setup, capsys):
+    code = predict.main(["--wav", str(setup["clips"] / "b_mono.flac"), "--text", "기분이 좋아요",
+                         "--model", str(setup["base"] / "1"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["transcript"] == "기분이 좋아요" and not out["transcript_missing"]
+    assert set(out["probabilities"]) == set(setup["config"].data.classes)
+    assert 0 < out["valence"] < 10 and 0 < out["arousal"] < 10
+
+
+def test_cli_manifest_with_relative_paths_and_transcripts(setup, tmp_path, capsys):
+    manifest = setup["clips"] / "list.csv"
+    manifest.write_text("path,text,emotion\na_stereo.wav,정말 화가 나요,angry\nb_mono.flac,,neutral\n", encoding="utf-8")
+    code = predict.main(["--manifest", str(manifest), "--model", str(setup["base"]), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [o["transcript"] for o in out] == ["정말 화가 나요", None]
+    assert out[1]["valence"] is None and out[0]["valence"] is not None
+
+
+@pytest.mark.parametrize("case", ["not_an_export", "bad_utf8_text", "text_with_folder", "manifest_without_path"])
+def test_cli_bad_input_is_one_line_on_stderr(setup, tmp_path, capsys, case):
+    wav = str(setup["clips"] / "b_mono.flac")
+    if case == "not_an_export":
+        argv, expect = ["--wav", wav, "--model", str(setup["clips"])], "not a kemdy_tf export"
+    elif case == "bad_utf8_text":
+        (tmp_path / "t.txt").write_bytes("정말 화가 나요".encode("cp949"))
+        argv, expect = ["--wav", wav, "--text-file", str(tmp_path / "t.txt"), "--model", str(setup["base"])], "UTF-8"
+    elif case == "text_with_folder":
+        argv, expect = ["--wav", str(setup["clips"]), "--text", "x", "--model", str(setup["base"])], "--manifest"
+    else:
+        (tmp_path / "m.csv").write_text("file,text\na.wav,x\n")
+        argv, expect = ["--manifest", str(tmp_path / "m.csv"), "--model", str(setup["base"])], "no 'path' column"
+
+    code = predict.main(argv)
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0]
+
+
+def test_cli_process_stderr_is_one_line_not_a_traceback(setup):
+    """The real program, TensorFlow start-up included: stderr holds only our line."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "predict.py"), "--wav", str(setup["clips"] / "e_empty.wav"),
+         "--model", str(setup["base"])],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"error: {setup['clips'] / 'e_empty.wav'}: empty file (0 bytes)"]

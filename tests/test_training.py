@@ -1,0 +1,143 @@
+"""Staged training: files each stage writes, resume after SIGKILL, mirrored strategy, seeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["neutral", "happy", "sad", "angry", "surprise"]
+
+
+def train_cmd(data, workdir, overrides, *extra):
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    return [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--workdir", str(workdir),
+            "--no-export", *sets, *extra]
+
+
+def run_train(*args, **kwargs):
+    from train import main
+
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, synthetic_root, tiny_overrides):
+    """Every stage trained once on the 3-session synthetic set (shared by the tests below)."""
+    sys.path.insert(0, str(ROOT))
+    workdir = tmp_path_factory.mktemp("run") / "run"
+    sets = [arg for item in tiny_overrides for arg in ("--set", item)]
+    assert run_train("--stage", "all", "--data", synthetic_root, "--workdir", workdir,
+                     "--no-export", *sets) == 0
+    return workdir
+
+
+def test_every_stage_writes_model_history_config_and_summary(trained_run):
+    table = pd.read_csv(trained_run / "table.csv")
+    assert set(table["split"]) >= {"train", "val", "test"}
+    assert (trained_run / "tokenizer.model").exists()
+    for stage in ("audio", "text", "fusion", "audio_clf", "text_clf"):
+        folder = trained_run / stage
+        for name in ("model.keras", "history.csv", "config.json", "summary.json"):
+            assert (folder / name).exists(), f"{stage}/{name} missing"
+        history = pd.read_csv(folder / "history.csv")
+        assert list(history["epoch"]) == [0, 1]
+        assert (folder / "logs").is_dir()
+        assert not (folder / "backup").exists(), "a finished stage leaves no backup behind"
+        summary = json.loads((folder / "summary.json").read_text())
+        val = table[(table["split"] == "val") & table["emotion"].isin(CLASSES)]
+        assert summary["n"] == len(val)
+        if stage in ("audio", "text"):
+            assert np.isfinite(summary["model"]["rmse"]) and summary["baseline"]["rmse"] > 0
+            assert summary["baseline"]["ccc"] == pytest.approx(0.0)
+        else:
+            # the majority baseline predicts one class: UA = 1 / classes present in val
+            n_present = val["emotion"].nunique()
+            assert summary["baseline"]["balanced_accuracy"] == pytest.approx(1 / n_present)
+            assert sum(summary["model"]["per_class"][c]["support"] for c in CLASSES) == len(val)
+
+
+def test_finished_stages_are_skipped_on_rerun(trained_run, synthetic_root, tiny_overrides, capsys):
+    before = (trained_run / "audio" / "model.keras").stat().st_mtime_ns
+    sets = [arg for item in tiny_overrides for arg in ("--set", item)]
+    assert run_train("--stage", "audio", "--data", synthetic_root, "--workdir", trained_run,
+                     "--no-export", *sets) == 0
+    assert (trained_run / "audio" / "model.keras").stat().st_mtime_ns == before
+
+
+def test_fusion_without_encoders_is_a_clear_error(tmp_path, synthetic_root, tiny_overrides, capsys):
+    sets = [arg for item in tiny_overrides for arg in ("--set", item)]
+    code = run_train("--stage", "fusion", "--data", synthetic_root, "--workdir", tmp_path / "w",
+                     "--no-export", *sets)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "audio encoder" in err and "--from-scratch" in err
+
+
+def test_workdir_refuses_different_data_settings(trained_run, synthetic_root, tiny_overrides, capsys):
+    sets = [arg for item in tiny_overrides for arg in ("--set", item)]
+    code = run_train("--stage", "audio", "--data", synthetic_root, "--workdir", trained_run,
+                     "--no-export", *sets, "--set", "features.n_mels=64")
+    assert code == 2
+    assert "different features settings" in capsys.readouterr().err
+
+
+def test_training_resumes_after_sigkill(tmp_path, synthetic_root, tiny_overrides):
+    """Kill the run after its first epoch; the same command continues, it does not restart."""
+    workdir = tmp_path / "run"
+    cmd = train_cmd(synthetic_root, workdir, tiny_overrides, "--stage", "audio",
+                    "--set", "train.epochs=4", "--set", "train.patience=10")
+    history = workdir / "audio" / "history.csv"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().strip().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_after = len(pd.read_csv(history))
+    assert 1 <= killed_after < 4
+    assert (workdir / "audio" / "backup").exists()
+
+    subprocess.run(cmd, cwd=tmp_path, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    epochs = list(pd.read_csv(history)["epoch"])
+    assert epochs == [0, 1, 2, 3], f"resumed run logged epochs {epochs}"
+    assert (workdir / "audio" / "summary.json").exists()
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, synthetic_root, tiny_overrides):
+    workdir = tmp_path / "run"
+    cmd = train_cmd(synthetic_root, workdir, tiny_overrides, "--stage", "audio",
+                    "--strategy", "mirrored", "--logical-cpus", "2", "--set", "train.epochs=1")
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "MirroredStrategy: 2 replicas" in out.stdout
+    assert len(pd.read_csv(workdir / "audio" / "history.csv")) == 1
+
+
+def test_same_seed_repeats_a_cpu_run(tmp_path, synthetic_root, tiny_overrides):
+    import keras
+
+    import kemdy_tf  # noqa: F401  registers the custom layers
+
+    weights = []
+    for name in ("a", "b"):
+        sets = [arg for item in tiny_overrides for arg in ("--set", item)]
+        assert run_train("--stage", "text", "--data", synthetic_root, "--workdir", tmp_path / name,
+                         "--no-export", "--cache-dir", tmp_path / "cache", "--seed", "7",
+                         "--epochs", "1", *sets) == 0
+        model = keras.saving.load_model(tmp_path / name / "text" / "model.keras")
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
