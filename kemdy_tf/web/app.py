@@ -1,0 +1,417 @@
+"""The FastAPI application behind `python serve.py`: one page and a small JSON API.
+
+Routes:
+    GET  /               the page (static/index.html; its script, style and recorder
+                         worklet under /static, nothing from a CDN)
+    POST /api/predict    multipart `audio` (a file) + optional `text` -> the fields of
+                         `predict.py --json`, plus `duration_seconds` and `spectrogram`
+    GET  /api/health     model and limits, for the page and for monitoring
+    GET  /openapi.json   the schema FastAPI generates (/docs and /redoc are off: their
+                         Swagger/ReDoc assets come from a CDN)
+
+Every rejected request gets a JSON body `{"error": <code>, "detail": <sentence>}`
+with a 4xx status; the codes are listed in `ERROR_CODES`.
+
+Design notes:
+* The model is loaded once, by `create_app`, and shared by every request. A bad
+  `--model` therefore fails at start-up, not on the first request.
+* `/api/predict` is a plain `def` route, so FastAPI runs it in its threadpool and the
+  event loop stays free. The SavedModel signature is thread-safe; a semaphore bounds
+  how many clips are decoded and predicted at once (`Limits.max_concurrent`), which
+  bounds memory under load, not correctness.
+* The upload is decoded once (librosa, 16 kHz mono), and the decoded wave is both
+  the spectrogram's source and what `predict.predict_files` reads (as a float WAV
+  at the model's rate, so it is not resampled twice).
+* Size is capped twice: the whole body before it is parsed (the file cap plus room
+  for the form: a declared Content-Length is checked first, a streamed body is
+  stopped by FastAPI's per-route `max_body_size`), then the file itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import importlib.util
+import io
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, File, Form, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+PREDICT_SCRIPT = Path(__file__).resolve().parents[2] / "predict.py"
+
+# Declared upload types that are accepted; the bytes must still look like audio.
+ALLOWED_CONTENT_TYPES = frozenset({
+    "audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "audio/x-pn-wav",
+    "audio/flac", "audio/x-flac", "audio/ogg", "application/ogg", "audio/mpeg", "audio/mp3",
+    "application/octet-stream",
+})
+# Multipart boundaries, headers and the text field on top of the audio file.
+FORM_OVERHEAD_BYTES = 64 * 1024
+# A clip's spectrogram shows this many dB below its loudest bin (log_mel's top_db).
+SPECTROGRAM_RANGE_DB = 80.0
+# What the page may load: its own files, and data:/blob: URLs it makes itself.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+ERROR_CODES = {
+    "empty_file": "400: the audio file has no bytes",
+    "file_too_large": "413: the request or the audio file is larger than max_bytes",
+    "audio_too_long": "413: the audio lasts longer than max_seconds",
+    "unsupported_type": "415: the declared content type is not an accepted audio type",
+    "not_audio": "422: the bytes are not audio the server can decode",
+    "text_too_long": "422: the transcript has more than max_text_chars characters",
+    "invalid_request": "422: a form field is missing or malformed",
+    "bad_request": "400: the body could not be parsed (other 4xx: the HTTP status, e.g. not_found)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one request may send.
+
+    Attributes:
+        max_bytes: largest audio file, in bytes.
+        max_seconds: longest audio, in seconds (after decoding).
+        max_text_chars: longest transcript, in characters (Unicode code points).
+        max_concurrent: clips decoded and predicted at the same time; further
+            requests wait their turn (bounds memory under load).
+    """
+
+    max_bytes: int = 10 * 1024 * 1024
+    max_seconds: float = 60.0
+    max_text_chars: int = 500
+    max_concurrent: int = 2
+
+    def __post_init__(self):
+        for name in ("max_bytes", "max_seconds", "max_text_chars", "max_concurrent"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)}")
+
+
+class WebError(Exception):
+    """A request the API refuses: HTTP status, machine-readable code, one sentence for people."""
+
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+# === Response schemas (they make /openapi.json describe the API) ===
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="machine-readable code: " + "; ".join(f"{k} ({v})" for k, v in ERROR_CODES.items()))
+    detail: str = Field(description="what is wrong, in one sentence")
+
+
+class Spectrogram(BaseModel):
+    png: str = Field(description="data:image/png;base64 URL; x = time (left to right), y = mel bin (low at the bottom)")
+    frames: int
+    n_mels: int
+    seconds: float = Field(description="time the image spans: the part of the clip the model hears")
+    max_hz: float = Field(description="top of the mel scale (half the sample rate)")
+    db_min: float
+    db_max: float
+
+
+class PredictResponse(BaseModel):
+    file: str = Field(description="the uploaded file's name")
+    emotion: str | None
+    probabilities: dict[str, float] = Field(description="{class: probability}, in the model's class order")
+    arousal: float | None = Field(description="1 (relaxed) .. 5 (aroused)")
+    valence: float | None = Field(description="1 (negative) .. 5 (positive); null without a transcript")
+    transcript: str | None = Field(description="the cleaned transcript used; null when missing")
+    transcript_missing: bool
+    warnings: list[str]
+    error: str | None
+    duration_seconds: float
+    spectrogram: Spectrogram
+
+
+class HealthResponse(BaseModel):
+    status: str
+    model: str = Field(description="export base folder name / version")
+    classes: list[str]
+    sample_rate: int
+    window_seconds: float = Field(description="audio the model hears; longer clips are truncated")
+    limits: dict[str, float]
+
+
+# === The work behind /api/predict ===
+
+
+def sniff_audio(head: bytes) -> str | None:
+    """The container a file's first bytes announce ("wav", "flac", "ogg", "mp3"), or None."""
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3"
+    return None
+
+
+class Predictor:
+    """Checks an upload against the limits and predicts it with the shared model.
+
+    Args:
+        model: a `predict.ExportedModel` (from `predict.load_model`).
+        predict_module: the `predict` module that made it (for `predict_files`).
+        limits: the request limits.
+    """
+
+    def __init__(self, model, predict_module, limits: Limits):
+        self.model, self.predict, self.limits = model, predict_module, limits
+        self._slots = threading.BoundedSemaphore(limits.max_concurrent)
+
+    def __call__(self, filename: str, content_type: str | None, fileobj, text: str | None) -> dict:
+        """The prediction for one upload, as the JSON object /api/predict returns.
+
+        Raises:
+            WebError: the upload breaks a limit or is not audio.
+        """
+        limits = self.limits
+        if text is not None and len(text) > limits.max_text_chars:
+            raise WebError(422, "text_too_long", f"the transcript has {len(text)} characters; "
+                           f"at most {limits.max_text_chars} are accepted")
+        declared = (content_type or "application/octet-stream").split(";")[0].strip().lower()
+        if declared not in ALLOWED_CONTENT_TYPES:
+            raise WebError(415, "unsupported_type", f"{filename}: content type {declared!r} is not accepted; "
+                           f"send WAV, FLAC, Ogg or MP3 ({', '.join(sorted(ALLOWED_CONTENT_TYPES))})")
+        fileobj.seek(0, os.SEEK_END)
+        size = fileobj.tell()
+        fileobj.seek(0)
+        if size == 0:
+            raise WebError(400, "empty_file", f"{filename} is empty (0 bytes)")
+        if size > limits.max_bytes:
+            raise WebError(413, "file_too_large", f"{filename} has {_bytes(size)}; "
+                           f"at most {_bytes(limits.max_bytes)} are accepted")
+        kind = sniff_audio(fileobj.read(16))
+        fileobj.seek(0)
+        if kind is None:
+            raise WebError(422, "not_audio", f"{filename} is not audio the server reads: its first bytes "
+                           "are not a WAV (RIFF), FLAC (fLaC), Ogg (OggS) or MP3 header")
+
+        with tempfile.TemporaryDirectory(prefix="kemdy_web_") as folder:
+            upload = Path(folder) / f"upload.{kind}"
+            with open(upload, "wb") as out:
+                shutil.copyfileobj(fileobj, out)
+            self._check_declared_duration(upload, filename)
+            with self._slots:
+                wave = self._decode(upload, filename)
+                clip = Path(folder) / "clip.wav"
+                _write_wav(clip, wave, self.model.sample_rate)
+                try:
+                    [prediction] = self.predict.predict_files([clip], [text], self.model)
+                except self.predict.PredictError as error:
+                    raise WebError(422, "invalid_request", f"{filename}: {error}") from None
+                spectrogram = self.spectrogram(wave)
+        if prediction.error:  # the decoded wave was fine, so this is unexpected; still a clear answer
+            raise WebError(422, "not_audio", f"{filename}: {prediction.error}")
+        result = prediction.to_dict()
+        result.update(file=filename, duration_seconds=round(len(wave) / self.model.sample_rate, 3),
+                      spectrogram=spectrogram)
+        return result
+
+    def _check_declared_duration(self, path: Path, filename: str) -> None:
+        """Refuse a clip whose header announces too long a duration, before decoding it."""
+        import soundfile
+
+        try:
+            seconds = soundfile.info(str(path)).duration
+        except Exception:  # unreadable header: decoding says what is wrong
+            return
+        self._check_duration(seconds, filename)
+
+    def _check_duration(self, seconds: float, filename: str) -> None:
+        if seconds > self.limits.max_seconds:
+            raise WebError(413, "audio_too_long", f"{filename} lasts {seconds:.1f} s; at most "
+                           f"{self.limits.max_seconds:g} s are accepted")
+
+    def _decode(self, path: Path, filename: str) -> np.ndarray:
+        from kemdy_tf.data.audio import AudioError, load_audio
+
+        try:
+            wave = load_audio(path, self.model.sample_rate)
+        except AudioError as error:
+            reason = error.reason.replace(str(path), filename)  # never show the temporary path
+            raise WebError(422, "not_audio", f"{filename} cannot be used as audio: {reason}") from None
+        self._check_duration(len(wave) / self.model.sample_rate, filename)
+        return wave
+
+    def spectrogram(self, wave: np.ndarray) -> dict:
+        """The log-mel the model hears (kemdy_tf.data.audio.log_mel), as a PNG data URL and its axes."""
+        from matplotlib.image import imsave
+
+        from kemdy_tf.data.audio import log_mel
+
+        features = self.model.features
+        mel = log_mel(wave, features)  # [frames, n_mels], at most max_frames
+        top = float(mel.max())
+        buffer = io.BytesIO()
+        imsave(buffer, mel.T, cmap="magma", vmin=top - SPECTROGRAM_RANGE_DB, vmax=top, origin="lower", format="png")
+        return {
+            "png": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
+            "frames": int(mel.shape[0]), "n_mels": int(mel.shape[1]),
+            "seconds": round(min(len(wave), self.model.window_samples) / features.sample_rate, 3),
+            "max_hz": features.sample_rate / 2,
+            "db_min": round(float(mel.min()), 2), "db_max": round(top, 2),
+        }
+
+
+def _bytes(count: int) -> str:
+    """A size in words people read: "10.5 MB (11,010,048 bytes)"."""
+    return f"{count / 2**20:.1f} MB ({count:,} bytes)"
+
+
+def _write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
+    import soundfile
+
+    soundfile.write(str(path), wave, sample_rate, subtype="FLOAT")  # lossless for float32 samples
+
+
+class DeclaredSizeLimit:
+    """Answers a POST whose declared Content-Length is over `max_body` with the JSON 413, unread.
+
+    The route's `max_body_size` (Starlette's RequestBodyLimitMiddleware) also stops a
+    body streamed without a length, through the app's exception handlers (JSON), but it
+    answers an over-long declared length in plain text; this check comes first.
+    """
+
+    def __init__(self, app, max_body: int, make_error):
+        self.app, self.max_body, self.make_error = app, max_body, make_error
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            declared = dict(scope["headers"]).get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > self.max_body:
+                await _error_response(self.make_error())(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _error_response(error: WebError) -> JSONResponse:
+    return JSONResponse({"error": error.code, "detail": error.detail}, status_code=error.status)
+
+
+# === The application ===
+
+
+def load_predict_module():
+    """The repository's `predict.py` (the model loader and `predict_files` shared with the CLI).
+
+    Raises:
+        ImportError: predict.py is not next to the kemdy_tf package (a non-editable install).
+    """
+    loaded = sys.modules.get("predict")
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == PREDICT_SCRIPT:
+        return loaded
+    if not PREDICT_SCRIPT.is_file():
+        raise ImportError(f"kemdy_tf.web needs {PREDICT_SCRIPT} (the repository's predict.py); "
+                          "run from a checkout installed with pip install -e .")
+    name = "predict" if loaded is None else "kemdy_predict"
+    spec = importlib.util.spec_from_file_location(name, PREDICT_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Limits | None = None) -> FastAPI:
+    """The web application, with the export at `model_path` loaded (once, now).
+
+    Args:
+        model_path: an export's base folder (its highest version) or one version folder.
+        limits: request limits; default `Limits()` (10 MB, 60 s, 500 characters).
+
+    Returns:
+        A FastAPI app; serve it with uvicorn (serve.py) or test it with TestClient.
+
+    Raises:
+        predict.PredictError: `model_path` is not a loadable kemdy_tf export.
+    """
+    limits = limits or Limits()
+    predict = load_predict_module()
+    model = predict.load_model(model_path)
+    model.predict([np.zeros(model.sample_rate // 2, np.float32)], [""])  # warm-up: the first request is not slower
+    predictor = Predictor(model, predict, limits)
+
+    app = FastAPI(
+        title="kemdy_tf emotion recognition",
+        description="Emotion, arousal and valence of a Korean speech clip and its (optional) transcript.",
+        version="1",
+        docs_url=None, redoc_url=None,  # both load their assets from a CDN; the schema stays at /openapi.json
+    )
+    app.state.model, app.state.limits, app.state.predictor = model, limits, predictor
+    # Refused before the form is parsed (Starlette's RequestBodyLimitMiddleware, per route):
+    # a declared Content-Length over the cap at once, a streamed body once it runs past it.
+    max_body = limits.max_bytes + 4 * limits.max_text_chars + FORM_OVERHEAD_BYTES
+
+    def body_too_large() -> WebError:
+        return WebError(413, "file_too_large", f"the request body is over the {_bytes(max_body)} cap; "
+                        f"the audio file may have at most {_bytes(limits.max_bytes)}")
+
+    app.add_middleware(DeclaredSizeLimit, max_body=max_body, make_error=body_too_large)
+
+    @app.exception_handler(WebError)
+    async def _web_error(request, error: WebError):
+        return _error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, error: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in error.errors())
+        return _error_response(WebError(422, "invalid_request", problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, error: StarletteHTTPException):
+        if error.status_code == 413:  # the route's max_body_size, hit before the form is parsed
+            return _error_response(body_too_large())
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return JSONResponse({"error": code, "detail": str(error.detail)}, status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
+
+    error_responses = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422)}
+
+    @app.post("/api/predict", response_model=PredictResponse, responses=error_responses, max_body_size=max_body,
+              summary="Predict emotion, arousal and valence of one clip")
+    def predict_clip(
+        audio: UploadFile = File(description=f"WAV, FLAC, Ogg or MP3; at most {limits.max_bytes / 2**20:g} MB "
+                                             f"and {limits.max_seconds:g} s"),
+        text: str | None = Form(None, description=f"the transcript (UTF-8, at most {limits.max_text_chars} "
+                                                  "characters); omit for the audio-only prediction"),
+    ):
+        filename = os.path.basename(audio.filename or "") or "upload"
+        return predictor(filename, audio.content_type, audio.file, text)
+
+    @app.get("/api/health", response_model=HealthResponse, summary="Model and limits")
+    def health():
+        return {
+            "status": "ok", "model": f"{model.path.parent.name}/{model.path.name}",
+            "classes": list(model.classes), "sample_rate": model.sample_rate,
+            "window_seconds": round(model.window_samples / model.sample_rate, 3),
+            "limits": {k: float(v) for k, v in dataclasses.asdict(limits).items()},
+        }
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8",
+                            headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY,
+                                     "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,347 @@
+// kemdy_tf web page: pick or record a clip, send it to /api/predict, draw the answer.
+// Plain DOM, SVG and canvas; no library and nothing fetched from another host.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+// Korean names of the emotions the project knows (kemdy_tf.config.ALL_EMOTIONS).
+const EMOTION_KO = {
+  neutral: "중립", happy: "기쁨", sad: "슬픔", angry: "분노",
+  surprise: "놀람", fear: "두려움", disgust: "혐오",
+};
+
+const state = {
+  health: null,     // GET /api/health
+  clip: null,       // {blob, name}: what Predict sends
+  recording: null,  // {stream, context, node, chunks, timer, started}
+};
+
+const $ = (id) => document.getElementById(id);
+
+// === Start-up ===
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("audio-file").addEventListener("change", onFileChosen);
+  $("record").addEventListener("click", () => (state.recording ? stopRecording() : startRecording()));
+  $("text").addEventListener("input", updateTextCount);
+  $("predict").addEventListener("click", predict);
+  loadHealth();
+});
+
+async function loadHealth() {
+  try {
+    const response = await fetch("/api/health");
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    state.health = await response.json();
+  } catch (error) {
+    $("model-info").textContent = `서버에 연결할 수 없습니다 (server unreachable: ${error.message})`;
+    return;
+  }
+  const { model, classes, limits, window_seconds: windowSeconds } = state.health;
+  $("model-info").textContent =
+    `모델 ${model} · 감정 ${classes.map(emotionName).join(", ")} · ` +
+    `최대 ${(limits.max_bytes / 2 ** 20).toFixed(0)} MB, ${limits.max_seconds} 초 ` +
+    `(모델은 처음 ${windowSeconds.toFixed(1)} 초를 듣습니다)`;
+  $("text").maxLength = limits.max_text_chars;
+  $("text-max").textContent = limits.max_text_chars;
+}
+
+function emotionName(name) {
+  return EMOTION_KO[name] ? `${EMOTION_KO[name]} (${name})` : name;
+}
+
+function updateTextCount() {
+  $("text-count").textContent = [...$("text").value].length;  // code points, as the server counts
+}
+
+function setStatus(message, kind = "") {
+  const status = $("status");
+  status.textContent = message;
+  status.className = `status ${kind}`;
+}
+
+function setClip(blob, name) {
+  state.clip = { blob, name };
+  $("clip-name").textContent = `${name} · ${(blob.size / 1024).toFixed(0)} KB`;
+  const player = $("player");
+  if (player.src) URL.revokeObjectURL(player.src);
+  player.src = URL.createObjectURL(blob);
+  player.hidden = false;
+  $("predict").disabled = false;
+}
+
+function onFileChosen(event) {
+  const file = event.target.files[0];
+  if (!file) return;
+  const limits = state.health && state.health.limits;
+  if (limits && file.size > limits.max_bytes) {
+    setStatus(`${file.name}: 파일이 너무 큽니다 (${(file.size / 2 ** 20).toFixed(1)} MB > ` +
+              `${(limits.max_bytes / 2 ** 20).toFixed(0)} MB)`, "error");
+    return;
+  }
+  setClip(file, file.name);
+  setStatus("");
+}
+
+// === Recording: Web Audio -> 16-bit PCM WAV in the browser (the server needs no ffmpeg) ===
+
+async function startRecording() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.AudioWorkletNode) {
+    setStatus("이 페이지에서는 마이크를 쓸 수 없습니다: http://127.0.0.1 / localhost 또는 HTTPS로 여세요 " +
+              "(the microphone needs a secure context).", "error");
+    return;
+  }
+  const button = $("record");
+  button.disabled = true;  // one recorder at a time, also while the microphone opens
+  let stream, context, source, node;
+  const chunks = [];
+  let flushed;
+  const done = new Promise((resolve) => (flushed = resolve));
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+    context = new AudioContext();
+    await context.audioWorklet.addModule("/static/recorder-worklet.js");
+    source = context.createMediaStreamSource(stream);
+    node = new AudioWorkletNode(context, "pcm-recorder");
+  } catch (error) {
+    if (stream) stream.getTracks().forEach((track) => track.stop());
+    if (context) context.close();
+    setStatus(`마이크를 열 수 없습니다 (cannot open the microphone: ${error.name}: ${error.message})`, "error");
+    button.disabled = false;
+    return;
+  }
+  node.port.onmessage = (event) => (event.data === "flushed" ? flushed() : chunks.push(event.data));
+  source.connect(node);
+  node.connect(context.destination);  // the node writes silence; connected so the graph pulls it
+  button.disabled = false;
+
+  const maxSeconds = state.health ? state.health.limits.max_seconds : 60;
+  const started = performance.now();
+  const timer = setInterval(() => {
+    const seconds = (performance.now() - started) / 1000;
+    $("record-status").textContent = `녹음 중 ${seconds.toFixed(1)} s / ${maxSeconds} s`;
+    if (seconds >= maxSeconds - 0.5) stopRecording();  // stay under the server's duration cap
+  }, 100);
+  state.recording = { stream, context, source, node, chunks, done, timer };
+  $("record").setAttribute("aria-pressed", "true");
+  $("record").innerHTML = '■ 정지 <span class="en">Stop</span>';
+  setStatus("");
+}
+
+async function stopRecording() {
+  const rec = state.recording;
+  if (!rec) return;
+  state.recording = null;
+  clearInterval(rec.timer);
+  rec.node.port.postMessage("flush");
+  await rec.done;
+  rec.source.disconnect();
+  rec.stream.getTracks().forEach((track) => track.stop());
+  const sampleRate = rec.context.sampleRate;
+  await rec.context.close();
+  $("record").setAttribute("aria-pressed", "false");
+  $("record").innerHTML = '● 녹음 <span class="en">Record</span>';
+
+  const samples = concat(rec.chunks);
+  if (samples.length === 0) {
+    $("record-status").textContent = "녹음된 소리가 없습니다 (nothing recorded)";
+    return;
+  }
+  $("record-status").textContent = `녹음 ${(samples.length / sampleRate).toFixed(1)} s`;
+  const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
+  setClip(encodeWav(samples, sampleRate), `recording-${stamp}.wav`);
+}
+
+function concat(chunks) {
+  const out = new Float32Array(chunks.reduce((n, c) => n + c.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** Mono float samples in [-1, 1] -> a 16-bit PCM WAV blob (RIFF, little-endian). */
+function encodeWav(samples, sampleRate) {
+  const buffer = new ArrayBuffer(44 + samples.length * 2);
+  const view = new DataView(buffer);
+  const ascii = (offset, text) => [...text].forEach((c, i) => view.setUint8(offset + i, c.charCodeAt(0)));
+  ascii(0, "RIFF");
+  view.setUint32(4, 36 + samples.length * 2, true);
+  ascii(8, "WAVE");
+  ascii(12, "fmt ");
+  view.setUint32(16, 16, true);          // fmt chunk size
+  view.setUint16(20, 1, true);           // PCM
+  view.setUint16(22, 1, true);           // mono
+  view.setUint32(24, sampleRate, true);
+  view.setUint32(28, sampleRate * 2, true);  // bytes per second
+  view.setUint16(32, 2, true);           // bytes per frame
+  view.setUint16(34, 16, true);          // bits per sample
+  ascii(36, "data");
+  view.setUint32(40, samples.length * 2, true);
+  for (let i = 0; i < samples.length; i++) {
+    const s = Math.max(-1, Math.min(1, samples[i]));
+    view.setInt16(44 + i * 2, s < 0 ? s * 0x8000 : s * 0x7fff, true);
+  }
+  return new Blob([buffer], { type: "audio/wav" });
+}
+
+// === Predict ===
+
+async function predict() {
+  if (!state.clip) return;
+  const form = new FormData();
+  form.append("audio", state.clip.blob, state.clip.name);
+  const text = $("text").value.trim();
+  if (text) form.append("text", text);
+  $("predict").disabled = true;
+  setStatus("예측 중… (predicting)", "busy");
+  try {
+    const response = await fetch("/api/predict", { method: "POST", body: form });
+    let body;
+    try {
+      body = await response.json();
+    } catch {
+      throw new Error(`HTTP ${response.status} (no JSON body)`);
+    }
+    if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+    render(body);
+    setStatus("");
+  } catch (error) {
+    setStatus(`오류 (error): ${error.message}`, "error");
+  } finally {
+    $("predict").disabled = false;
+  }
+}
+
+function render(result) {
+  $("results").hidden = false;
+  const emotion = $("emotion");
+  emotion.textContent = emotionName(result.emotion);
+  emotion.dataset.emotion = result.emotion;
+  $("emotion-prob").textContent = `확률 ${(100 * result.probabilities[result.emotion]).toFixed(1)}%`;
+  $("arousal").textContent = `${result.arousal.toFixed(2)} / 5`;
+  $("valence").textContent = result.valence === null ? "없음 (전사 없음)" : `${result.valence.toFixed(2)} / 5`;
+  $("duration").textContent = `${result.duration_seconds.toFixed(1)} s`;
+  $("transcript-used").textContent = result.transcript_missing
+    ? "전사 없음: 음성만으로 예측했습니다 (audio only)."
+    : `사용한 전사 (transcript used): ${result.transcript}`;
+  const warnings = $("warnings");
+  warnings.replaceChildren(...result.warnings.map((w) => element("li", {}, w)));
+  drawProbabilities($("prob-chart"), result.probabilities, result.emotion);
+  drawArousalValence($("av-plane"), result.arousal, result.valence);
+  drawSpectrogram($("spectrogram"), result.spectrogram);
+  const { png, ...spectrogramAxes } = result.spectrogram;  // the image is drawn, not listed
+  $("json").textContent = JSON.stringify({ ...result, spectrogram: spectrogramAxes }, null, 2);
+}
+
+// === Drawing ===
+
+function svg(tag, attrs = {}, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function element(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  Object.assign(node, attrs);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** Horizontal bars, one per class in the model's order; the predicted one highlighted. */
+function drawProbabilities(chart, probabilities, predicted) {
+  const classes = Object.keys(probabilities);
+  const row = 34, left = 130, right = 62, width = 460;
+  chart.setAttribute("viewBox", `0 0 ${width} ${classes.length * row + 6}`);
+  chart.replaceChildren();
+  classes.forEach((name, i) => {
+    const p = probabilities[name];
+    const y = i * row + 6;
+    const span = width - left - right;
+    const top = name === predicted ? " top" : "";
+    chart.append(
+      svg("text", { x: left - 10, y: y + 17, "text-anchor": "end" }, emotionName(name)),
+      svg("rect", { class: "track", x: left, y, width: span, height: 22, rx: 4 }),
+      svg("rect", { class: `bar${top}`, x: left, y, width: Math.max(1, p * span), height: 22, rx: 4,
+                    "data-class": name, "data-probability": p }),
+      svg("text", { x: width - right + 8, y: y + 17 }, `${(100 * p).toFixed(1)}%`),
+    );
+  });
+}
+
+/** Valence (x) and arousal (y) on 1..5 axes; without valence, arousal as a dashed line. */
+function drawArousalValence(plane, arousal, valence) {
+  const x0 = 52, x1 = 300, y0 = 262, y1 = 14;  // plot area: (x0, y0) is (1, 1)
+  const sx = (v) => x0 + ((v - 1) / 4) * (x1 - x0);
+  const sy = (a) => y0 - ((a - 1) / 4) * (y0 - y1);
+  const clamp = (v) => Math.max(1, Math.min(5, v));
+  plane.replaceChildren(svg("rect", { class: "neutral-zone", x: sx(2.5), y: sy(3.5), width: sx(3.5) - sx(2.5),
+                                      height: sy(2.5) - sy(3.5) }));
+  for (let v = 1; v <= 5; v++) {
+    plane.append(
+      svg("line", { class: "grid", x1: sx(v), y1: y1, x2: sx(v), y2: y0 }),
+      svg("line", { class: "grid", x1: x0, y1: sy(v), x2: x1, y2: sy(v) }),
+      svg("text", { class: "muted", x: sx(v), y: y0 + 15, "text-anchor": "middle" }, v),
+      svg("text", { class: "muted", x: x0 - 8, y: sy(v) + 4, "text-anchor": "end" }, v),
+    );
+  }
+  plane.append(
+    svg("line", { class: "axis", x1: x0, y1: y0, x2: x1, y2: y0 }),
+    svg("line", { class: "axis", x1: x0, y1: y0, x2: x0, y2: y1 }),
+    svg("text", { class: "muted", x: (x0 + x1) / 2, y: 296, "text-anchor": "middle" }, "정서가 valence: 부정 → 긍정"),
+    svg("text", { class: "muted", x: 12, y: (y0 + y1) / 2, "text-anchor": "middle",
+                  transform: `rotate(-90 12 ${(y0 + y1) / 2})` }, "각성 arousal: 차분 → 흥분"),
+  );
+  if (valence === null || valence === undefined) {
+    plane.append(
+      svg("line", { id: "av-point", class: "line", x1: x0, y1: sy(clamp(arousal)), x2: x1, y2: sy(clamp(arousal)) }),
+      svg("text", { class: "muted", x: x1, y: sy(clamp(arousal)) - 8, "text-anchor": "end" }, "정서가 없음 (no transcript)"),
+    );
+  } else {
+    plane.append(svg("circle", { id: "av-point", class: "point", cx: sx(clamp(valence)), cy: sy(clamp(arousal)), r: 8,
+                                 "data-valence": valence, "data-arousal": arousal }));
+  }
+}
+
+/** The server's log-mel PNG on a canvas, with time (s) and mel axes. */
+function drawSpectrogram(canvas, spectrogram) {
+  const image = new Image();
+  image.onload = () => {
+    const ctx = canvas.getContext("2d");
+    const left = 58, bottom = 30, top = 8, right = 10;
+    const w = canvas.width - left - right, h = canvas.height - top - bottom;
+    ctx.fillStyle = "#ffffff";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(image, left, top, w, h);
+    ctx.fillStyle = "#5c6577";
+    ctx.strokeStyle = "#5c6577";
+    ctx.font = "12px sans-serif";
+    ctx.textAlign = "center";
+    const seconds = spectrogram.seconds;
+    const step = seconds > 20 ? 5 : seconds > 8 ? 2 : seconds > 3 ? 1 : 0.5;
+    for (let t = 0; t <= seconds + 1e-9; t += step) {
+      const x = left + (t / seconds) * w;
+      ctx.beginPath();
+      ctx.moveTo(x, top + h);
+      ctx.lineTo(x, top + h + 5);
+      ctx.stroke();
+      ctx.fillText(`${t % 1 ? t.toFixed(1) : t} s`, x, top + h + 18);
+    }
+    ctx.textAlign = "right";
+    for (const bin of [0, spectrogram.n_mels / 2, spectrogram.n_mels]) {
+      const y = top + h - (bin / spectrogram.n_mels) * h;
+      ctx.fillText(bin === spectrogram.n_mels ? `${spectrogram.max_hz / 1000} kHz` : `mel ${bin}`, left - 6, y + 4);
+    }
+    canvas.dataset.drawn = "true";
+    canvas.title = `${spectrogram.frames} frames × ${spectrogram.n_mels} mel bins, ` +
+                   `${spectrogram.db_min.toFixed(0)}…${spectrogram.db_max.toFixed(0)} dB`;
+  };
+  canvas.dataset.drawn = "false";
+  image.src = spectrogram.png;
+}

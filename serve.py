@@ -1,0 +1,74 @@
+"""A web page where people try an exported model: upload or record a clip, see the emotion.
+
+    python serve.py                                   # saved_models/kemdy on http://127.0.0.1:8000
+    python serve.py --model saved_models/kemdy/3 --port 8080
+    python serve.py --host 0.0.0.0                    # reachable from other machines (see docs/web.md)
+
+The page records from the microphone only in a secure context: http://127.0.0.1 or
+http://localhost, or HTTPS. The API (POST /api/predict, GET /api/health, the schema
+at /openapi.json) is described in docs/web.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv=None) -> int:
+    from kemdy_tf.web.app import Limits
+
+    defaults = Limits()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="saved_models/kemdy",
+                        help="export base folder (its highest version) or a version folder")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-mb", type=float, default=defaults.max_bytes / 2**20, help="largest audio upload, MB")
+    parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="longest audio, seconds")
+    parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars, help="longest transcript")
+    parser.add_argument("--max-concurrent", type=int, default=defaults.max_concurrent,
+                        help="clips decoded and predicted at once (more wait)")
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    from kemdy_tf.web.app import create_app, load_predict_module
+
+    try:
+        limits = Limits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_seconds,
+                        max_text_chars=args.max_text_chars, max_concurrent=args.max_concurrent)
+    except ValueError as error:
+        parser.error(str(error))
+    predict = load_predict_module()
+    try:
+        with predict._native_stderr_silenced():  # TF's C++ start-up chatter
+            app = create_app(args.model, limits)
+    except predict.PredictError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not _is_loopback(args.host):
+        print(f"warning: listening on {args.host}: anyone who reaches this address can use the model "
+              "(there is no authentication), and browsers record from the microphone only over HTTPS "
+              "or on localhost", file=sys.stderr)
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"kemdy_tf web: model {app.state.model.path} -> http://{shown}:{args.port}/", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""The web API of serve.py (kemdy_tf.web.app): answers, every refusal, the schema, the page, load.
+
+One tiny untrained export (build_tiny_run from test_export) serves every test; its
+predictions are meaningless, so the tests compare the API with `predict.predict_files`
+(what `predict.py --json` prints) on the same clip instead of with fixed numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.util
+import io
+import os
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from kemdy_tf import export
+from kemdy_tf.data import synthetic
+from kemdy_tf.data.audio import load_audio, log_mel
+from kemdy_tf.web.app import STATIC_DIR, Limits, create_app, load_predict_module
+from test_export import build_tiny_run
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_FRAMES = 128  # a ~4 s window keeps the tiny model fast
+# Small limits, so that breaking each one costs little.
+LIMITS = Limits(max_bytes=400_000, max_seconds=8.0, max_text_chars=40, max_concurrent=2)
+KOREAN_TEXT = "n/ 정말 화가 나요 l/"  # KEMDy noise tags are cleaned, as by predict.py
+LOAD_REQUESTS = 50
+RSS_GROWTH_LIMIT = 100 * 2**20
+
+
+def tone(seconds: float, rate: int = 16000, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return np.stack([wave, 0.5 * wave], axis=1) if channels == 2 else wave
+
+
+def encode(wave: np.ndarray, rate: int = 16000, fmt: str = "WAV") -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, rate, format=fmt)
+    return buffer.getvalue()
+
+
+def make_export(root: Path) -> Path:
+    """A tiny untrained export under root/saved/kemdy (random weights, real SavedModel)."""
+    config, models, _ = build_tiny_run(root / "run", [f"features.max_frames={MAX_FRAMES}"])
+    base = root / "saved" / "kemdy"
+    export.export_models(models["audio"], models["text"], models["fusion"], root / "run" / "tokenizer.model",
+                         config, base)
+    return base
+
+
+def synthetic_clip(root: Path) -> tuple[Path, str]:
+    """One synthetic KEMDy20 utterance: its wav and its Korean transcript (cp949 on disk)."""
+    data = synthetic.generate(root / "KEMDy20", seed=0, sessions=1, scripts=1, utterances=(1, 1))
+    wav = sorted((data / "wav").glob("*/*.wav"))[0]
+    return wav, wav.with_suffix(".txt").read_bytes().decode("cp949").strip()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("web")
+    base = make_export(root)
+    wav, transcript = synthetic_clip(root)
+    app = create_app(base, LIMITS)
+    return {"root": root, "base": base, "app": app, "wav": wav, "transcript": transcript,
+            "predict": load_predict_module()}
+
+
+@pytest.fixture(scope="module")
+def client(setup):
+    from fastapi.testclient import TestClient
+
+    with TestClient(setup["app"]) as client:
+        yield client
+
+
+def post(client, name: str, content: bytes, content_type: str = "audio/wav", text: str | None = None):
+    return client.post("/api/predict", files={"audio": (name, content, content_type)},
+                       data={} if text is None else {"text": text})
+
+
+# === Answers ===
+
+
+def test_health_reports_the_model_and_the_limits(client, setup):
+    body = client.get("/api/health").json()
+    model = setup["app"].state.model
+    assert body["status"] == "ok"
+    assert body["classes"] == list(model.classes) and len(body["classes"]) == 5
+    assert body["model"] == f"kemdy/{model.path.name}"
+    assert body["sample_rate"] == 16000
+    assert body["window_seconds"] == pytest.approx(model.window_samples / 16000, abs=1e-3)
+    assert body["limits"] == {"max_bytes": 400_000, "max_seconds": 8.0, "max_text_chars": 40, "max_concurrent": 2}
+
+
+def test_predict_gives_the_fields_and_numbers_of_predict_py_json(client, setup):
+    wav, transcript = setup["wav"], setup["transcript"]
+    response = post(client, "세션01_발화.wav", wav.read_bytes(), text=transcript)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+
+    predict = setup["predict"]
+    [reference] = predict.predict_files([wav], [transcript], setup["app"].state.model)
+    expected = reference.to_dict()
+    assert set(body) == set(expected) | {"duration_seconds", "spectrogram"}
+    assert body["file"] == "세션01_발화.wav"  # the upload's name, Korean intact
+    assert body["transcript"] == transcript and not body["transcript_missing"]
+    assert body["emotion"] == expected["emotion"] and body["error"] is None
+    assert list(body["probabilities"]) == list(setup["app"].state.model.classes)
+    for name, p in expected["probabilities"].items():
+        assert body["probabilities"][name] == pytest.approx(p, abs=1e-5)
+    assert body["arousal"] == pytest.approx(expected["arousal"], abs=1e-4)
+    assert body["valence"] == pytest.approx(expected["valence"], abs=1e-4)
+    assert body["duration_seconds"] == pytest.approx(sf.info(wav).duration, abs=1e-3)
+
+
+def test_spectrogram_is_the_log_mel_the_model_hears(client, setup):
+    from matplotlib.image import imread
+
+    body = post(client, "clip.wav", setup["wav"].read_bytes()).json()
+    spectrogram = body["spectrogram"]
+    features = setup["app"].state.model.features
+    mel = log_mel(load_audio(setup["wav"], 16000), features)
+    assert (spectrogram["frames"], spectrogram["n_mels"]) == mel.shape
+    assert spectrogram["db_max"] == pytest.approx(float(mel.max()), abs=0.01)
+    assert spectrogram["db_min"] == pytest.approx(float(mel.min()), abs=0.01)
+    assert spectrogram["max_hz"] == 8000
+    prefix = "data:image/png;base64,"
+    assert spectrogram["png"].startswith(prefix)
+    image = imread(io.BytesIO(base64.b64decode(spectrogram["png"][len(prefix):])), format="png")
+    assert image.shape[:2] == (mel.shape[1], mel.shape[0])  # rows = mel bins, columns = frames
+    assert image[..., :3].std() > 0.05  # a picture of the clip, not one flat colour
+
+
+def test_without_text_the_prediction_is_audio_only(client):
+    body = post(client, "clip.wav", encode(tone(1.0)), text="   ").json()
+    assert body["transcript_missing"] and body["transcript"] is None and body["valence"] is None
+    assert body["emotion"] in body["probabilities"] and 1 <= body["arousal"] <= 5
+
+
+def test_octet_stream_stereo_flac_at_44k_is_sniffed_and_resampled(client, setup):
+    content = encode(tone(1.5, 44100, channels=2), 44100, "FLAC")
+    body = post(client, "stereo.flac", content, "application/octet-stream", "그냥 그래요").json()
+    assert body["duration_seconds"] == pytest.approx(1.5, abs=0.01)
+    assert body["spectrogram"]["frames"] == 1 + int(1.5 * 16000) // setup["app"].state.model.features.hop_length
+
+
+def test_a_clip_longer_than_the_window_is_truncated_with_a_warning(client, setup):
+    body = post(client, "long.wav", encode(tone(6.0))).json()  # 6 s < max_seconds, > the ~4 s window
+    assert any("truncated" in w for w in body["warnings"])
+    assert body["spectrogram"]["frames"] == MAX_FRAMES
+    assert body["duration_seconds"] == pytest.approx(6.0, abs=1e-3)
+
+
+def test_text_at_the_limit_is_accepted(client):
+    text = "가" * LIMITS.max_text_chars  # characters, not bytes: 40 Hangul are 120 UTF-8 bytes
+    response = post(client, "clip.wav", encode(tone(0.5)), text=text)
+    assert response.status_code == 200 and response.json()["transcript"] == text
+
+
+# === Refusals: a 4xx status, a code, and a sentence naming the problem ===
+
+_WAV = encode(tone(0.5))
+
+
+@pytest.mark.parametrize("name, content, content_type, text, status, code, words", [
+    ("notes.txt", b"hello", "text/plain", None, 415, "unsupported_type", ["notes.txt", "text/plain"]),
+    ("rec.webm", b"\x1aE\xdf\xa3", "audio/webm", None, 415, "unsupported_type", ["audio/webm", "WAV"]),
+    ("empty.wav", b"", "audio/wav", None, 400, "empty_file", ["empty.wav", "0 bytes"]),
+    ("fake.wav", "이것은 소리가 아닙니다".encode() * 20, "audio/wav", None, 422, "not_audio", ["fake.wav", "RIFF"]),
+    ("blob.bin", b"\x00\x01" * 500, "application/octet-stream", None, 422, "not_audio", ["blob.bin"]),
+    ("broken.wav", _WAV[:12] + b"\x00" * 200, "audio/wav", None, 422, "not_audio", ["broken.wav", "cannot"]),
+    ("clip.wav", _WAV, "audio/wav", "가" * 41, 422, "text_too_long", ["41 characters", "40"]),
+    ("long.wav", encode(tone(9.0)), "audio/wav", None, 413, "audio_too_long", ["long.wav", "9.0 s", "8 s"]),
+    ("long.flac", encode(tone(30.0, 8000), 8000, "FLAC"), "application/octet-stream", None,
+     413, "audio_too_long", ["long.flac", "30.0 s"]),
+    # Just over the file cap (the body cap leaves room for the form) and far over it.
+    ("big.wav", b"RIFF" + b"\x00" * 400_000, "audio/wav", None, 413, "file_too_large",
+     ["big.wav", "400,004 bytes", "400,000 bytes"]),
+    ("huge.wav", b"RIFF" + b"\x00" * 2_000_000, "audio/wav", None, 413, "file_too_large", ["400,000 bytes"]),
+])
+def test_bad_uploads_get_a_clear_4xx_json_error(client, name, content, content_type, text, status, code, words):
+    response = post(client, name, content, content_type, text)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == code
+    for word in words:
+        assert word in body["detail"]
+
+
+def test_a_missing_audio_field_is_a_422_naming_it(client):
+    response = client.post("/api/predict", data={"text": "안녕하세요"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request" and "audio" in response.json()["detail"]
+
+
+def test_serve_py_exits_with_one_line_for_a_missing_model(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("serve", ROOT / "serve.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    assert serve.main(["--model", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nowhere" in err and "does not exist" in err and "\n" not in err
+
+
+# === Schema and page ===
+
+
+def test_openapi_schema_describes_the_api_and_docs_pages_are_off(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/api/predict", "/api/health"} <= set(schema["paths"])
+    operation = schema["paths"]["/api/predict"]["post"]
+    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    body = schema["components"]["schemas"][form["$ref"].rsplit("/", 1)[-1]]
+    assert body["required"] == ["audio"] and set(body["properties"]) == {"audio", "text"}
+    assert {"200", "400", "413", "415", "422"} <= set(operation["responses"])
+    response_schema = schema["components"]["schemas"]["PredictResponse"]["properties"]
+    assert {"emotion", "probabilities", "arousal", "valence", "transcript_missing", "spectrogram"} <= set(response_schema)
+    # Swagger UI and ReDoc would load their scripts from a CDN.
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+
+
+def test_page_is_utf8_korean_and_loads_nothing_from_other_hosts(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    html = response.text
+    assert '<html lang="ko">' in html and '<meta charset="utf-8">' in html and "음성 감정 인식" in html
+    for asset in ("/static/app.js", "/static/style.css", "/static/recorder-worklet.js"):
+        assert client.get(asset).status_code == 200
+    for path in STATIC_DIR.iterdir():
+        text = path.read_text(encoding="utf-8")
+        urls = set(re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", text))
+        assert urls <= {"http://www.w3.org/2000/svg"}, f"{path.name} refers to another host: {urls}"
+
+
+# === Load: a real server on loopback ===
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss
+    except ImportError:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LoopbackServer:
+    """uvicorn serving `app` on 127.0.0.1 in a thread of this process, for the duration of a `with`."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on {self.url}")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+async def _post_many(url: str, count: int, content: bytes, text: str) -> list:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=count)) as http:
+        async def one(i):
+            return await http.post("/api/predict", files={"audio": (f"clip{i}.wav", content, "audio/wav")},
+                                   data={"text": text})
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def test_an_oversized_body_is_refused_with_or_without_a_content_length(setup):
+    import httpx
+
+    boundary = "kemdy-boundary"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="stream.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\nRIFF").encode()
+
+    def streamed():  # no Content-Length: sent chunked, counted as it arrives
+        yield head
+        for _ in range(100):
+            yield b"\x00" * 10_000
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    with LoopbackServer(setup["app"]) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        chunked = http.post("/api/predict", content=streamed(),
+                            headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        declared = http.post("/api/predict", files={"audio": ("big.wav", b"RIFF" + bytes(3_000_000), "audio/wav")})
+        after = http.post("/api/predict", files={"audio": ("ok.wav", encode(tone(0.5)), "audio/wav")})
+    for response in (chunked, declared):
+        assert response.status_code == 413 and response.json()["error"] == "file_too_large"
+        assert "400,000 bytes" in response.json()["detail"]
+    assert "transfer-encoding" not in chunked.request.headers or chunked.request.headers["transfer-encoding"] == "chunked"
+    assert after.status_code == 200  # the server is still fine
+
+
+def test_fifty_concurrent_requests_all_answer_and_memory_stays_steady(setup):
+    content, text = setup["wav"].read_bytes(), setup["transcript"]
+    [reference] = setup["predict"].predict_files([setup["wav"]], [text], setup["app"].state.model)
+    with LoopbackServer(setup["app"]) as server:
+        warm = asyncio.run(_post_many(server.url, 10, content, text))
+        assert [r.status_code for r in warm] == [200] * 10
+        before = _rss_bytes(os.getpid())  # the server runs in a thread of this process
+        start = time.monotonic()
+        responses = asyncio.run(_post_many(server.url, LOAD_REQUESTS, content, text))
+        seconds = time.monotonic() - start
+        after = _rss_bytes(os.getpid())
+    assert [r.status_code for r in responses] == [200] * LOAD_REQUESTS
+    # Concurrent calls of the shared model give each request its own, correct answer.
+    assert sorted(r.json()["file"] for r in responses) == sorted(f"clip{i}.wav" for i in range(LOAD_REQUESTS))
+    for response in responses:
+        probabilities = response.json()["probabilities"]
+        assert probabilities == pytest.approx(reference.probabilities, abs=1e-5)
+    assert after - before < RSS_GROWTH_LIMIT, f"RSS grew {(after - before) / 2**20:.0f} MB under load"
+    print(f"{LOAD_REQUESTS} concurrent requests in {seconds:.1f} s; RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MB")
+
