@@ -15,8 +15,12 @@ import argparse
 import ipaddress
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:  # predict.py lives next to this script (also when serve.py is imported)
+    sys.path.insert(0, HERE)
 
 
 def _is_loopback(host: str) -> bool:
@@ -29,7 +33,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def main(argv=None) -> int:
-    from kemdy_tf.web.app import Limits
+    import predict  # next to this script; light (numpy), and it owns the stderr silencer
+
+    with predict._native_stderr_silenced():  # importing kemdy_tf starts TensorFlow, whose C++ chatters
+        from kemdy_tf.web.app import Limits, create_app
 
     defaults = Limits()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -41,21 +48,18 @@ def main(argv=None) -> int:
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="longest audio, seconds")
     parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars, help="longest transcript")
     parser.add_argument("--max-concurrent", type=int, default=defaults.max_concurrent,
-                        help="clips decoded and predicted at once (more wait)")
+                        help="clips decoded and predicted at once (more wait their turn)")
     args = parser.parse_args(argv)
-
-    import uvicorn
-
-    from kemdy_tf.web.app import create_app, load_predict_module
-
     try:
         limits = Limits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_seconds,
                         max_text_chars=args.max_text_chars, max_concurrent=args.max_concurrent)
     except ValueError as error:
         parser.error(str(error))
-    predict = load_predict_module()
+
+    import uvicorn
+
     try:
-        with predict._native_stderr_silenced():  # TF's C++ start-up chatter
+        with predict._native_stderr_silenced():
             app = create_app(args.model, limits)
     except predict.PredictError as error:
         print(f"error: {error}", file=sys.stderr)

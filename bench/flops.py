@@ -38,15 +38,18 @@ class FlopCountError(ValueError):
     """An op whose FLOPs cannot be counted (an unknown dimension, an unknown loop length)."""
 
 
-def count_flops(graph) -> dict[str, int]:
+def count_flops(graph, group: typing.Callable | None = None) -> dict:
     """FLOPs per op type of a `tf.Graph` (e.g. `concrete_function.graph`), loops unrolled.
 
     Args:
         graph: a traced graph whose counted ops have fully known static shapes
             (trace with concrete tensors or fully defined `tf.TensorSpec`s).
+        group: optional `op -> label` applied to the graph's top-level ops (a loop's
+            body takes its loop's label), to split the count, e.g. forward/backward.
 
     Returns:
-        {op type: FLOPs}, only the types in `COUNTED_OPS` that occur.
+        {op type: FLOPs} for the types in `COUNTED_OPS` that occur; with `group`,
+        {label: {op type: FLOPs}}.
 
     Raises:
         FlopCountError: a counted op has an unknown dimension, or a loop's trip
@@ -56,9 +59,12 @@ def count_flops(graph) -> dict[str, int]:
         >>> fn = tf.function(model).get_concrete_function(tf.TensorSpec([16, 94, 128]))
         >>> sum(count_flops(fn.graph).values())
     """
-    totals: collections.Counter = collections.Counter()
-    _count_graph(graph, graph, 1, totals)
-    return dict(totals)
+    groups: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for op in _live_ops(graph):
+        _count_op(op, graph, graph, 1, groups[group(op) if group else ""])
+    if group is None:
+        return dict(groups[""])
+    return {label: dict(counts) for label, counts in groups.items() if counts}
 
 
 def total_flops(graph) -> int:
@@ -73,32 +79,66 @@ def profiler_flops(graph) -> dict[str, int]:
     """
     import tensorflow as tf
 
-    options = (tf.compat.v1.profiler.ProfileOptionBuilder(
-        tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()).with_empty_output().build())
-    profile = tf.compat.v1.profiler.profile(graph, cmd="op", options=options)
-    return {child.name: int(child.total_float_ops) for child in profile.children if child.total_float_ops}
+    builder = tf.compat.v1.profiler.ProfileOptionBuilder
+    options = builder(builder.float_operation()).with_empty_output().build()
+    profile = tf.compat.v1.profiler.profile(graph, cmd="graph", options=options)
+    types = {op.name: op.type for op in graph.get_operations()}
+    totals: collections.Counter = collections.Counter()
+    pending = list(profile.children)
+    while pending:
+        node = pending.pop()
+        pending.extend(node.children)
+        if node.float_ops and node.name in types:
+            totals[types[node.name]] += int(node.float_ops)
+    return dict(totals)
 
 
 # === Walking the graph ===
 
 def _count_graph(graph, root, repeat: int, totals: collections.Counter) -> None:
-    for op in graph.get_operations():
-        if op.type in COUNTED_OPS:
-            totals[op.type] += repeat * _op_flops(op)
-        elif op.type in LOOP_OPS:
-            body = _function_graph(root, graph, op.get_attr("body").name)
-            _count_graph(body, root, repeat * _trip_count(op), totals)
-        elif op.type in CALL_OPS:
-            _count_graph(_function_graph(root, graph, op.get_attr("f").name), root, repeat, totals)
-        elif op.type in BRANCH_OPS:
-            names = ([op.get_attr("then_branch").name, op.get_attr("else_branch").name]
-                     if op.type.endswith("If") else [b.name for b in op.get_attr("branches")])
-            branches = []
-            for name in names:
-                branch: collections.Counter = collections.Counter()
-                _count_graph(_function_graph(root, graph, name), root, repeat, branch)
-                branches.append(branch)
-            totals.update(max(branches, key=lambda c: sum(c.values())))
+    for op in _live_ops(graph):
+        _count_op(op, graph, root, repeat, totals)
+
+
+def _count_op(op, graph, root, repeat: int, totals: collections.Counter) -> None:
+    if op.type in COUNTED_OPS:
+        totals[op.type] += repeat * _op_flops(op)
+    elif op.type in LOOP_OPS:
+        body = _function_graph(root, graph, op.get_attr("body").name)
+        _count_graph(body, root, repeat * _trip_count(op), totals)
+    elif op.type in CALL_OPS:
+        _count_graph(_function_graph(root, graph, op.get_attr("f").name), root, repeat, totals)
+    elif op.type in BRANCH_OPS:
+        names = ([op.get_attr("then_branch").name, op.get_attr("else_branch").name]
+                 if op.type.endswith("If") else [b.name for b in op.get_attr("branches")])
+        branches = []
+        for name in names:
+            branch: collections.Counter = collections.Counter()
+            _count_graph(_function_graph(root, graph, name), root, repeat, branch)
+            branches.append(branch)
+        totals.update(max(branches, key=lambda c: sum(c.values())))
+
+
+def _live_ops(graph) -> list:
+    """The ops the graph's outputs (and stateful control outputs) depend on.
+
+    A gradient function emits every gradient of an op (e.g. a convolution's gradient
+    with respect to its input) even where nothing uses it; TF prunes those before
+    running the function, so they are not counted either.
+    """
+    outputs = list(getattr(graph, "outputs", None) or [])
+    controls = list(getattr(graph, "control_outputs", None) or [])
+    if not outputs and not controls:
+        return graph.get_operations()
+    live, pending = set(), [t.op for t in outputs] + controls
+    while pending:
+        op = pending.pop()
+        if op in live:
+            continue
+        live.add(op)
+        pending.extend(t.op for t in op.inputs)
+        pending.extend(op.control_inputs)
+    return [op for op in graph.get_operations() if op in live]
 
 
 def _function_graph(root, graph, name: str):
@@ -116,14 +156,29 @@ def _function_graph(root, graph, name: str):
 
 
 def _trip_count(loop) -> int:
-    """Iterations of a Keras RNN loop: the length of the sequence it unstacks (TensorListFromTensor)."""
-    for tensor in loop.inputs:
-        if tensor.op.type == "TensorListFromTensor":
-            steps = tensor.op.inputs[0].shape[0]
-            if steps is not None:
-                return int(steps)
-    raise FlopCountError(f"cannot tell how many times loop {loop.name!r} runs: it unstacks no "
-                         "sequence of known length (trace with fully defined shapes)")
+    """Iterations of a Keras RNN loop: the length of the sequence it unstacks.
+
+    A while_v2 loop's second input is its maximum_iterations tensor. A Keras RNN loop
+    unstacks its input sequence ([steps, batch, ...], TensorListFromTensor); its
+    gradient loop shares the maximum_iterations tensor but may unstack only the
+    last output's gradient, so the longest sequence over every loop sharing that
+    tensor is the trip count.
+    """
+    import tensorflow as tf
+
+    limit = loop.inputs[1] if len(loop.inputs) > 1 else None
+    known = tf.get_static_value(limit) if limit is not None else None
+    if known is not None and int(known) >= 0:
+        return int(known)
+    related = [op for op in loop.graph.get_operations()
+               if op.type in LOOP_OPS and len(op.inputs) > 1 and op.inputs[1].name == limit.name] or [loop]
+    steps = [t.op.inputs[0].shape[0] for op in related for t in op.inputs
+             if t.op.type == "TensorListFromTensor" and t.op.inputs[0].shape.rank]
+    steps = [int(s) for s in steps if s is not None]
+    if not steps:
+        raise FlopCountError(f"cannot tell how many times loop {loop.name!r} runs: it unstacks no "
+                             "sequence of known length (trace with fully defined shapes)")
+    return max(steps)
 
 
 # === FLOPs of one op ===

@@ -141,3 +141,30 @@ def test_same_seed_repeats_a_cpu_run(tmp_path, synthetic_root, tiny_overrides):
         weights.append(model.get_weights())
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_init_from_continues_training_on_a_new_manifest(trained_run, tmp_path, tiny_overrides):
+    """`--init-from RUN/fusion/model.keras --manifest NEW.csv`: the loss falls, the weights change."""
+    import keras
+
+    import kemdy_tf  # noqa: F401
+    from kemdy_tf.data.manifest import write_manifest
+
+    table = pd.read_csv(trained_run / "table.csv", keep_default_na=False)
+    new = table[table["augmented_from"] == ""].drop(columns=["split"])
+    new = new.assign(valence=pd.to_numeric(new["valence"]), arousal=pd.to_numeric(new["arousal"]))
+    manifest = write_manifest(new, tmp_path / "new" / "manifest.csv")
+    start = trained_run / "fusion" / "model.keras"
+    before = keras.saving.load_model(start).get_weights()
+
+    sets = [arg for item in tiny_overrides for arg in ("--set", item)]
+    assert run_train("--stage", "fusion", "--init-from", start, "--manifest", manifest,
+                     "--workdir", tmp_path / "tuned", "--no-export", *sets,
+                     "--set", "train.epochs=3", "--set", "train.patience=10") == 0
+    # the old run's token ids are kept
+    assert (tmp_path / "tuned" / "tokenizer.model").read_bytes() == \
+        (trained_run / "tokenizer.model").read_bytes()
+    loss = list(pd.read_csv(tmp_path / "tuned" / "fusion" / "history.csv")["loss"])
+    assert loss[-1] < loss[0], f"training loss did not fall: {loss}"
+    after = keras.saving.load_model(tmp_path / "tuned" / "fusion" / "model.keras").get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))

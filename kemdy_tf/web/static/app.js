@@ -39,10 +39,15 @@ async function loadHealth() {
   const { model, classes, limits, window_seconds: windowSeconds } = state.health;
   $("model-info").textContent =
     `모델 ${model} · 감정 ${classes.map(emotionName).join(", ")} · ` +
-    `최대 ${(limits.max_bytes / 2 ** 20).toFixed(0)} MB, ${limits.max_seconds} 초 ` +
+    `최대 ${megabytes(limits.max_bytes)} MB, ${limits.max_seconds} 초 ` +
     `(모델은 처음 ${windowSeconds.toFixed(1)} 초를 듣습니다)`;
   $("text").maxLength = limits.max_text_chars;
   $("text-max").textContent = limits.max_text_chars;
+}
+
+function megabytes(bytes) {
+  const mb = bytes / 2 ** 20;
+  return mb >= 10 ? mb.toFixed(0) : mb.toFixed(1);
 }
 
 function emotionName(name) {
@@ -75,7 +80,7 @@ function onFileChosen(event) {
   const limits = state.health && state.health.limits;
   if (limits && file.size > limits.max_bytes) {
     setStatus(`${file.name}: 파일이 너무 큽니다 (${(file.size / 2 ** 20).toFixed(1)} MB > ` +
-              `${(limits.max_bytes / 2 ** 20).toFixed(0)} MB)`, "error");
+              `${megabytes(limits.max_bytes)} MB)`, "error");
     return;
   }
   setClip(file, file.name);

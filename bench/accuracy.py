@@ -1,0 +1,109 @@
+"""Accuracy vs cost: training time per epoch and the synthetic test macro-F1, per preset.
+
+Time per epoch is extrapolated from the measured train steps of this run: the
+training split's utterances / samples per second, summed over the three stages a
+run trains (audio, text, fusion). Where the lead's main run exists (default
+`runs/synthetic`), its measured epoch times (wall-clock gaps between the epoch
+summaries in its TensorBoard logs) are shown beside the extrapolation, and its test
+macro-F1 (evaluate.py's `eval_test/report.json`, else the validation macro-F1 of
+`fusion/summary.json`) is used; otherwise a short run is trained here.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+
+from kemdy_tf.config import RunConfig
+
+STAGES = ("audio", "text", "fusion")
+
+
+def main_run_f1(workdir: Path) -> dict | None:
+    """The fusion model's macro-F1 from a finished run, or None when it has none."""
+    report = workdir / "eval_test" / "report.json"
+    if report.is_file():
+        scores = json.loads(report.read_text(encoding="utf-8"))
+        emotion = scores.get("models", {}).get("fusion", {}).get("emotion", {})
+        if emotion.get("macro_f1") is not None:
+            return {"macro_f1": float(emotion["macro_f1"]), "split": "test", "n": scores.get("n"),
+                    "source": str(report)}
+    summary = workdir / "fusion" / "summary.json"
+    if summary.is_file():
+        scores = json.loads(summary.read_text(encoding="utf-8"))
+        return {"macro_f1": float(scores["model"]["macro_f1"]), "split": scores.get("split", "val"),
+                "n": scores.get("n"), "source": str(summary)}
+    return None
+
+
+def main_run_train_utterances(workdir: Path) -> int | None:
+    table = workdir / "table.csv"
+    if not table.is_file():
+        return None
+    import pandas as pd
+
+    return int((pd.read_csv(table, usecols=["split"])["split"] == "train").sum())
+
+
+def logged_epoch_seconds(stage_dir: Path) -> float | None:
+    """Median wall-clock seconds between epoch summaries in a stage's TensorBoard train logs."""
+    import tensorflow as tf
+
+    times = []
+    for path in sorted(glob.glob(str(stage_dir / "logs" / "train" / "events.out.tfevents.*"))):
+        stamps = []
+        try:
+            for event in tf.compat.v1.train.summary_iterator(path):
+                if any(v.tag == "epoch_loss" for v in event.summary.value):
+                    stamps.append(event.wall_time)
+        except Exception:  # a log cut short by an interrupted run: use what was read
+            pass
+        times += [b - a for a, b in zip(stamps, stamps[1:])]
+    return statistics.median(times) if times else None
+
+
+def epoch_estimate(train_utterances: int, rates: dict[str, float]) -> dict:
+    """Seconds per epoch of each stage (utterances / samples per s) and their sum."""
+    per_stage = {stage: train_utterances / rate for stage, rate in rates.items()}
+    return {"train_utterances": train_utterances, "per_stage_s": per_stage, "total_s": sum(per_stage.values())}
+
+
+def short_run(data: Path, workdir: Path, cache: Path, config: RunConfig, epochs: int) -> dict:
+    """Train audio, text and fusion for `epochs` each and evaluate the fusion model on the test split."""
+    from kemdy_tf import training
+    from kemdy_tf.evaluation.runs import evaluate_models
+
+    run = training.prepare_run(workdir, {"data": str(data)}, config, cache_dir=cache)
+    start = time.perf_counter()
+    for stage in STAGES:
+        training.train_stage(run, stage, epochs=epochs, verbose=0, retrain=True)
+    seconds = time.perf_counter() - start
+    _, scores = evaluate_models(Path(workdir), "test", cache)
+    emotion = scores["models"]["fusion"]["emotion"]
+    return {"macro_f1": float(emotion["macro_f1"]), "split": "test", "n": int(scores["n"]),
+            "source": f"short run here: {epochs} epoch(s) per stage on {int((run.table['split'] == 'train').sum())} "
+                      f"training utterances", "epochs": epochs,
+            "train_s": seconds, "train_utterances": int((run.table["split"] == "train").sum())}
+
+
+def finite_or_none(value):
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def main_run_epoch_seconds(workdir: Path) -> dict:
+    out = {}
+    for stage in STAGES:
+        if (workdir / stage).is_dir():
+            seconds = logged_epoch_seconds(workdir / stage)
+            if seconds is not None:
+                out[stage] = seconds
+    return out
+
+
+def quiet_env() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
