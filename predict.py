@@ -21,253 +21,44 @@ Decisions:
 * a file that cannot be used (missing, unreadable, empty): one line on stderr, the
   other files are still predicted, and the exit status is 1.
 
-`predict_files` does the work for other callers (the web page): load the model once
-with `load_model` and pass it in.
+This file is the command line only (arguments, printing, exit codes); the model
+and `predict_files` live in `kemdy_tf.inference`, which other callers (the web page)
+import.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import dataclasses
-import functools
-import io
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep stderr for our own messages
 
-import numpy as np
-
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".aif", ".aiff", ".au", ".wma")
-SILENCE_DBFS = -60.0  # peak level below which a clip is called silent
-BATCH_SIZE = 8
 
 
-class PredictError(Exception):
-    """A bad input or model: the message is the one line the user sees."""
-
-
-@dataclasses.dataclass
-class Prediction:
-    """The model's answer for one clip (or why there is none).
-
-    Attributes:
-        file: the audio file.
-        emotion: most probable class, None on error.
-        probabilities: {class: probability}.
-        arousal: 1 (relaxed) .. 5 (aroused).
-        valence: 1 (negative) .. 5 (positive); None when the transcript is missing.
-        transcript: the cleaned transcript used; None when missing.
-        warnings: silent audio, truncated audio.
-        error: why the file could not be predicted (then every number is None).
-    """
-
-    file: str
-    emotion: str | None = None
-    probabilities: dict[str, float] = dataclasses.field(default_factory=dict)
-    arousal: float | None = None
-    valence: float | None = None
-    transcript: str | None = None
-    warnings: list[str] = dataclasses.field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def transcript_missing(self) -> bool:
-        return self.transcript is None
-
-    def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["transcript_missing"] = self.transcript_missing
-        return out
-
-
-# === The model ===
-
-
-class ExportedModel:
-    """A loaded export: its `serving_default` signature and its metadata (assets/kemdy_tf.json).
-
-    Attributes:
-        path: the version folder.
-        metadata: the export's metadata dict.
-        classes: emotion class names, in output order.
-        sample_rate: the rate waveforms are fed at.
-        window_samples: samples the model hears; longer clips are truncated.
-    """
-
-    def __init__(self, path):
-        from kemdy_tf import export
-        from kemdy_tf.config import FeatureConfig
-        from kemdy_tf.data.audio import samples_for_frames
-
-        try:
-            self.path = export.find_export(path)
-            self.metadata = export.read_metadata(self.path)
-        except export.ExportError as error:
-            raise PredictError(str(error)) from None
-        try:
-            known = {f.name for f in dataclasses.fields(FeatureConfig)}
-            self.features = FeatureConfig(**{k: v for k, v in self.metadata["features"].items() if k in known})
-            self.classes = [str(c) for c in self.metadata["classes"]]
-        except (KeyError, TypeError) as error:
-            raise PredictError(f"{self.path}: assets/{export.METADATA_ASSET} lacks {error}") from None
-        self.sample_rate = self.features.sample_rate
-        self.window_samples = samples_for_frames(self.features.max_frames, self.features)
-        self._serve = self._load_signature()
-
-    def _load_signature(self):
-        from kemdy_tf.export import SERVING_SIGNATURE
-
-        import tensorflow as tf
-
-        try:
-            import tensorflow_text  # noqa: F401  registers the SentencePiece ops of serving_default
-        except ImportError as error:
-            raise PredictError(f"the export's waveform signature needs TF Text: pip install "
-                               f"tensorflow-text ({_first_line(error)})") from None
-        try:
-            saved = tf.saved_model.load(str(self.path))
-        except Exception as error:  # a damaged or foreign SavedModel: one line, not a traceback
-            raise PredictError(f"cannot load the SavedModel in {self.path}: {_first_line(error)}") from None
-        if SERVING_SIGNATURE not in saved.signatures:
-            raise PredictError(f"{self.path} has no {SERVING_SIGNATURE!r} signature (a features-only "
-                               "export?); predict.py needs the waveform signature")
-        self._saved = saved  # keeps the variables alive
-        return saved.signatures[SERVING_SIGNATURE]
-
-    def predict(self, waves: list[np.ndarray], texts: list[str]) -> list[dict]:
-        """Raw outputs for mono waveforms at `sample_rate` and their (possibly empty) texts.
-
-        Returns:
-            One dict per clip: `probabilities` [classes], `emotion`, `arousal`, `valence`.
-        """
-        import tensorflow as tf
-
-        waves = [np.asarray(w, np.float32)[: self.window_samples] for w in waves]
-        lengths = np.array([len(w) for w in waves], np.int32)
-        batch = np.zeros((len(waves), max(lengths)), np.float32)
-        for row, wave in zip(batch, waves):
-            row[: len(wave)] = wave
-        out = self._serve(waveform=tf.constant(batch), waveform_length=tf.constant(lengths),
-                          text=tf.constant([t.encode("utf-8") for t in texts]))
-        out = {k: v.numpy() for k, v in out.items()}
-        return [
-            {"probabilities": out["emotion_probs"][i], "emotion": out["emotion"][i].decode("utf-8"),
-             "arousal": float(out["arousal"][i]), "valence": float(out["valence"][i])}
-            for i in range(len(waves))
-        ]
-
-
-def load_model(path="saved_models/kemdy") -> ExportedModel:
-    """The export at `path` (base folder: its highest version), loaded once per version folder.
-
-    Raises:
-        PredictError: not an export, or it cannot be loaded.
-    """
-    from kemdy_tf.export import ExportError, find_export
-
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Hides what C++ code writes to file descriptor 2 (TensorFlow's start-up lines about
+    oneDNN and CUDA, which TF 2.21 prints despite TF_CPP_MIN_LOG_LEVEL), so stderr holds
+    only this program's messages. Python exceptions pass through unchanged."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
     try:
-        version = find_export(path)
-    except ExportError as error:
-        raise PredictError(str(error)) from None
-    return _load_version(str(version.resolve()))
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_version(path: str) -> ExportedModel:
-    return ExportedModel(path)
-
-
-# === Predicting files ===
-
-
-def predict_files(wavs, texts=None, model="saved_models/kemdy", batch_size: int = BATCH_SIZE) -> list[Prediction]:
-    """Predict every audio file; a file that cannot be used gets a Prediction with `error`.
-
-    Args:
-        wavs: audio file paths.
-        texts: one transcript per file (None or "" = missing), or None for none at all.
-        model: an `ExportedModel` (load it once with `load_model`), or an export path.
-        batch_size: clips per call of the SavedModel.
-
-    Returns:
-        One `Prediction` per file, in order.
-
-    Raises:
-        PredictError: the model cannot be loaded, or a transcript is not valid UTF-8.
-    """
-    from kemdy_tf.data.audio import AudioError, load_audio
-    from kemdy_tf.data.transcripts import clean_transcript
-
-    model = model if isinstance(model, ExportedModel) else load_model(model)
-    wavs = [str(w) for w in wavs]
-    texts = [None] * len(wavs) if texts is None else list(texts)
-    if len(texts) != len(wavs):
-        raise PredictError(f"{len(wavs)} audio files but {len(texts)} transcripts")
-
-    results = [Prediction(file=w) for w in wavs]
-    ready = []  # (index, wave, text)
-    for index, (wav, text) in enumerate(zip(wavs, texts)):
-        result = results[index]
-        transcript = _transcript(text, wav)
-        if transcript is not None:
-            result.transcript = clean_transcript(transcript) or None  # tags only = missing
-        try:
-            if os.path.isfile(wav) and os.path.getsize(wav) == 0:
-                raise AudioError(wav, "empty file (0 bytes)")
-            wave = load_audio(wav, model.sample_rate)
-        except AudioError as error:
-            result.error = error.reason
-            continue
-        result.warnings += _audio_warnings(wave, model)
-        ready.append((index, wave, result.transcript or ""))
-
-    for start in range(0, len(ready), batch_size):
-        chunk = ready[start : start + batch_size]
-        outputs = model.predict([wave for _, wave, _ in chunk], [text for _, _, text in chunk])
-        for (index, _, _), out in zip(chunk, outputs):
-            result = results[index]
-            result.emotion = out["emotion"]
-            result.probabilities = {c: round(float(p), 6) for c, p in zip(model.classes, out["probabilities"])}
-            result.arousal = round(out["arousal"], 4)
-            result.valence = None if result.transcript_missing else round(out["valence"], 4)
-    return results
-
-
-def _transcript(text, wav: str) -> str | None:
-    """`text` as str (None when missing); bytes must be UTF-8."""
-    if text is None or (isinstance(text, float) and math.isnan(text)):
-        return None
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise PredictError(f"the transcript of {wav} is not valid UTF-8 ({error.reason} at byte "
-                               f"{error.start}); KEMDy20 .txt files are cp949: convert them first") from None
-    try:
-        str(text).encode("utf-8")  # undecodable command-line bytes arrive as lone surrogates
-    except UnicodeEncodeError:
-        raise PredictError(f"the transcript of {wav} is not valid UTF-8") from None
-    return str(text) if str(text).strip() else None
-
-
-def _audio_warnings(wave: np.ndarray, model: ExportedModel) -> list[str]:
-    warnings = []
-    peak = float(np.max(np.abs(wave)))
-    if peak == 0:
-        warnings.append("silent audio (every sample is 0): the prediction describes silence")
-    elif 20 * math.log10(peak) < SILENCE_DBFS:
-        warnings.append(f"silent audio (peak {20 * math.log10(peak):.0f} dBFS): the prediction describes silence")
-    if len(wave) > model.window_samples:
-        warnings.append(
-            f"audio is {len(wave) / model.sample_rate:.1f} s; the model hears only the first "
-            f"{model.window_samples / model.sample_rate:.1f} s (truncated, as in training)")
-    return warnings
+with _native_stderr_silenced():  # importing kemdy_tf starts TensorFlow
+    from kemdy_tf.inference import PredictError, Prediction, first_line, load_model, predict_files, write_csv
 
 
 # === Command line ===
@@ -308,7 +99,7 @@ def _read_manifest(path) -> tuple[list[str], list]:
     except UnicodeDecodeError as error:
         raise PredictError(f"manifest {path} is not valid UTF-8 ({error.reason} at byte {error.start})") from None
     except (OSError, ValueError) as error:  # pandas' parser errors are ValueErrors
-        raise PredictError(f"cannot read manifest {path}: {_first_line(error)}") from None
+        raise PredictError(f"cannot read manifest {path}: {first_line(error)}") from None
     if "path" not in frame.columns:
         raise PredictError(f"manifest {path} has no 'path' column (columns: {', '.join(frame.columns)})")
     if frame.empty:
@@ -333,25 +124,6 @@ def _format(prediction: Prediction) -> str:
         f"  text      {prediction.transcript or '(missing: emotion from the audio alone, no valence)'}",
     ]
     return "\n".join(lines)  # warnings go to stderr
-
-
-def write_csv(predictions: list[Prediction], classes: list[str], path) -> None:
-    """One row per file: emotion, prob_<class>..., arousal, valence, transcript, warnings, error."""
-    columns = ["file", "emotion", *[f"prob_{c}" for c in classes], "arousal", "valence",
-               "transcript_missing", "transcript", "warnings", "error"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    for p in predictions:
-        writer.writerow({
-            "file": p.file, "emotion": p.emotion or "",
-            **{f"prob_{c}": p.probabilities.get(c, "") for c in classes},
-            "arousal": "" if p.arousal is None else p.arousal,
-            "valence": "" if p.valence is None else p.valence,
-            "transcript_missing": p.transcript_missing if not p.error else "",
-            "transcript": p.transcript or "", "warnings": "; ".join(p.warnings), "error": p.error or "",
-        })
-    Path(path).write_text(buffer.getvalue(), encoding="utf-8")
 
 
 def main(argv=None) -> int:
@@ -394,28 +166,6 @@ def main(argv=None) -> int:
     else:
         print("\n\n".join(_format(p) for p in predictions))
     return 1 if any(p.error for p in predictions) else 0
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Hides what C++ code writes to file descriptor 2 (TensorFlow's start-up lines about
-    oneDNN and CUDA, which TF 2.21 prints despite TF_CPP_MIN_LOG_LEVEL), so stderr holds
-    only this program's messages. Python exceptions pass through unchanged."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 if __name__ == "__main__":

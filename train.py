@@ -112,9 +112,12 @@ def train(args, config, workdir: Path, strategy) -> None:
                              from_scratch=args.from_scratch, init_from=args.init_from,
                              retrain=args.retrain)
     if "fusion" in stages and not (args.no_export or args.sweep or args.folds):
-        from kemdy_tf.export import export_run
+        from kemdy_tf.export import ExportError, export_run
 
-        print(f"exported the fusion model for TF Serving to {export_run(workdir, args.export_dir)}")
+        try:
+            print(f"exported the fusion model for TF Serving to {export_run(workdir, args.export_dir)}")
+        except ExportError as err:  # the training itself is done and kept
+            print(f"warning: trained, but not exported: {err}", file=sys.stderr)
 
 
 def main(argv=None) -> int:

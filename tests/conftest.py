@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the top-level CLIs (train.py, ...)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
@@ -29,3 +32,16 @@ def synthetic_root(tmp_path_factory):
     from kemdy_tf.data import synthetic
 
     return synthetic.generate(tmp_path_factory.mktemp("synthetic") / "KEMDy20", seed=0, sessions=3)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, synthetic_root, tiny_overrides):
+    """Every stage trained once (tiny sizes, 2 epochs) on the 3-session synthetic set."""
+    from train import main
+
+    workdir = tmp_path_factory.mktemp("run") / "run"
+    sets = [arg for item in tiny_overrides for arg in ("--set", item)]
+    code = main(["--stage", "all", "--data", str(synthetic_root), "--workdir", str(workdir),
+                 "--no-export", *sets])
+    assert code == 0
+    return workdir

@@ -425,17 +425,8 @@ def test_cli_reports_errors_with_exit_code_2(tmp_path, capsys):
 
 # === End to end: train.py then evaluate.py on the synthetic set ===
 
-@pytest.mark.slow
-def test_cli_on_a_trained_run(tmp_path, synthetic_root, tiny_overrides, capsys):
-    import sys
-
-    sys.path.insert(0, str(ROOT))
-    from train import main as train_main
-
-    workdir = tmp_path / "run"
-    sets = [arg for item in tiny_overrides for arg in ("--set", item)]
-    assert train_main(["--stage", "all", "--data", str(synthetic_root), "--workdir", str(workdir),
-                       "--no-export", "--epochs", "1", *sets]) == 0
+def test_cli_on_a_trained_run(trained_run, capsys):
+    workdir = trained_run
     spec = importlib.util.spec_from_file_location("evaluate_cli", ROOT / "evaluate.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)

@@ -30,17 +30,6 @@ def run_train(*args, **kwargs):
     return main([str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, synthetic_root, tiny_overrides):
-    """Every stage trained once on the 3-session synthetic set (shared by the tests below)."""
-    sys.path.insert(0, str(ROOT))
-    workdir = tmp_path_factory.mktemp("run") / "run"
-    sets = [arg for item in tiny_overrides for arg in ("--set", item)]
-    assert run_train("--stage", "all", "--data", synthetic_root, "--workdir", workdir,
-                     "--no-export", *sets) == 0
-    return workdir
-
-
 def test_every_stage_writes_model_history_config_and_summary(trained_run):
     table = pd.read_csv(trained_run / "table.csv")
     assert set(table["split"]) >= {"train", "val", "test"}
@@ -168,3 +157,31 @@ def test_init_from_continues_training_on_a_new_manifest(trained_run, tmp_path, t
     assert loss[-1] < loss[0], f"training loss did not fall: {loss}"
     after = keras.saving.load_model(tmp_path / "tuned" / "fusion" / "model.keras").get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_sweep_trains_one_model_per_value(tmp_path, synthetic_root, tiny_overrides):
+    sets = [arg for item in tiny_overrides for arg in ("--set", item)]
+    assert run_train("--sweep", "audio.n_layers=1,2", "--data", synthetic_root, "--workdir",
+                     tmp_path / "run", "--epochs", "1", *sets) == 0
+    for value in ("1", "2"):
+        stage = tmp_path / "run" / "sweeps" / "audio.n_layers" / value / "audio"
+        config = json.loads((stage / "config.json").read_text())
+        assert config["config"]["audio"]["n_layers"] == int(value)
+        assert (stage / "summary.json").exists()
+    # a sweep of an audio field trains only the audio encoder
+    assert not (tmp_path / "run" / "sweeps" / "audio.n_layers" / "1" / "fusion").exists()
+    assert (tmp_path / "cache").is_dir(), "sweeps share one feature cache beside the workdir"
+
+
+@pytest.mark.slow
+def test_folds_are_session_disjoint_runs(tmp_path, synthetic_root, tiny_overrides):
+    sets = [arg for item in tiny_overrides for arg in ("--set", item)]
+    assert run_train("--stage", "audio", "--folds", "3", "--data", synthetic_root, "--workdir",
+                     tmp_path / "run", "--epochs", "1", *sets) == 0
+    tested = []
+    for fold in range(3):
+        table = pd.read_csv(tmp_path / "run" / "folds" / f"fold{fold}" / "table.csv", keep_default_na=False)
+        sessions = table.groupby("split")["session"].unique()
+        assert not set(sessions["test"]) & set(sessions["train"])
+        tested += list(sessions["test"])
+    assert sorted(tested) == sorted(set(tested)) and len(tested) == 3

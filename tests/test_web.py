@@ -1,7 +1,7 @@
 """The web API of serve.py (kemdy_tf.web.app): answers, every refusal, the schema, the page, load.
 
 One tiny untrained export (build_tiny_run from test_export) serves every test; its
-predictions are meaningless, so the tests compare the API with `predict.predict_files`
+predictions are meaningless, so the tests compare the API with `kemdy_tf.inference.predict_files`
 (what `predict.py --json` prints) on the same clip instead of with fixed numbers.
 """
 
@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from kemdy_tf import export
+from kemdy_tf import export, inference
 from kemdy_tf.data import synthetic
 from kemdy_tf.data.audio import load_audio, log_mel
-from kemdy_tf.web.app import STATIC_DIR, Limits, create_app, load_predict_module
+from kemdy_tf.web.app import STATIC_DIR, Limits, create_app
 from test_export import build_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def setup(tmp_path_factory):
     wav, transcript = synthetic_clip(root)
     app = create_app(base, LIMITS)
     return {"root": root, "base": base, "app": app, "wav": wav, "transcript": transcript,
-            "predict": load_predict_module()}
+            "predict": inference}
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ Design notes:
   how many clips are decoded and predicted at once (`Limits.max_concurrent`), which
   bounds memory under load, not correctness.
 * The upload is decoded once (librosa, 16 kHz mono), and the decoded wave is both
-  the spectrogram's source and what `predict.predict_files` reads (as a float WAV
+  the spectrogram's source and what `inference.predict_files` reads (as a float WAV
   at the model's rate, so it is not resampled twice).
 * Size is capped twice: the whole body before it is parsed (the file cap plus room
   for the form: a declared Content-Length is checked first, a streamed body is
@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import importlib.util
 import io
 import os
 import shutil
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -48,8 +46,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kemdy_tf import inference
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-PREDICT_SCRIPT = Path(__file__).resolve().parents[2] / "predict.py"
 
 # Declared upload types that are accepted; the bytes must still look like audio.
 ALLOWED_CONTENT_TYPES = frozenset({
@@ -170,13 +169,12 @@ class Predictor:
     """Checks an upload against the limits and predicts it with the shared model.
 
     Args:
-        model: a `predict.ExportedModel` (from `predict.load_model`).
-        predict_module: the `predict` module that made it (for `predict_files`).
+        model: an `inference.ExportedModel` (from `inference.load_model`).
         limits: the request limits.
     """
 
-    def __init__(self, model, predict_module, limits: Limits):
-        self.model, self.predict, self.limits = model, predict_module, limits
+    def __init__(self, model: inference.ExportedModel, limits: Limits):
+        self.model, self.limits = model, limits
         self._slots = threading.BoundedSemaphore(limits.max_concurrent)
 
     def __call__(self, filename: str, content_type: str | None, fileobj, text: str | None) -> dict:
@@ -217,8 +215,8 @@ class Predictor:
                 clip = Path(folder) / "clip.wav"
                 _write_wav(clip, wave, self.model.sample_rate)
                 try:
-                    [prediction] = self.predict.predict_files([clip], [text], self.model)
-                except self.predict.PredictError as error:
+                    [prediction] = inference.predict_files([clip], [text], self.model)
+                except inference.PredictError as error:
                     raise WebError(422, "invalid_request", f"{filename}: {error}") from None
                 spectrogram = self.spectrogram(wave)
         if prediction.error:  # the decoded wave was fine, so this is unexpected; still a clear answer
@@ -312,26 +310,6 @@ def _error_response(error: WebError) -> JSONResponse:
 # === The application ===
 
 
-def load_predict_module():
-    """The repository's `predict.py` (the model loader and `predict_files` shared with the CLI).
-
-    Raises:
-        ImportError: predict.py is not next to the kemdy_tf package (a non-editable install).
-    """
-    loaded = sys.modules.get("predict")
-    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == PREDICT_SCRIPT:
-        return loaded
-    if not PREDICT_SCRIPT.is_file():
-        raise ImportError(f"kemdy_tf.web needs {PREDICT_SCRIPT} (the repository's predict.py); "
-                          "run from a checkout installed with pip install -e .")
-    name = "predict" if loaded is None else "kemdy_predict"
-    spec = importlib.util.spec_from_file_location(name, PREDICT_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Limits | None = None) -> FastAPI:
     """The web application, with the export at `model_path` loaded (once, now).
 
@@ -343,13 +321,12 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
         A FastAPI app; serve it with uvicorn (serve.py) or test it with TestClient.
 
     Raises:
-        predict.PredictError: `model_path` is not a loadable kemdy_tf export.
+        inference.PredictError: `model_path` is not a loadable kemdy_tf export.
     """
     limits = limits or Limits()
-    predict = load_predict_module()
-    model = predict.load_model(model_path)
+    model = inference.load_model(model_path)
     model.predict([np.zeros(model.sample_rate // 2, np.float32)], [""])  # warm-up: the first request is not slower
-    predictor = Predictor(model, predict, limits)
+    predictor = Predictor(model, limits)
 
     app = FastAPI(
         title="kemdy_tf emotion recognition",
