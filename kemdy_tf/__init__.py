@@ -1,16 +1,47 @@
 """kemdy_tf: multimodal (speech + transcript) emotion recognition on the KEMDy20 layout.
 
-Importing the package registers every custom Keras layer, so
-`keras.saving.load_model(path)` works on the `.keras` archives a run writes.
+After `import kemdy_tf`, `keras.saving.load_model(path)` works on the `.keras`
+archives a run writes: the custom layers register as soon as Keras is imported (at
+once if it already is). Data-only tools (the reader, the synthetic generator, the
+analysis) therefore never pay for importing Keras and TensorFlow.
 """
 
+import importlib.abc
+import importlib.util
 import os
+import sys
 
 __version__ = "0.1.0"
 
 # TensorFlow's C++ start-up chatter hides our own output; a user's setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Feature-cache worker processes set this: they need numpy and librosa, not Keras.
-if os.environ.get("KEMDY_TF_LIGHT_IMPORT") != "1":
-    from kemdy_tf import models  # noqa: F401  (registers the custom layers)
+
+def _register_layers() -> None:
+    from kemdy_tf import models  # noqa: F401  (registration is an import side effect)
+
+
+class _RegisterLayersWithKeras(importlib.abc.MetaPathFinder):
+    """Runs `_register_layers` right after the first `import keras` finishes."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)  # one shot, and lets find_spec below see the real finders
+        spec = importlib.util.find_spec("keras")
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            _register_layers()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_layers()
+elif not any(isinstance(finder, _RegisterLayersWithKeras) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterLayersWithKeras())

@@ -26,7 +26,6 @@ Pipeline element (batched; see docs/architecture.md)::
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -225,11 +224,7 @@ def _compute(todo: dict[str, str], cfg: FeatureConfig, workers: int):
     context = multiprocessing.get_context("spawn")  # fork after TensorFlow starts is unsafe
     items = iter(todo.items())
     broken = concurrent.futures.process.BrokenProcessPool
-    # Workers need only numpy + librosa: tell `import kemdy_tf` in them to skip Keras (~6 s each).
-    # Workers spawn on demand, so the variable stays set while the pool lives.
-    os.environ["KEMDY_TF_LIGHT_IMPORT"] = "1"
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
-    with pool, _finally(lambda: os.environ.pop("KEMDY_TF_LIGHT_IMPORT", None)):
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: dict = {}
 
         def refill():
@@ -433,11 +428,3 @@ def _refuse_non_train(table: pd.DataFrame, rows: pd.DataFrame) -> None:
             f"a training dataset got {len(leaked)} row(s) outside the training split "
             f"(e.g. {leaked['segment_id'].iloc[0]} in {leaked['split'].iloc[0]!r}); pass split='train'")
     splits.assert_augmented_in_train(table)
-
-
-@contextlib.contextmanager
-def _finally(action):
-    try:
-        yield
-    finally:
-        action()

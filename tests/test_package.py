@@ -1,0 +1,41 @@
+"""`import kemdy_tf` is light, and still makes the run's `.keras` archives loadable."""
+
+import subprocess
+import sys
+
+import pytest
+
+CHECKS = {
+    "data tools do not import keras or tensorflow": (
+        "import sys, kemdy_tf, kemdy_tf.data.kemdy20, kemdy_tf.data.synthetic\n"
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, sorted(sys.modules)"),
+    "layers register when keras is imported after kemdy_tf": (
+        "import kemdy_tf, keras\n"
+        "assert keras.saving.get_registered_object('kemdy_tf>ModalityDropout') is not None"),
+    "layers register when keras was imported first": (
+        "import keras, kemdy_tf\n"
+        "assert keras.saving.get_registered_object('kemdy_tf>ModalityDropout') is not None"),
+}
+
+
+@pytest.mark.parametrize("code", CHECKS.values(), ids=CHECKS.keys())
+def test_import(code):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_archive_loads_after_import_kemdy_tf(tmp_path):
+    """The documented fine-tuning entry point, in a fresh interpreter."""
+    code = f"""
+import kemdy_tf, keras
+from kemdy_tf.config import make_config
+from kemdy_tf.models import build_audio_backbone, build_fusion_model, build_text_backbone
+cfg = make_config("small", ["audio.d_model=8", "audio.n_layers=1", "text.d_model=8", "text.n_layers=1"])
+model = build_fusion_model(build_audio_backbone(cfg.audio, cfg.features),
+                           build_text_backbone(cfg.text, cfg.features, 50), cfg.fusion, 5)
+model.save(r"{tmp_path / 'fusion.keras'}")
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    load = f"import kemdy_tf, keras; keras.saving.load_model(r'{tmp_path / 'fusion.keras'}')"
+    result = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
