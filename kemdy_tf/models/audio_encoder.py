@@ -16,7 +16,7 @@ import keras
 import keras_hub
 
 from kemdy_tf.config import AudioEncoderConfig, FeatureConfig
-from kemdy_tf.models.layers import NonEmptyMask, ZeroMaskedSteps
+from kemdy_tf.models.layers import NonEmptyMask, ZeroMaskedSteps, transformer_blocks
 
 # Targets are ratings on a 1..5 scale: start the regression head at the middle.
 RATING_MIDPOINT = 3.0
@@ -73,11 +73,8 @@ def build_audio_backbone(
     positions = keras_hub.layers.SinePositionEncoding(name="position_encoding")(x)
     x = keras.layers.Add(name="add_positions")([x, positions])
     x = keras.layers.Dropout(audio_cfg.dropout, name="embedding_dropout")(x)
-    for index in range(1, audio_cfg.n_layers + 1):
-        x = keras_hub.layers.TransformerEncoder(
-            intermediate_dim=audio_cfg.ff_dim, num_heads=audio_cfg.n_heads,
-            dropout=audio_cfg.dropout, name=f"attention_block_{index}",
-        )(x, padding_mask=frame_mask)
+    x = transformer_blocks(x, frame_mask, n_layers=audio_cfg.n_layers, n_heads=audio_cfg.n_heads,
+                           ff_dim=audio_cfg.ff_dim, dropout=audio_cfg.dropout)
     sequence = ZeroMaskedSteps(name="frame_sequence")(x, frame_mask)
     return keras.Model({"log_mel": log_mel, "frame_mask": frame_mask}, sequence, name=name)
 

@@ -291,3 +291,20 @@ CUSTOM_LAYERS = (
     ModalityDropout,
     SegmentIds,
 )
+
+
+# === Blocks (functional helpers, built from the layers above and keras-hub) ===
+
+def transformer_blocks(x, padding_mask, *, n_layers, n_heads, ff_dim, dropout):
+    """`n_layers` keras-hub `TransformerEncoder` blocks named `attention_block_<i>`.
+
+    Both encoders use this stack; the padding mask keeps padded steps out of attention.
+    """
+    import keras_hub
+
+    for index in range(1, n_layers + 1):
+        x = keras_hub.layers.TransformerEncoder(
+            intermediate_dim=ff_dim, num_heads=n_heads, dropout=dropout,
+            name=f"attention_block_{index}",
+        )(x, padding_mask=padding_mask)
+    return x

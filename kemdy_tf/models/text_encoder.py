@@ -21,7 +21,7 @@ import keras_hub
 import numpy as np
 
 from kemdy_tf.config import FeatureConfig, TextEncoderConfig
-from kemdy_tf.models.layers import NonEmptyMask, SegmentIds, TokenPaddingMask, ZeroMaskedSteps
+from kemdy_tf.models.layers import NonEmptyMask, SegmentIds, TokenPaddingMask, ZeroMaskedSteps, transformer_blocks
 
 PAD_ID = 0
 # Targets are ratings on a 1..5 scale: start the regression head at the middle.
@@ -58,9 +58,9 @@ def build_text_backbone(
       ``embedding_projection`` maps it to ``d_model``. ``train_embedding=False``
       freezes the matrix.
     * ``pretrained``: a whole pretrained encoder replaces the embedding and the
-      attention layers, e.g. a keras-hub backbone loaded from a local folder::
+      attention layers, e.g. a keras-hub backbone saved on local disk (no download)::
 
-          bert = keras_hub.models.Backbone.from_preset("/models/my_korean_bert")
+          bert = keras.saving.load_model("/models/my_korean_bert.keras")
           backbone = build_text_backbone(cfg.text, cfg.features, pretrained=bert)
 
       It is called with its inputs by name: ``token_ids``, ``padding_mask``
@@ -200,11 +200,8 @@ def _embed_and_encode(token_ids, padding_mask, text_cfg, feature_cfg, vocab_size
     x = keras.layers.Add(name="add_positions")([x, positions])
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="embedding_norm")(x)
     x = keras.layers.Dropout(text_cfg.dropout, name="embedding_dropout")(x)
-    for index in range(1, text_cfg.n_layers + 1):
-        x = keras_hub.layers.TransformerEncoder(
-            intermediate_dim=text_cfg.ff_dim, num_heads=text_cfg.n_heads,
-            dropout=text_cfg.dropout, name=f"attention_block_{index}",
-        )(x, padding_mask=padding_mask)
+    x = transformer_blocks(x, padding_mask, n_layers=text_cfg.n_layers, n_heads=text_cfg.n_heads,
+                           ff_dim=text_cfg.ff_dim, dropout=text_cfg.dropout)
     return x
 
 
