@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import glob
 import json
-import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -74,28 +72,36 @@ def epoch_estimate(train_utterances: int, rates: dict[str, float]) -> dict:
 
 
 def short_run(data: Path, workdir: Path, cache: Path, config: RunConfig, epochs: int) -> dict:
-    """Train audio, text and fusion for `epochs` each and evaluate the fusion model on the test split."""
+    """Train audio, text and fusion for `epochs` each (train.py's path); score fusion on the test split."""
+    import contextlib
+    import io
+
+    import keras
+    import numpy as np
+
     from kemdy_tf import training
-    from kemdy_tf.evaluation.runs import evaluate_models
+    from kemdy_tf.evaluation.metrics import classification_metrics
 
     run = training.prepare_run(workdir, {"data": str(data)}, config, cache_dir=cache)
     start = time.perf_counter()
-    for stage in STAGES:
-        training.train_stage(run, stage, epochs=epochs, verbose=0, retrain=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # train_stage prints its validation summary
+        for stage in STAGES:
+            training.train_stage(run, stage, epochs=epochs, verbose=0, retrain=True)
     seconds = time.perf_counter() - start
-    _, scores = evaluate_models(Path(workdir), "test", cache)
-    emotion = scores["models"]["fusion"]["emotion"]
-    return {"macro_f1": float(emotion["macro_f1"]), "split": "test", "n": int(scores["n"]),
-            "source": f"short run here: {epochs} epoch(s) per stage on {int((run.table['split'] == 'train').sum())} "
-                      f"training utterances", "epochs": epochs,
-            "train_s": seconds, "train_utterances": int((run.table["split"] == "train").sum())}
-
-
-def finite_or_none(value):
-    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+    model = keras.saving.load_model(Path(workdir) / "fusion" / "model.keras", compile=False)
+    test = training.stage_dataset(run, "fusion", "test", training=False)
+    y_true = np.concatenate([y["emotion"].numpy().reshape(-1) for _, y in test]).astype(int)
+    y_pred = np.argmax(model.predict(test.map(lambda x, y: x), verbose=0)["emotion"], axis=-1)
+    scores = classification_metrics(y_true, y_pred, list(config.data.classes))
+    train_utterances = int((run.table["split"] == "train").sum())
+    return {"macro_f1": float(scores["macro_f1"]), "split": "test", "n": int(len(y_true)),
+            "source": f"short run here: {epochs} epoch(s) per stage on {train_utterances} "
+                      "training utterances", "epochs": epochs, "train_s": seconds,
+            "train_utterances": train_utterances}
 
 
 def main_run_epoch_seconds(workdir: Path) -> dict:
+    """{stage: median logged seconds per epoch} of a finished run's audio, text and fusion stages."""
     out = {}
     for stage in STAGES:
         if (workdir / stage).is_dir():
@@ -103,7 +109,3 @@ def main_run_epoch_seconds(workdir: Path) -> dict:
             if seconds is not None:
                 out[stage] = seconds
     return out
-
-
-def quiet_env() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

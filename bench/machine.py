@@ -87,7 +87,7 @@ class LoadMonitor:
     def __init__(self):
         self.start_wall = time.monotonic()
         self.start_busy = _machine_busy_seconds()
-        self.start_own = _own_cpu_seconds()
+        self.start_own = own_cpu_seconds()
         self.load_start = _loadavg()
 
     def report(self) -> dict:
@@ -97,7 +97,7 @@ class LoadMonitor:
         busy_now = _machine_busy_seconds()
         if self.start_busy is not None and busy_now is not None and wall > 0:
             busy = busy_now - self.start_busy
-            own = _own_cpu_seconds() - self.start_own
+            own = own_cpu_seconds() - self.start_own
             out["machine_busy_cores"] = busy / wall
             out["own_busy_cores"] = own / wall
             out["others_busy_cores"] = max(busy - own, 0.0) / wall
@@ -122,7 +122,8 @@ def _machine_busy_seconds() -> float | None:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def _own_cpu_seconds() -> float:
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime

@@ -1,12 +1,17 @@
 """Peak memory of one training epoch at N and at 4N utterances: do features stream?
 
-Each epoch runs in its own process (`python bench/memory.py --workdir ...`), the
-real path `training.prepare_run` + `training.train_stage(..., epochs=1)`, on a
-synthetic set whose feature cache the parent has already filled (so only training
-is measured). The child reports its own peak resident memory (VmHWM from
-/proc/self/status; `ru_maxrss` where /proc is missing). If the pipeline held every
-clip's features in memory the 4N run would need about 3 x the features' size more
-than the N run; streaming from the cache keeps the two equal.
+Each epoch runs in its own process (`python bench/memory.py --data ...`) on a
+synthetic set whose feature cache the parent has already filled, so only training
+is measured: `training.prepare_run`, then one `fit` epoch of the fusion model trained
+from scratch (the stage that reads every input: log-mels, frame masks and token ids)
+on `training.stage_dataset`, as `train_stage` runs it, without the validation pass
+and checkpointing around it. The child reports its own peak resident memory (VmHWM
+from /proc/self/status; `ru_maxrss` where /proc is missing), read right after the
+epoch, and (with --score) the macro-F1 of its one-epoch model on the test split.
+
+If the pipeline held every clip's features in memory, the 4N epoch would need about
+the features' extra size more than the N epoch; streaming from the cache keeps the
+two equal.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_PREFIX = "BENCH_MEMORY "
+STAGE = "fusion"
 
 
 def peak_rss_bytes() -> int:
@@ -36,19 +42,51 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def start_epoch(data: Path, workdir: Path, cache: Path, preset: str, overrides, stage: str = "audio"):
-    """Start the child process for one epoch; returns the `subprocess.Popen`."""
+def start(sets: dict, work: Path, cache: Path, preset: str, overrides, score: tuple = ()) -> dict:
+    """Start one child per set ({"n": dir, "4n": dir}), side by side: memory does not depend on the neighbour.
+
+    The children named in `score` also report their model's test macro-F1.
+    """
+    return {name: _start_child(data, work / f"memory_{name}", cache, preset, overrides, name in score)
+            for name, data in sets.items()}
+
+
+def collect(children: dict, feature_bytes: dict, timeout: float = 1800) -> dict:
+    """Wait for the children of `start`; their peaks and the 4N/N ratio.
+
+    Args:
+        children: what `start` returned.
+        feature_bytes: {"n": bytes, "4n": bytes} of each set's cached features, to show
+            how big the gap would be if features were held in memory.
+    """
+    results = {name: _finish_child(child, timeout) for name, child in children.items()}
+    small, large = results["n"], results["4n"]
+    base = small["peak_rss_bytes"]
+    return {
+        "stage": f"{small['stage']} (from scratch)", "preset": small["preset"],
+        "n_utterances": small["train_utterances"], "n4_utterances": large["train_utterances"],
+        "peak_rss_mb_n": base / 2**20, "peak_rss_mb_4n": large["peak_rss_bytes"] / 2**20,
+        "ratio": large["peak_rss_bytes"] / base,
+        "features_mb_n": feature_bytes["n"] / 2**20, "features_mb_4n": feature_bytes["4n"] / 2**20,
+        # What the ratio would be if the pipeline kept every feature in memory.
+        "ratio_if_features_in_memory": (base + feature_bytes["4n"] - feature_bytes["n"]) / base,
+        "epoch_s_n": small["epoch_s"], "epoch_s_4n": large["epoch_s"],
+        **({"one_epoch_test_macro_f1_n": small["test_macro_f1"], "test_n": small["test_n"]}
+           if "test_macro_f1" in small else {}),
+    }
+
+
+def _start_child(data: Path, workdir: Path, cache: Path, preset: str, overrides, score: bool):
     command = [sys.executable, str(Path(__file__).resolve()), "--data", str(data), "--workdir", str(workdir),
-               "--cache", str(cache), "--preset", preset, "--stage", stage]
+               "--cache", str(cache), "--preset", preset] + (["--score"] if score else [])
     for item in overrides:
         command += ["--set", item]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": os.pathsep.join(
-        [str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def finish_epoch(process, timeout: float = 900) -> dict:
-    """The child's result dict, or a RuntimeError with the end of its stderr."""
+def _finish_child(process, timeout: float) -> dict:
     stdout, stderr = process.communicate(timeout=timeout)
     for line in stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
@@ -56,52 +94,40 @@ def finish_epoch(process, timeout: float = 900) -> dict:
     raise RuntimeError(f"memory benchmark child failed (exit {process.returncode}):\n{stderr[-3000:]}")
 
 
-def measure(small_set: Path, large_set: Path, work: Path, preset: str, overrides, feature_bytes: dict) -> dict:
-    """Both epochs (run side by side: memory does not depend on the neighbour) and their ratio.
-
-    Args:
-        feature_bytes: {"small": bytes, "large": bytes} of each set's cached features,
-            to show how big the gap would be if features were held in memory.
-    """
-    children = {name: start_epoch(data, work / f"memory_{name}", work / f"memory_cache_{name}", preset, overrides)
-                for name, data in (("small", small_set), ("large", large_set))}
-    results = {name: finish_epoch(child) for name, child in children.items()}
-    small, large = results["small"], results["large"]
-    base = small["peak_rss_bytes"]
-    return {
-        "preset": preset, "stage": small["stage"],
-        "n_utterances": small["train_utterances"], "n4_utterances": large["train_utterances"],
-        "peak_rss_mb_n": base / 2**20, "peak_rss_mb_4n": large["peak_rss_bytes"] / 2**20,
-        "ratio": large["peak_rss_bytes"] / base,
-        "features_mb_n": feature_bytes["small"] / 2**20, "features_mb_4n": feature_bytes["large"] / 2**20,
-        # What the ratio would be if the pipeline kept every feature in memory.
-        "ratio_if_features_in_memory": (base + feature_bytes["large"] - feature_bytes["small"]) / base,
-        "epoch_s_n": small["epoch_s"], "epoch_s_4n": large["epoch_s"],
-    }
-
-
 # === The child: one epoch ===
 
 def _child(argv=None) -> int:
     parser = argparse.ArgumentParser(description="one training epoch, reporting its peak memory")
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data", required=True, help="synthetic KEMDy20 folder")
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--cache", required=True)
+    parser.add_argument("--cache", required=True, help="feature cache root (already built)")
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--stage", default="audio")
-    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--set", action="append", default=[], help="config override section.field=value")
+    parser.add_argument("--score", action="store_true", help="also report the test macro-F1 after the epoch")
     args = parser.parse_args(argv)
+
+    import numpy as np
 
     from kemdy_tf import training
     from kemdy_tf.config import make_config
+    from kemdy_tf.evaluation.metrics import classification_metrics
 
     config = make_config(args.preset, args.set)
     run = training.prepare_run(args.workdir, {"data": args.data}, config, cache_dir=args.cache)
-    start = time.perf_counter()
-    training.train_stage(run, args.stage, epochs=1, verbose=0, retrain=True)
-    epoch_s = time.perf_counter() - start
-    result = {"stage": args.stage, "train_utterances": int((run.table["split"] == "train").sum()),
+    dataset = training.stage_dataset(run, STAGE, "train", training=True, class_weights=training.class_weights(run))
+    model = training.build_stage_model(run, STAGE, from_scratch=True)
+    training.compile_stage_model(model, STAGE, config)
+    start_time = time.perf_counter()
+    model.fit(dataset, epochs=1, verbose=0)
+    epoch_s = time.perf_counter() - start_time
+    result = {"stage": STAGE, "preset": args.preset, "train_utterances": int((run.table["split"] == "train").sum()),
               "epoch_s": epoch_s, "peak_rss_bytes": peak_rss_bytes()}
+    if args.score:
+        test = training.stage_dataset(run, STAGE, "test", training=False)
+        y_true = np.concatenate([y["emotion"].numpy().reshape(-1) for _, y in test]).astype(int)
+        y_pred = np.argmax(model.predict(test.map(lambda x, y: x), verbose=0)["emotion"], axis=-1)
+        scores = classification_metrics(y_true, y_pred, list(config.data.classes))
+        result.update(test_macro_f1=float(scores["macro_f1"]), test_n=int(len(y_true)))
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0
 

@@ -16,7 +16,11 @@ END = "<!-- bench/run.py: generated block ends -->"
 # === Verdicts ===
 
 def verdicts(results: dict) -> list[dict]:
-    """One row per target: what, value, reference measured in the same run, target, met."""
+    """One row per target: what, value, reference measured in the same run, target, met.
+
+    A section that failed (holds "error") gives no row.
+    """
+    results = {k: v for k, v in results.items() if not (isinstance(v, dict) and "error" in v)}
     rows = []
     training = results.get("training", {})
     for preset, floor in (("paper", 0.60), ("small", 0.30)):
@@ -106,8 +110,15 @@ def render(results: dict) -> str:
         f"Ceiling: float32 matmul {ceiling['n']}x{ceiling['n']}, median of {ceiling['repeats']}: "
         f"**{ceiling['gflops']:.1f} GFLOP/s** (fastest call {ceiling['gflops_best']:.1f}); "
         f"bfloat16 {num(ceiling.get('bf16_gflops'), 1)} GFLOP/s.",
+        "Seconds per section (wall / CPU of this process and its children): " + ", ".join(
+            f"{name} {wall:.0f}/{meta.get('section_cpu_s', {}).get(name, float('nan')):.0f}"
+            for name, wall in meta.get("section_s", {}).items()) + ".",
         "", "### Targets", "", headline(results),
     ]
+    failed = {k: v["error"] for k, v in results.items() if isinstance(v, dict) and "error" in v}
+    if failed:
+        parts += ["", "**Failed sections:** " + "; ".join(f"{k}: `{v}`" for k, v in failed.items())]
+    results = {k: v for k, v in results.items() if k not in failed}
     parts += _training_section(results)
     parts += _pipeline_section(results)
     parts += _serving_section(results)
@@ -127,41 +138,48 @@ def _training_section(results: dict) -> list[str]:
         for stage, s in block["stages"].items():
             rows.append([preset, stage, s["frames"], s["tokens"], s["batch"], num(s["gflop_fwd"], 3),
                          num(s["gflop_train"], 3), num(s["samples_per_s"], 2), num(s["gflops"], 1),
-                         f"{s['fraction_of_ceiling']:.0%}", num(s["first_call_s"], 1)])
+                         f"{s['fraction_of_ceiling']:.0%}", num(s["first_call_s"], 1),
+                         _seconds(s.get("new_length_call_s"))])
         total = block["total"]
         rows.append([preset, "**all 3**", "", "", "", "", "", "", num(total["gflops"], 1),
-                     f"**{total['fraction_of_ceiling']:.0%}**", ""])
+                     f"**{total['fraction_of_ceiling']:.0%}**", "", ""])
         for stage, variants in block.get("variants", {}).items():
             for name, v in variants.items():
-                variant_rows.append([preset, stage, name, num(v["samples_per_s"], 2),
-                                     f"{v['speedup']:.2f}x", num(v.get("fraction_of_ceiling_f32"), 2),
-                                     num(v.get("new_length_call_s"), 1)])
-        if block.get("gru"):
-            g = block["gru"]
-            profile_rows.append([preset, f"GRU {g['units']} units over {g['frames']} steps", num(g["step_s"], 3),
-                                 num(g["share_of_audio_step"], 2), num(g["share_of_audio_flops"], 3),
-                                 num(g["fraction_of_ceiling"], 2)])
-        if block.get("retrace"):
-            r = block["retrace"]
-            profile_rows.append([preset, f"audio step at a new frame count ({r['mode']})", num(r["new_length_call_s"], 2),
-                                 f"{r['vs_steady']:.1f}x a step", "", ""])
+                own = f" ({v['fraction_of_ceiling_bf16']:.0%} of bf16's)" if "fraction_of_ceiling_bf16" in v else ""
+                variant_rows.append([preset, stage, name, v["batch"], num(v["samples_per_s"], 2),
+                                     f"{v['speedup']:.2f}x", f"{v['fraction_of_ceiling_f32']:.0%}{own}",
+                                     num(v["first_call_s"], 1), _seconds(v.get("new_length_call_s"))])
+        for stage, r in block.get("recurrent", {}).items():
+            profile_rows.append([preset, stage, f"{r['kind'].upper()} {r['units']} units over {r['steps_in_sequence']} "
+                                 f"steps, batch {r['batch']}", num(r["step_s"], 3), f"{r['share_of_stage_step']:.0%}",
+                                 f"{r['share_of_stage_flops']:.1%}", f"{r['fraction_of_ceiling']:.0%}"])
+        if block.get("flops_at_max_frames"):
+            f = block["flops_at_max_frames"]
+            notes.append(f"- {preset} at {f['frames']} frames (traced, not run): GFLOP train/sample " + ", ".join(
+                f"{stage} {f[stage]:.1f}" for stage in ("audio", "text", "fusion")))
     out = ["", "### Training step", "",
            "One compiled Keras `train_function` call on a fixed batch (no input pipeline), median of the timed "
            "steps after warm-up. GFLOP per sample counted from the traced forward+backward graph "
-           "(`bench/flops.py`); `% of ceiling` = achieved GFLOP/s / the f32 matmul ceiling.", "",
-           table(["preset", "stage", "frames", "tokens", "batch", "GFLOP fwd/sample", "GFLOP train/sample",
-                  "samples/s", "GFLOP/s", "% of ceiling", "first call s"], rows)]
+           "(`bench/flops.py`); `% of ceiling` = achieved GFLOP/s / the f32 matmul ceiling. `new-length calls`: "
+           "the next steps on batches of a new frame count (a padded batch's length changes with its longest clip).",
+           "", table(["preset", "stage", "frames", "tokens", "batch", "GFLOP fwd/sample", "GFLOP train/sample",
+                      "samples/s", "GFLOP/s", "% of ceiling", "first call s", "new-length calls s"], rows)]
     if notes:
         out += [""] + notes
     if variant_rows:
         out += ["", "Variants (same stage, same run; speed-up over the float32 graph-mode baseline above):", "",
-                table(["preset", "stage", "variant", "samples/s", "speed-up", "f32-ceiling share",
-                       "new-length call s"], variant_rows)]
+                table(["preset", "stage", "variant", "batch", "samples/s", "speed-up", "% of f32 ceiling",
+                       "first call s", "new-length calls s"], variant_rows)]
     if profile_rows:
-        out += ["", "Profile:", "",
-                table(["preset", "what", "seconds", "share of the audio step's time", "share of its FLOPs",
-                       "its own ceiling share"], profile_rows)]
+        out += ["", "Profile: each stage's recurrent layer alone (same batch, same sequence length), "
+                    "against the whole stage's step:", "",
+                table(["preset", "stage", "layer", "step s", "share of the stage's step time",
+                       "share of its FLOPs", "% of ceiling"], profile_rows)]
     return out
+
+
+def _seconds(values) -> str:
+    return ", ".join(f"{v:.2f}" for v in values) if values else ""
 
 
 def _pipeline_section(results: dict) -> list[str]:
@@ -173,12 +191,18 @@ def _pipeline_section(results: dict) -> list[str]:
         [f"cache build, {b['workers']} workers, {b['utterances']} clips ({b['audio_seconds']:.0f} s of audio)",
          f"{b['build_parallel_utt_per_s']:.1f} utt/s", f"plain loop {b['plain_loop_utt_per_s']:.1f} utt/s",
          f"{b['speedup_vs_loop']:.2f}x"],
+        [f"cache build, {b['workers']} workers with one BLAS thread each",
+         f"{b['build_parallel_one_blas_thread_utt_per_s']:.1f} utt/s",
+         f"plain loop {b['plain_loop_utt_per_s']:.1f} utt/s", f"{b['speedup_vs_loop_one_blas_thread']:.2f}x"],
         ["cache build, 1 worker (the cache's own overhead)", f"{b['build_single_utt_per_s']:.1f} utt/s",
          f"plain loop {b['plain_loop_utt_per_s']:.1f} utt/s", f"{1 / b['single_worker_overhead']:.2f}x"],
         [f"cached epoch, {e['utterances']} utterances, batch {e['batch_size']}",
          f"{e['batches_per_s']:.1f} batches/s", f"small train step {e['train_batches_per_s']:.1f} batches/s "
-         f"({e['train_stage']})", f"{e['ratio']:.1f}x"],
-    ])]
+         f"({e['train_stage']}, the fastest stage)", f"{e['ratio']:.1f}x"],
+    ]), "", f"Worker overhead of the {b['workers']}-worker build (its time minus the loop's split "
+            f"{b['workers']} ways): {b['worker_overhead_s']:.1f} s for {b['plain_loop_s']:.1f} s of loop work. "
+            "Cached epoch vs each small stage's consumption: " + ", ".join(
+                f"{stage} {ratio:.1f}x" for stage, ratio in e["ratio_by_stage"].items()) + "."]
 
 
 def _serving_section(results: dict) -> list[str]:
@@ -195,7 +219,25 @@ def _serving_section(results: dict) -> list[str]:
                  f"{s['speedup_vs_keras_predict']:.1f}x"],
                 [f"throughput at batch {s['batch']}", f"{s['batch_clips_per_s']:.1f} clips/s",
                  f"batch 1: {s['batch1_clips_per_s']:.1f} clips/s", f"{s['batch_speedup_vs_batch1']:.2f}x"],
-            ])]
+            ]), "", "Profile: p50 ms at batch 1 of each part, each in its own `tf.function` (same run):", "",
+            table(["part", "p50 ms", "share of serving_default p50"],
+                  [[name, f"{ms:.2f}", f"{ms / s['p50_ms']:.0%}"] for name, ms in s["profile_p50_ms"].items()]),
+            "", _duplicate_line(s), "", _xla_line(s["xla"])]
+
+
+def _duplicate_line(s: dict) -> str:
+    parts = s["profile_p50_ms"]
+    twice = parts.get("audio backbone", 0.0) + parts.get("text backbone", 0.0)
+    return (f"The export runs each backbone twice (inside the fusion model and inside its encoder): computing them "
+            f"once would save about {twice:.1f} ms of the {s['p50_ms']:.1f} ms p50 (estimate: the backbones' "
+            f"own p50s).")
+
+
+def _xla_line(x: dict) -> str:
+    return (f"Tried: the three models in one in-process `tf.function` at batch 1, frames padded from {x['frames']} "
+            f"to {x['padded_frames']}: graph p50 {x['graph_p50_ms']:.1f} ms, with `jit_compile=True` (XLA) "
+            f"{x['xla_p50_ms']:.1f} ms (**{x['speedup']:.2f}x**; {x['xla_compile_s']:.1f} s to compile a length "
+            f"bucket; outputs within {x['max_abs_diff_vs_unpadded_graph']:.1e} of the unpadded graph's).")
 
 
 def _memory_section(results: dict) -> list[str]:
@@ -242,7 +284,8 @@ def write_markdown(path: Path, block: str, title: str = "# Benchmarks") -> None:
         if BEGIN in text and END in text:
             head, _, rest = text.partition(BEGIN)
             _, _, tail = rest.partition(END)
-            path.write_text(head + generated + tail.lstrip("\n"), encoding="utf-8")
+            tail = "\n" + tail.lstrip("\n") if tail.strip() else ""
+            path.write_text(head + generated + tail, encoding="utf-8")
             return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{title}\n\n{generated}", encoding="utf-8")

@@ -63,7 +63,8 @@ def measure(config: RunConfig, tokenizer_path, work: Path, *, calls: int, batch:
                                    work / "saved", version=1, source="bench (untrained weights)")
     export_s = time.perf_counter() - start
     start = time.perf_counter()
-    serve = tf.saved_model.load(str(version)).signatures[export.SERVING_SIGNATURE]
+    saved = tf.saved_model.load(str(version))
+    serve = saved.signatures[export.SERVING_SIGNATURE]
     load_s = time.perf_counter() - start
 
     wave = clip(seconds, config.features.sample_rate)
@@ -85,8 +86,12 @@ def measure(config: RunConfig, tokenizer_path, work: Path, *, calls: int, batch:
     fusion = models["fusion"]
     predict = timed_calls(lambda: fusion.predict(features, verbose=0), predict_calls, warmup=3)
 
+    profile = component_latency(models, tokenizer_path, config, wave, serve_features=saved.signatures[
+        export.FEATURES_SIGNATURE], features=features, calls=max(calls // 4, 5))
+    xla = xla_latency(models, features, calls=max(calls // 4, 5))
     p50 = percentile(latency, 50)
     return {
+        "profile_p50_ms": profile, "xla": xla,
         "weights": "untrained (random init, seed 0): latency does not depend on them",
         "preset": config.preset, "clip_seconds": seconds, "transcript_words": len(TRANSCRIPT.split()),
         "export_s": export_s, "load_s": load_s, "calls": calls,
@@ -99,3 +104,80 @@ def measure(config: RunConfig, tokenizer_path, work: Path, *, calls: int, batch:
         "keras_predict_p50_ms": 1e3 * percentile(predict, 50),
         "speedup_vs_keras_predict": percentile(predict, 50) / p50,
     }
+
+
+def component_latency(models: dict, tokenizer_path, config: RunConfig, wave, serve_features, features: dict,
+                      calls: int) -> dict:
+    """p50 ms at batch 1 of each part of `serving_default`, each in its own tf.function.
+
+    The export calls the fusion model and both encoders; the fusion model holds both
+    backbones, so each backbone runs twice per request (the backbone rows show what
+    computing them once would save).
+    """
+    import tensorflow as tf
+
+    from kemdy_tf.frontend import waveform_to_log_mel
+    from kemdy_tf.models.tokenizer import load_tokenizer
+
+    waveform = tf.constant(wave[np.newaxis])
+    length = tf.constant([len(wave)], tf.int32)
+    text = tf.constant([TRANSCRIPT.encode("utf-8")])
+    feeds = {k: tf.constant(v) for k, v in features.items()}
+    frontend = tf.function(lambda w, n: waveform_to_log_mel(w, n, config.features)[0])
+    # As in the export: the SentencePiece resource must be created inside the function.
+    tokenize = tf.function(lambda t: load_tokenizer(str(tokenizer_path), config.features.max_tokens)(t))
+    parts = {
+        "log_mel (in-graph frontend)": lambda: frontend(waveform, length).numpy(),
+        "tokenizer": lambda: tokenize(text).numpy(),
+        "fusion model": _model_call(models["fusion"], feeds),
+        "audio encoder": _model_call(models["audio"], {k: feeds[k] for k in ("log_mel", "frame_mask")}),
+        "text encoder": _model_call(models["text"], feeds["token_ids"]),
+        # Both also run inside the fusion model: computed twice per request.
+        "audio backbone": _model_call(models["audio"].get_layer("audio_backbone"),
+                                      {k: feeds[k] for k in ("log_mel", "frame_mask")}),
+        "text backbone": _model_call(models["text"].get_layer("text_backbone"), feeds["token_ids"]),
+        "features signature (no frontend, no tokenizer)": lambda: serve_features(
+            log_mel=feeds["log_mel"], frame_count=tf.constant([features["log_mel"].shape[1]], tf.int32),
+            token_ids=feeds["token_ids"])["emotion_probs"].numpy(),
+    }
+    return {name: 1e3 * percentile(timed_calls(call, calls, warmup=3), 50) for name, call in parts.items()}
+
+
+def _model_call(model, inputs):
+    import tensorflow as tf
+
+    function = tf.function(lambda x: model(x, training=False))
+    return lambda: [t.numpy() for t in tf.nest.flatten(function(inputs))]
+
+
+def xla_latency(models: dict, features: dict, calls: int, bucket: int = 64) -> dict:
+    """The three models at batch 1 in one tf.function, without and with XLA (`jit_compile=True`).
+
+    XLA compiles one program per input shape, so frames are padded to a multiple of
+    `bucket` (masked: the models ignore padded frames), which bounds the compilations
+    to max_frames / bucket. Outputs are compared with the unpadded graph's.
+    """
+    import tensorflow as tf
+
+    frames = features["log_mel"].shape[1]
+    padded = -(-frames // bucket) * bucket
+    extra = padded - frames
+    exact = {k: tf.constant(v) for k, v in features.items()}
+    bucketed = {"log_mel": tf.pad(exact["log_mel"], [[0, 0], [0, extra], [0, 0]]),
+                "frame_mask": tf.pad(exact["frame_mask"], [[0, 0], [0, extra]]), "token_ids": exact["token_ids"]}
+
+    def predict(x):
+        return (models["fusion"](x, training=False)["emotion"],
+                models["audio"]({"log_mel": x["log_mel"], "frame_mask": x["frame_mask"]}, training=False)["arousal"],
+                models["text"](x["token_ids"], training=False)["valence"])
+
+    graph, compiled = tf.function(predict), tf.function(predict, jit_compile=True)
+    reference = [t.numpy() for t in graph(exact)]
+    start = time.perf_counter()
+    outputs = [t.numpy() for t in compiled(bucketed)]
+    compile_s = time.perf_counter() - start
+    graph_ms = 1e3 * percentile(timed_calls(lambda: [t.numpy() for t in graph(bucketed)], calls, warmup=3), 50)
+    xla_ms = 1e3 * percentile(timed_calls(lambda: [t.numpy() for t in compiled(bucketed)], calls, warmup=3), 50)
+    return {"frames": frames, "padded_frames": padded, "graph_p50_ms": graph_ms, "xla_p50_ms": xla_ms,
+            "speedup": graph_ms / xla_ms, "xla_compile_s": compile_s,
+            "max_abs_diff_vs_unpadded_graph": float(max(np.max(np.abs(a - b)) for a, b in zip(outputs, reference)))}

@@ -11,9 +11,9 @@ section). FLOPs per sample are counted from the traced forward+backward graph
 Variants answer "what would make it faster" without touching kemdy_tf: XLA
 (`model.jit_compile = True` after compiling, what `compile(jit_compile=True)` does),
 bfloat16 mixed precision (Keras policy `mixed_bfloat16` while building), a larger
-batch. A GRU-only step shows how much of the audio step the recurrent loop takes, and
-calls at new sequence lengths show what a padded batch of a new length costs
-(tf.function retracing, or an XLA recompile).
+batch. A step of each stage's recurrent layer alone shows how much of the stage's
+step the sequential loop takes, and calls at new sequence lengths show what a padded
+batch of a new length costs (tf.function retracing, or an XLA recompile).
 """
 
 from __future__ import annotations
@@ -113,8 +113,9 @@ def train_flops(model, data) -> dict:
     def loss_and_gradients(x, y):
         with tf.GradientTape() as tape:
             outputs = model(x, training=True)
-            loss = tf.add_n([tf.reduce_mean(tf.cast(outputs[k], tf.float32)) for k in y])
-        return tape.gradient(loss, model.trainable_variables)
+            loss = tf.add_n([tf.reduce_mean(tf.square(tf.cast(outputs[k], tf.float32))) for k in y])
+        # The loss is returned as the train step reports it, so the forward pass stays live.
+        return loss, tape.gradient(loss, model.trainable_variables)
 
     graph = loss_and_gradients.get_concrete_function(x, y).graph
     split = count_flops(graph, group=lambda op: "backward" if op.name.startswith("gradient_tape") else "forward")
@@ -125,9 +126,14 @@ def train_flops(model, data) -> dict:
 
 
 def time_steps(model, data, warmup: int, steps: int) -> dict:
-    """Seconds per compiled train step after warm-up (median), and the first call's seconds."""
+    """Seconds per compiled train step after warm-up (median), and the first call's seconds.
+
+    Every call goes through `model.train_function` with the same structure of data
+    (`train_on_batch` would pass a `None` sample weight and trace a second function).
+    """
+    model.make_train_function()
     start = time.perf_counter()
-    model.train_on_batch(*data)  # builds the optimizer and traces the step
+    _sync(model.train_function([data]))  # traces the step and builds the optimizer
     first = time.perf_counter() - start
     for _ in range(max(warmup - 1, 0)):
         _sync(model.train_function([data]))
@@ -171,7 +177,8 @@ def measure_stage(config: RunConfig, stage: str, *, batch: int, frames: int, voc
             model.jit_compile = True
         data = stage_batch(config, stage, batch, frames, vocab_size)
         result = {"stage": stage, "batch": batch, "frames": frames, "tokens": config.features.max_tokens,
-                  "jit_compile": bool(model.jit_compile), "policy": policy or keras.mixed_precision.global_policy().name,
+                  "jit_compile": bool(model.jit_compile),
+                  "policy": policy or keras.mixed_precision.global_policy().name,
                   "params": int(model.count_params()),
                   "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights))}
         if count:
@@ -184,18 +191,28 @@ def measure_stage(config: RunConfig, stage: str, *, batch: int, frames: int, voc
     return result
 
 
-def measure_gru(units: int, width: int, *, batch: int, frames: int, warmup: int, steps: int) -> dict:
-    """A GRU-only train step on [batch, frames, width]: what the audio encoder's loop costs."""
+def measure_rnn(kind: str, units: int, width: int, *, batch: int, steps_in_sequence: int, warmup: int,
+                steps: int) -> dict:
+    """Train step of one masked recurrent layer alone (`kind` "gru" or "lstm") on [batch, steps, width].
+
+    The models' GRU (audio, text) and LSTM (fusion) run one small matmul per time
+    step in a `While` loop; timed alone they show how much of a stage's step the
+    sequential part takes.
+    """
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)
     sequence = keras.Input((None, width), name="sequence")
-    model = keras.Model(sequence, {"out": keras.layers.Dense(1)(keras.layers.GRU(units)(sequence))})
+    mask = keras.Input((None,), dtype="bool", name="mask")
+    layer = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[kind](units)
+    model = keras.Model({"sequence": sequence, "mask": mask},
+                        {"out": keras.layers.Dense(1)(layer(sequence, mask=mask))})
     model.compile(keras.optimizers.Adam(1e-3), loss="mse")
-    x = tf.random.stateless_normal([batch, frames, width], seed=[5, 6])
+    x = {"sequence": tf.random.stateless_normal([batch, steps_in_sequence, width], seed=[5, 6]),
+         "mask": tf.ones([batch, steps_in_sequence], tf.bool)}
     data = (x, {"out": tf.ones([batch, 1])})
-    result = {"units": units, "width": width, "batch": batch, "frames": frames,
+    result = {"kind": kind, "units": units, "width": width, "batch": batch, "steps_in_sequence": steps_in_sequence,
               "flops": train_flops(model, data)}
     result.update(time_steps(model, data, warmup, steps))
     result["samples_per_s"] = batch / result["step_s"]

@@ -40,7 +40,7 @@ def _gradient_graph(model, x):
     def step(x):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(model(x, training=True))
-        return tape.gradient(loss, model.trainable_variables)
+        return loss, tape.gradient(loss, model.trainable_variables)
 
     return step.get_concrete_function(x).graph
 
@@ -56,9 +56,10 @@ def test_counter_agrees_with_tf_profiler_on_a_graph_without_loops():
     assert mine["Conv2DBackpropFilter"] == theirs["Conv2DBackpropFilter"]
     assert "Conv2DBackpropInput" not in mine and theirs["Conv2DBackpropInput"] > 0
     assert mine["Conv2D"] == theirs["Conv2D"] == 2 * (2 * 12 * 10 * 4) * 3
-    assert mine["MatMul"] == theirs["MatMul"]
-    dense = 2 * 2 * 12 * (40 * 8 + 8 * 3)  # forward matmuls of both Dense layers
-    assert mine["MatMul"] == dense + 2 * dense - 2 * 2 * 12 * 40 * 8  # + grads, minus the unused input grad
+    # Forward, kernel gradients and input gradients of both Dense layers (the first one's
+    # input gradient feeds the convolution's filter gradient).
+    dense = 2 * (2 * 12) * (40 * 8 + 8 * 3)
+    assert mine["MatMul"] == theirs["MatMul"] == 3 * dense
 
 
 def test_counter_unrolls_recurrent_loops_that_the_profiler_skips():
@@ -73,7 +74,9 @@ def test_counter_unrolls_recurrent_loops_that_the_profiler_skips():
     # Each step: input kernel [width, 3 units] and recurrent kernel [units, 3 units].
     per_step = 2 * batch * (width + units) * 3 * units
     assert flops.count_flops(forward) == {"MatMul": steps * per_step}
-    assert flops.profiler_flops(forward).get("MatMul", 0) < per_step  # it never enters the loop body
+    # The profiler never enters the loop body; it only sees the step Keras runs once
+    # outside the loop to learn the output shapes (unused: TF prunes it, so do we).
+    assert flops.profiler_flops(forward).get("MatMul", 0) <= per_step
 
     split = flops.count_flops(_gradient_graph(model, x),
                               group=lambda op: "backward" if op.name.startswith("gradient_tape") else "forward")
@@ -154,7 +157,7 @@ def test_tiny_benchmark_writes_every_section_with_finite_numbers(tmp_path):
         assert set(block["stages"]) == {"audio", "text", "fusion"}
         for stage in block["stages"].values():
             assert stage["samples_per_s"] > 0 and stage["gflop_train"] > stage["gflop_fwd"] > 0
-        assert set(block["variants"]["audio"]) == {"XLA (jit_compile=True)", "mixed_bfloat16", "batch 8"}
+    assert set(results["training"]["small"]["variants"]["audio"]) == {"mixed_bfloat16"}  # --tiny's only variant
     assert results["serving"]["calls"] == 20 and results["serving"]["p99_ms"] >= results["serving"]["p50_ms"] > 0
     assert results["memory"]["n4_utterances"] > results["memory"]["n_utterances"] > 0
     assert 0 <= results["accuracy"]["small"]["f1"]["macro_f1"] <= 1
@@ -163,3 +166,12 @@ def test_tiny_benchmark_writes_every_section_with_finite_numbers(tmp_path):
         "train_paper", "train_small", "cache_build", "cached_epoch", "serving_p50", "serving_vs_predict", "memory"}
     text = out.read_text()
     assert report.BEGIN in text and "| measure | value |" in text and "python bench/run.py --tiny" in text
+
+
+def test_recurrent_layer_alone_is_timed_and_counted():
+    from bench.training_speed import measure_rnn
+
+    result = measure_rnn("lstm", 4, 3, batch=2, steps_in_sequence=5, warmup=1, steps=2)
+    per_sample_step = 2 * (3 + 4) * 4 * 4  # input and recurrent kernels, four gates
+    assert result["flops"]["forward_per_sample"] == 5 * per_sample_step + 2 * 4  # + the Dense(1) head
+    assert result["step_s"] > 0 and len(result["step_s_all"]) == 2
