@@ -250,3 +250,14 @@ def speaker_stats(
 def normalise(log_mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """(log_mel - mean) / std per mel bin, float32."""
     return ((np.asarray(log_mel, np.float32) - mean) / std).astype(np.float32)
+
+
+def single_threaded_blas() -> None:
+    """Worker-process initializer: one BLAS thread per worker.
+
+    Two workers on two cores each running two OpenBLAS threads fight over the cores;
+    bench/run.py measured the cache build 1.9-2x faster with one thread per worker.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)

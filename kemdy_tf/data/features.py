@@ -56,6 +56,12 @@ class CacheEntry:
 
 # === Feature cache ===
 
+# Below this many missing clips, a worker pool costs more (spawn + importing librosa,
+# ~5 s per worker) than it saves: bench/run.py measured 2 workers at 0.23x of one
+# process on 329 short clips.
+MIN_CLIPS_PER_PROCESS_POOL = 1000
+
+
 class FeatureCache:
     """Log-mels of wav files, computed once per recipe and read back by tf.data.
 
@@ -214,6 +220,8 @@ def _compute(todo: dict[str, str], cfg: FeatureConfig, workers: int):
     """Yield (key, path, log_mel or exception) for each wav, in completion order."""
     if not todo:
         return
+    if len(todo) < MIN_CLIPS_PER_PROCESS_POOL:  # starting workers costs seconds each
+        workers = 1
     if workers <= 1:
         for key, path in todo.items():
             try:
@@ -224,7 +232,8 @@ def _compute(todo: dict[str, str], cfg: FeatureConfig, workers: int):
     context = multiprocessing.get_context("spawn")  # fork after TensorFlow starts is unsafe
     items = iter(todo.items())
     broken = concurrent.futures.process.BrokenProcessPool
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                                initializer=audio.single_threaded_blas) as pool:
         pending: dict = {}
 
         def refill():
