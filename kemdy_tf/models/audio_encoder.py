@@ -16,10 +16,8 @@ import keras
 import keras_hub
 
 from kemdy_tf.config import AudioEncoderConfig, FeatureConfig
-from kemdy_tf.models.layers import NonEmptyMask, ZeroMaskedSteps, transformer_blocks
+from kemdy_tf.models.layers import ZeroMaskedSteps, rating_head, transformer_blocks
 
-# Targets are ratings on a 1..5 scale: start the regression head at the middle.
-RATING_MIDPOINT = 3.0
 
 
 # === Functional Model ===
@@ -107,13 +105,8 @@ def build_audio_encoder(
     frame_mask = keras.Input(shape=(None,), dtype="bool", name="frame_mask")
 
     sequence = backbone({"log_mel": log_mel, "frame_mask": frame_mask})
-    # An all-padding clip still gets one (zero) step, so the GRU always has input.
-    rnn_mask = NonEmptyMask(name="rnn_mask")(frame_mask)
-    summary = keras.layers.GRU(audio_cfg.gru_units, name="gru")(sequence, mask=rnn_mask)
-    summary = keras.layers.Dropout(audio_cfg.dropout, name="head_dropout")(summary)
-    arousal = keras.layers.Dense(
-        1, bias_initializer=keras.initializers.Constant(RATING_MIDPOINT), name="arousal"
-    )(summary)
+    arousal = rating_head(sequence, frame_mask, gru_units=audio_cfg.gru_units,
+                          dropout=audio_cfg.dropout, name="arousal")
     return keras.Model(
         {"log_mel": log_mel, "frame_mask": frame_mask}, {"arousal": arousal}, name="audio_encoder"
     )

@@ -19,6 +19,10 @@ from keras import ops
 _PACKAGE = "kemdy_tf"
 
 
+# Targets are ratings on a 1..5 scale: regression heads start at the middle.
+RATING_MIDPOINT = 3.0
+
+
 # === Layers ===
 
 
@@ -308,3 +312,16 @@ def transformer_blocks(x, padding_mask, *, n_layers, n_heads, ff_dim, dropout):
             name=f"attention_block_{index}",
         )(x, padding_mask=padding_mask)
     return x
+
+
+def rating_head(sequence, mask, *, gru_units, dropout, name):
+    """Masked GRU -> dropout -> one linear output on the 1..5 rating scale, named `name`.
+
+    An all-padding row still gets one (zero) step, so the GRU always has input; the
+    bias starts at the scale's midpoint.
+    """
+    rnn_mask = NonEmptyMask(name="rnn_mask")(mask)
+    summary = keras.layers.GRU(gru_units, name="gru")(sequence, mask=rnn_mask)
+    summary = keras.layers.Dropout(dropout, name="head_dropout")(summary)
+    return keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(RATING_MIDPOINT),
+                              name=name)(summary)

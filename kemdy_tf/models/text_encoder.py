@@ -21,11 +21,9 @@ import keras_hub
 import numpy as np
 
 from kemdy_tf.config import FeatureConfig, TextEncoderConfig
-from kemdy_tf.models.layers import NonEmptyMask, SegmentIds, TokenPaddingMask, ZeroMaskedSteps, transformer_blocks
+from kemdy_tf.models.layers import SegmentIds, TokenPaddingMask, ZeroMaskedSteps, rating_head, transformer_blocks
 
 PAD_ID = 0
-# Targets are ratings on a 1..5 scale: start the regression head at the middle.
-RATING_MIDPOINT = 3.0
 
 
 # === Functional Model ===
@@ -147,13 +145,8 @@ def build_text_encoder(
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     sequence = backbone(token_ids)
     padding_mask = TokenPaddingMask(pad_id=PAD_ID, name="padding_mask")(token_ids)
-    # A row with no token still gets one (zero) step, so the GRU always has input.
-    rnn_mask = NonEmptyMask(name="rnn_mask")(padding_mask)
-    summary = keras.layers.GRU(text_cfg.gru_units, name="gru")(sequence, mask=rnn_mask)
-    summary = keras.layers.Dropout(text_cfg.dropout, name="head_dropout")(summary)
-    valence = keras.layers.Dense(
-        1, bias_initializer=keras.initializers.Constant(RATING_MIDPOINT), name="valence"
-    )(summary)
+    valence = rating_head(sequence, padding_mask, gru_units=text_cfg.gru_units,
+                          dropout=text_cfg.dropout, name="valence")
     return keras.Model(token_ids, {"valence": valence}, name="text_encoder")
 
 
