@@ -25,7 +25,8 @@ ALL_EMOTIONS = ("neutral", "happy", "surprise", "angry", "sad", "fear", "disgust
 
 @dataclass
 class FeatureConfig:
-    """How audio and text become model inputs. Changing any field invalidates the cache."""
+    """How audio and text become model inputs. A change to a log-mel field (rate, mels,
+    n_fft, hop, max_frames) gives a new feature-cache folder; the others do not."""
 
     sample_rate: int = 16000
     n_mels: int = 128
@@ -93,7 +94,6 @@ class TrainConfig:
     # "weights": sklearn balanced class weights as sample weights; "none". Balanced sampling
     # instead: data.balance_target oversamples minority classes with augmented copies.
     class_weighting: str = "weights"
-    shuffle_buffer: int = 2048
 
 
 @dataclass

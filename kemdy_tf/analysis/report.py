@@ -29,6 +29,7 @@ from kemdy_tf.analysis import bio_study, dataset_stats, plots
 from kemdy_tf.config import FeatureConfig
 from kemdy_tf.data import bio
 from kemdy_tf.data.transcripts import NOISE_TAGS
+from kemdy_tf.json_safe import to_json_safe
 
 ProgressFn = typing.Callable[[str, int, int], None]
 CLUSTER_KINDS = ("eda", "temp")  # IBI rows are irregular and often missing: summarised, not clustered
@@ -160,7 +161,7 @@ def analyse(table: pd.DataFrame, skips: pd.DataFrame | None, out: str | Path, *,
     pd.DataFrame(problems, columns=["file", "row", "segment_id", "reason"]).to_csv(out / "problems.csv", index=False)
     stats["figures"] = figures
     stats["cjk_font"] = plots.cjk_font()
-    (out / "stats.json").write_text(json.dumps(_jsonable(stats), indent=2, ensure_ascii=False) + "\n",
+    (out / "stats.json").write_text(json.dumps(to_json_safe(stats), indent=2, ensure_ascii=False) + "\n",
                                     encoding="utf-8")
     (out / "report.md").write_text(render_markdown(stats, tokenizer_note), encoding="utf-8")
     return stats
@@ -227,19 +228,6 @@ def _bio_section(table: pd.DataFrame, out: Path, problems: list[dict], *, speake
             f"{kind.upper()} clusters (k={study['k']}) against emotion"))
     section["feature_tests"] = bio_study.feature_level_tests(features, table)
     return section, figures
-
-
-def _jsonable(value):
-    """NaN -> None and numpy scalars -> Python, so stats.json is strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # === Markdown ===

@@ -12,10 +12,10 @@ import math
 import pathlib
 import typing
 
-import numpy as np
 import pandas as pd
 
 from kemdy_tf.evaluation.metrics import HEADLINE, HEADLINE_NAMES
+from kemdy_tf.json_safe import to_json_safe  # noqa: F401  (part of this module's API)
 from kemdy_tf.evaluation.predict import NO_TEXT_SUFFIX
 
 # How each model is named in tables; the order is the order of the tables' rows.
@@ -58,25 +58,6 @@ def write_report(report: dict, out_dir: str | pathlib.Path,
         paths["predictions"] = out_dir / "predictions.csv"
         predictions.to_csv(paths["predictions"], index=False, float_format="%.6g")
     return paths
-
-
-def to_json_safe(value):
-    """Plain JSON types: numpy scalars unwrapped, NaN/inf -> None, paths -> str."""
-    if isinstance(value, dict):
-        return {str(k): to_json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_safe(v) for v in value]
-    if isinstance(value, pd.DataFrame):
-        return to_json_safe(value.to_dict(orient="records"))
-    if isinstance(value, np.ndarray):
-        return to_json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, pathlib.PurePath):
-        return str(value)
-    return value
 
 
 # === Markdown ===

@@ -51,7 +51,6 @@ def load_run(workdir: str | pathlib.Path, cache_dir=None):
         EvaluationError: when `run.json`, `table.csv` or `tokenizer.model` is missing.
     """
     from kemdy_tf import training
-    from kemdy_tf.config import RunConfig
 
     workdir = pathlib.Path(workdir)
     for name in ("run.json", "table.csv", "tokenizer.model"):
