@@ -111,9 +111,20 @@ def test_unknown_emotion_is_kept_without_a_primary_label(dataset):
 
 
 def test_clean_tags_can_be_turned_off(dataset):
-    csv = _write(dataset / "m.csv", "path,text,emotion\naudio/a.wav,C++  50/50,happy\n")
-    assert read_manifest(csv)[0].text.iloc[0] == "C 5050"
-    assert read_manifest(csv, clean_tags=False)[0].text.iloc[0] == "C++ 50/50"
+    csv = _write(dataset / "m.csv", "path,text,emotion\naudio/a.wav,그*  C++ 50/50,happy\n")
+    assert read_manifest(csv)[0].text.iloc[0] == "그 C++ 50/50"  # only the tag goes
+    assert read_manifest(csv, clean_tags=False)[0].text.iloc[0] == "그* C++ 50/50"
+
+
+def test_a_clean_tags_column_turns_cleaning_off_per_row(dataset):
+    csv = _write(dataset / "m.csv", "path,text,emotion,clean_tags\naudio/a.wav,그* 저+,happy,false\n"
+                                    "audio/b.wav,그* 저+,happy,\naudio/c.wav,그* 저+,happy,yes\n")
+    table, _ = read_manifest(csv)
+    assert list(table.text) == ["그* 저+", "그 저", "그 저"]
+    assert "clean_tags" not in table.columns
+    bad = _write(dataset / "bad.csv", "path,text,emotion,clean_tags\naudio/a.wav,하나,happy,maybe\n")
+    with pytest.raises(ValueError, match="line 2: clean_tags 'maybe'"):
+        read_manifest(bad)
 
 
 def test_split_column_is_validated(dataset):
@@ -177,3 +188,57 @@ def test_written_manifest_moves_with_its_data(tmp_path):
     assert skips.empty and len(back) == len(table)
     assert back.wav_path.iloc[0] == str(moved / "data" / "wav" / "Session01" / "Sess01_script01_User001F_001.wav")
     assert list(back.text) == list(table.text)
+
+
+# === Nothing lost (issue 13) ===
+
+
+def test_distinct_files_that_share_a_name_keep_distinct_ids(tmp_path, caplog):
+    lines = ["path,text,emotion,speaker"]
+    for speaker in ("spkA", "spkB"):
+        for index in range(3):
+            _wav(tmp_path / speaker / f"{index:03d}.wav")
+            lines.append(f"{speaker}/{index:03d}.wav,하나,sad,{speaker}")
+    _wav(tmp_path / "spkA" / "solo.wav")
+    lines.append("spkA/solo.wav,둘,sad,spkA")
+    csv = _write(tmp_path / "m.csv", "\n".join(lines) + "\n")
+    table, skips = read_manifest(csv)
+    assert skips.empty and len(table) == 7
+    assert list(table.segment_id) == ["spkA/000", "spkA/001", "spkA/002", "spkB/000", "spkB/001", "spkB/002",
+                                      "solo"]  # a unique stem stays the id
+    assert table.wav_path.nunique() == 7
+
+
+def test_the_same_file_twice_is_still_one_repeat(dataset):
+    csv = _write(dataset / "m.csv", "path,text,emotion\naudio/a.wav,하나,sad\n./audio/a.wav,하나,sad\n")
+    table, skips = read_manifest(csv)
+    assert list(table.segment_id) == ["a"] and list(skips.reason) == ["duplicate id: first seen on line 2"]
+
+
+def test_skipping_many_rows_is_said_loudly(dataset, caplog):
+    csv = _write(dataset / "m.csv", "path,text,emotion\naudio/a.wav,하나,sad\naudio/b.wav,둘,sad\n"
+                                    "audio/gone1.wav,셋,sad\naudio/gone2.wav,넷,sad\n")
+    with caplog.at_level("WARNING"):
+        table, skips = read_manifest(csv)
+    assert len(table) == 2 and len(skips) == 2
+    assert "2 of 4 rows (50%)" in caplog.text and "SKIPPED" in caplog.text and "missing wav (2)" in caplog.text
+
+
+@pytest.mark.parametrize("content", ["path,text,emotion\n", ""])
+def test_a_manifest_without_rows_says_no_utterances_and_where(tmp_path, content):
+    from kemdy_tf.data.checks import NoUtterancesError
+
+    csv = _write(tmp_path / "m.csv", content)
+    with pytest.raises(NoUtterancesError) as caught:
+        read_manifest(csv)
+    assert "no utterances" in str(caught.value) and str(csv) in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_a_manifest_whose_rows_are_all_skipped_names_the_reasons(tmp_path):
+    from kemdy_tf.data.checks import NoUtterancesError
+
+    csv = _write(tmp_path / "m.csv", "path,text,emotion\ngone.wav,하나,sad\n")
+    with pytest.raises(NoUtterancesError, match=r"all 1 row\(s\).*missing wav \(1\).*line 2") as caught:
+        read_manifest(csv)
+    assert len(caught.value.skips) == 1

@@ -105,3 +105,16 @@ def test_binary_file_raises(tmp_path):
 def test_missing_file_raises(tmp_path):
     with pytest.raises(TranscriptError, match="cannot be read"):
         read_transcript(tmp_path / "nope.txt")
+
+
+# === Only tags are removed (issue 13, item 10) ===
+
+
+@pytest.mark.parametrize("text", ["50/50 c++ rock+roll", "and/or 1/2 C++", "n/a c/o", "a+b=c x*y"])
+def test_slashes_and_pluses_inside_words_are_text_not_tags(text):
+    assert clean_transcript(text) == text
+
+
+def test_tags_next_to_ordinary_text_are_still_removed():
+    assert clean_transcript("n/ 50/50 이야* c++ 좋아+ l/") == "50/50 이야 c++ 좋아"
+    assert clean_transcript("c/*그 n/아") == "그 아"

@@ -8,7 +8,12 @@ A manifest has one row per utterance and a header naming its columns:
     valence, arousal    optional  numbers in 1..5 (empty = unknown, NaN)
     speaker, session    optional  used by speaker/session-disjoint splits
     split               optional  train / val / test only
-    id                  optional  segment id (default: the audio file's stem)
+    id                  optional  segment id (default: the audio file's stem, or its path
+                                  relative to the manifest without extension, `spkA/000`,
+                                  when distinct files of the manifest share that stem)
+    clean_tags          optional  per row: false/0/no keeps `text` as written (no tag
+                                  removal), true/1/yes removes tags; empty = the reader's
+                                  `clean_tags` argument
 
 Every other utterance-table column (script, sex, text_raw, wav_start, rater_*,
 txt_path, eda_path, ...) is taken from the manifest when it has it, and any other
@@ -27,6 +32,7 @@ import os
 import pandas as pd
 
 from kemdy_tf.config import ALL_EMOTIONS
+from kemdy_tf.data import checks
 from kemdy_tf.data import labels as labels_lib
 from kemdy_tf.data.kemdy20 import FLOAT_COLUMNS, SKIP_COLUMNS, TABLE_COLUMNS
 from kemdy_tf.data.transcripts import clean_transcript
@@ -42,6 +48,7 @@ _RENAMED = {"segment_id": "id", "wav_path": "path", "labels": "emotion"}
 # Table columns copied from the manifest when present, else filled per the contract.
 _OPTIONAL_TEXT = ("script", "sex", "rater_emotions", "rater_valence", "rater_arousal")
 _EMPTY = ("", "nan", "none", "null")
+_TRUE, _FALSE = ("true", "1", "yes", "y"), ("false", "0", "no", "n")
 
 
 class _Skip(Exception):
@@ -61,21 +68,29 @@ def read_manifest(csv_path: str | os.PathLike, clean_tags: bool = True) -> tuple
         when the manifest has it, then the manifest's other columns) and the skip
         report (`file, row, segment_id, reason`; `row` is the CSV line number, the
         header being line 1). Skipped: empty or missing audio file, empty emotion,
-        empty text, non-numeric or out-of-range valence/arousal, repeated id.
+        empty text, non-numeric or out-of-range valence/arousal, repeated id (the
+        same file listed twice, or an `id` given twice). More than
+        `checks.SKIP_WARN_SHARE` of the rows skipped is logged as a warning naming
+        the share and the reasons.
         `emotion` is `labels.primary_label` over every known emotion, "" when none
         of the row's labels is one (the row stays; training leaves it out).
 
     Raises:
         FileNotFoundError: the manifest does not exist.
         ValueError: a required column is missing, a column is named like a derived
-            table column (`segment_id`, `wav_path`, `labels`), or `split` holds
-            anything but train/val/test (the file and line are named).
+            table column (`segment_id`, `wav_path`, `labels`), or `split` or
+            `clean_tags` holds an unknown value (the file and line are named).
+        checks.NoUtterancesError: (a ValueError) the manifest has no data row, or
+            every row was skipped (the message names the file and the reasons).
     """
     csv_path = os.path.abspath(os.fspath(csv_path))
     if not os.path.isfile(csv_path):
         raise FileNotFoundError(f"manifest {csv_path} does not exist")
     try:
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise checks.NoUtterancesError(f"no utterances: manifest {csv_path} is empty (no header, no rows)",
+                                       f"manifest {csv_path}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise ValueError(f"manifest {csv_path} is not a readable UTF-8 CSV: {error}") from None
     frame.columns = [str(name).strip() for name in frame.columns]
@@ -83,12 +98,14 @@ def read_manifest(csv_path: str | os.PathLike, clean_tags: bool = True) -> tuple
     if "split" in frame.columns:
         frame["split"] = _check_split(frame["split"], csv_path)
     folder = os.path.dirname(csv_path)
+    rows = frame.to_dict("records")
+    default_ids = _default_ids(rows, folder)
     records, skipped, seen = [], [], {}
-    for index, row in enumerate(frame.to_dict("records")):
+    for index, row in enumerate(rows):
         line = index + 2  # the header is line 1
-        segment_id = row.get("id", "").strip() or _stem(row["path"])
+        segment_id = row.get("id", "").strip() or default_ids[index]
         try:
-            record = _record(row, segment_id, folder, clean_tags)
+            record = _record(row, segment_id, folder, _clean_tags(row, clean_tags, csv_path, line))
             if segment_id in seen:
                 raise _Skip(f"duplicate id: first seen on line {seen[segment_id]}")
         except _Skip as skip:
@@ -96,7 +113,7 @@ def read_manifest(csv_path: str | os.PathLike, clean_tags: bool = True) -> tuple
             continue
         seen[segment_id] = line
         records.append(record)
-    known = {*REQUIRED_COLUMNS, "id", "split", *TABLE_COLUMNS}
+    known = {*REQUIRED_COLUMNS, "id", "split", "clean_tags", *TABLE_COLUMNS}
     columns = list(TABLE_COLUMNS) + (["split"] if "split" in frame.columns else [])
     columns += [c for c in frame.columns if c not in known]
     table = pd.DataFrame(records, columns=columns)
@@ -105,7 +122,8 @@ def read_manifest(csv_path: str | os.PathLike, clean_tags: bool = True) -> tuple
     unlabelled = int((table["emotion"] == "").sum())
     if unlabelled:
         logger.warning("%s: %d rows have no label among %s", csv_path, unlabelled, ", ".join(ALL_EMOTIONS))
-    if skipped:
+    checks.check_not_empty(len(table), skips, f"manifest {csv_path}")
+    if skipped and not checks.warn_if_many_skipped(len(table), skips, f"manifest {csv_path}", logger):
         logger.warning("%s: %d rows skipped (see the skip report)", csv_path, len(skipped))
     return table, skips
 
@@ -137,6 +155,37 @@ def _check_split(values: pd.Series, csv_path: str) -> pd.Series:
 
 def _stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path.strip()))[0]
+
+
+def _default_ids(rows: list[dict], folder: str) -> list[str]:
+    """Each row's id when it has no `id`: the file's stem, unless distinct files share it.
+
+    `spkA/000.wav` and `spkB/000.wav` both have the stem `000`; such rows get the path
+    relative to the manifest's folder without extension (`spkA/000`), so distinct files
+    never collide. The same file listed twice keeps one id (and is skipped as a repeat).
+    """
+    files_of_stem: dict[str, set[str]] = {}
+    for row in rows:
+        files_of_stem.setdefault(_stem(row["path"]), set()).add(_resolve(folder, row["path"]))
+    ids = []
+    for row in rows:
+        stem = _stem(row["path"])
+        if len(files_of_stem[stem]) > 1 and row["path"].strip():
+            relative = _relative(_resolve(folder, row["path"]), folder)
+            ids.append(os.path.splitext(relative)[0].replace(os.sep, "/"))
+        else:
+            ids.append(stem)
+    return ids
+
+
+def _clean_tags(row: dict, default: bool, csv_path: str, line: int) -> bool:
+    value = str(row.get("clean_tags", "")).strip().lower()
+    if not value:
+        return default
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise ValueError(f"manifest {csv_path} line {line}: clean_tags {row['clean_tags']!r} is not one of "
+                     f"true/false/1/0/yes/no (or empty)")
 
 
 def _resolve(folder: str, path: str) -> str:

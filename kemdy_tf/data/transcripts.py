@@ -29,10 +29,14 @@ NOISE_TAGS = {
 }
 
 # Letter tags (`c/ n/ N/ u/ l/ b/`) stand alone or sit at the start of a word, one or
-# more in a row; the word after them (if any) is kept.
-_LETTER_TAGS = re.compile(r"^(?:[cnNulb]/)+")
-# Marks attached to a word (`그*`, `저+`, `음/`, also `*그`): the word is kept.
-_WORD_MARKS = re.compile(r"[*+/]")
+# more in a row; the word after them (if any) is kept. A tag is followed by the end of
+# the token or by a character that is not a Latin letter or digit, so `n/a` and `c/o`
+# are words, not tags.
+_LETTER_TAGS = re.compile(r"^(?:[cnNulb]/)+(?![A-Za-z0-9])")
+# A mark (`* + /`) is a tag when it stands alone or when exactly one sits at the start
+# or at the end of a word (`그*`, `저+`, `음/`, `*그`). A mark inside a word (`50/50`,
+# `rock+roll`) or a run of marks (`c++`) is part of the text.
+_MARKS = "*+/"
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 
 
@@ -54,22 +58,40 @@ def clean_transcript(text: str) -> str:
     """Removes the nine KEMDy noise tags and folds whitespace.
 
     Standalone tags (`c/ n/ N/ u/ l/ b/ * + /`) are dropped; letter tags written
-    against a word (`n/아`) and the marks `* + /` attached to a word (`그*`, `저+`,
-    `음/`, `*그`) are stripped and the word kept. A transcript of tags only cleans to
-    "". Cleaning is idempotent: cleaning a clean text changes nothing.
+    against a word (`n/아`) and one mark `* + /` attached to either end of a word
+    (`그*`, `저+`, `음/`, `*그`) are stripped and the word kept. Only tags are
+    removed: a slash or plus inside a word (`50/50`, `rock+roll`), a run of marks
+    (`c++`) and a letter tag glued to Latin text (`n/a`) stay as written. A
+    transcript of tags only cleans to "". Cleaning is idempotent: cleaning a clean
+    text changes nothing.
 
     Args:
         text: a transcript as written.
 
     Returns:
         The words of the transcript joined by single spaces.
+
+    Example:
+        >>> clean_transcript("50/50 c++ rock+roll 그*")
+        '50/50 c++ rock+roll 그'
     """
     words = []
     for token in str(text).split():
-        word = _WORD_MARKS.sub("", _LETTER_TAGS.sub("", token))
+        word = _strip_marks(_LETTER_TAGS.sub("", token))
         if word:
             words.append(word)
     return " ".join(words)
+
+
+def _strip_marks(word: str) -> str:
+    """`word` without one tag mark at its start and one at its end (never a run of marks)."""
+    if len(word) == 1 and word in _MARKS:
+        return ""
+    if len(word) >= 2 and word[0] in _MARKS and word[1] not in _MARKS:
+        word = word[1:]
+    if len(word) >= 2 and word[-1] in _MARKS and word[-2] not in _MARKS:
+        word = word[:-1]
+    return word
 
 
 def decode_transcript(data: bytes, path: str | os.PathLike = "<bytes>") -> str:
