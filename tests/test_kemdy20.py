@@ -255,6 +255,39 @@ def test_unreadable_annotation_file_is_one_skip_entry(tmp_path):
     assert skips.file.iloc[0] == str(root / "annotation" / "Sess02_eval.csv")
 
 
+@pytest.mark.parametrize("content", [b"", "Numb,Wav,,Segment ID,Total Evaluation\n,start,end,,Emotion\n".encode()])
+def test_annotation_files_without_rows_say_no_utterances_and_where(tmp_path, capsys, content):
+    from kemdy_tf.data.checks import NoUtterancesError
+
+    root = _copy_mini(tmp_path)
+    for path in (root / "annotation").glob("*.csv"):
+        path.write_bytes(content)
+    with pytest.raises(NoUtterancesError) as caught:
+        read_kemdy20(root)
+    message = str(caught.value)
+    assert "no utterances" in message and str(root / "annotation") in message and "Sess01_eval.csv" in message
+    assert kemdy20.main([str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "no utterances" in err and "utterances: 0" not in err
+
+
+def test_every_row_skipped_is_an_error_that_keeps_the_skip_report(tmp_path, capsys):
+    root = _copy_mini(tmp_path)
+    shutil.rmtree(root / "wav" / "Session01")
+    for session in ("Session02", "Session17"):
+        shutil.rmtree(root / "wav" / session, ignore_errors=True)
+    skips_csv = tmp_path / "skips.csv"
+    assert kemdy20.main([str(root), "--skips", str(skips_csv)]) == 2
+    assert "all 8 row(s)" in capsys.readouterr().err
+    assert len(pd.read_csv(skips_csv)) == 8
+
+
+def test_skipping_many_rows_is_said_loudly(caplog):
+    with caplog.at_level("WARNING"):
+        read_kemdy20(BAD)
+    assert "18 of 22 rows (82%)" in caplog.text and "SKIPPED" in caplog.text
+
+
 def test_no_annotation_file(tmp_path):
     (tmp_path / "annotation").mkdir()
     (tmp_path / "wav").mkdir()

@@ -50,6 +50,7 @@ import pandas as pd
 import soundfile
 
 from kemdy_tf.config import ALL_EMOTIONS
+from kemdy_tf.data import checks
 from kemdy_tf.data import labels as labels_lib
 from kemdy_tf.data.transcripts import TranscriptError, clean_transcript, read_transcript
 
@@ -341,7 +342,13 @@ def read_kemdy20(
         `(table, skips)`: the utterance table (columns `TABLE_COLUMNS`, see
         docs/architecture.md) and the skip report (`file, row, segment_id, reason`,
         one entry per skipped row; `attrs["remapped"]` counts ids found under the
-        annotation file's session, `attrs["remaps"]` maps them).
+        annotation file's session, `attrs["remaps"]` maps them). More than
+        `checks.SKIP_WARN_SHARE` of the rows skipped is logged as a warning.
+
+    Raises:
+        checks.NoUtterancesError: (a ValueError) the annotation files hold no data
+            row (headers only, or 0 bytes), or every row was skipped; the message
+            names the annotation folder and files read.
 
     Example:
         >>> table, skips = read_kemdy20("KEMDy20_v1_1")  # doctest: +SKIP
@@ -352,7 +359,8 @@ def read_kemdy20(
     e4 = index_e4_files(root)
     records, skipped, remaps = [], [], {}
     seen: dict[str, tuple[str, int]] = {}
-    for session, csv_path in annotation_files(root, sessions):
+    read = annotation_files(root, sessions)
+    for session, csv_path in read:
         try:
             rows = read_annotation_rows(csv_path)
         except (OSError, UnicodeDecodeError, csv.Error) as error:
@@ -391,9 +399,16 @@ def read_kemdy20(
     if remaps:
         examples = ", ".join(f"{a} -> {b}" for a, b in list(remaps.items())[:3])
         logger.warning("%d segment ids found under their annotation file's session (%s)", len(remaps), examples)
-    if skipped:
+    where = f"{len(read)} annotation file(s) in {os.path.join(root, 'annotation')} ({_names(read)})"
+    checks.check_not_empty(len(table), skips, where)
+    if skipped and not checks.warn_if_many_skipped(len(table), skips, where, logger):
         logger.warning("%d annotation rows skipped (see the skip report)", len(skipped))
     return table, skips
+
+
+def _names(files: list[tuple[int, str]], limit: int = 5) -> str:
+    names = [os.path.basename(path) for _, path in files]
+    return ", ".join(names[:limit]) + (f", ... {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _record(segment_id: str, found: dict, text_raw: str, text: str, fields: dict, e4: dict) -> dict:
@@ -449,6 +464,9 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
         table, skips = read_kemdy20(args.root, args.sessions)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        if isinstance(error, checks.NoUtterancesError) and args.skips and error.skips is not None:
+            error.skips.to_csv(args.skips, index=False)
+            print(f"skip report: {args.skips}", file=sys.stderr)
         return 2
     print(f"root: {find_root(args.root)}")
     print(summary(table, skips))
