@@ -17,7 +17,12 @@ Decisions:
   reported then, because it is read from the transcript alone.
 * audio longer than the model's window (max_frames frames, ~16.4 s): truncated to
   the window, with a warning; training truncated long clips the same way.
-* silence (peak below -60 dBFS): a warning; the prediction is still made.
+* silence (peak below -60 dBFS), audio shorter than 0.5 s, a WAV whose header
+  promises more audio than the file holds (truncated), samples beyond full scale
+  (a float WAV at +-50) or clipped: a warning each; the prediction is still made
+  (see kemdy_tf.inference for the thresholds).
+* a file that cannot be decoded: the error says what the file looks like (size,
+  first bytes: empty, not a RIFF/WAV, truncated header) and which formats are read.
 * a file that cannot be used (missing, unreadable, empty): one line on stderr, the
   other files are still predicted, and the exit status is 1.
 

@@ -11,6 +11,13 @@ Decisions:
 * audio longer than the model's window (max_frames frames, ~16.4 s): truncated to
   the window, with a warning; training truncated long clips the same way.
 * silence (peak below -60 dBFS): a warning; the prediction is still made.
+* shorter than MIN_SECONDS (0.5 s: about 16 log-mel frames, a syllable or two; the
+  KEMDy20 utterances the model learns from last 1-15 s): a warning, the emotion of
+  such a clip is mostly a guess. A WAV whose header promises more audio than the
+  file holds (an interrupted copy) is flagged as truncated.
+* samples beyond full scale (|x| > 1, e.g. a float WAV at +-50) or clipped (more
+  than CLIPPED_SHARE of the samples at full scale): a warning, since training audio
+  lies in -1..1 and the log-mel is absolute dB, so loudness shifts every feature.
 * a file that cannot be used (missing, unreadable, empty): its `Prediction` carries
   `error`, and the other files are still predicted.
 * transcripts are cleaned of KEMDy noise tags, as in training.
@@ -29,6 +36,9 @@ from pathlib import Path
 import numpy as np
 
 SILENCE_DBFS = -60.0  # peak level below which a clip is called silent
+MIN_SECONDS = 0.5  # shorter clips are predicted with a warning (see the module docstring)
+FULL_SCALE = 1.0  # audio is -1..1; a peak above this is out of scale
+CLIPPED_LEVEL, CLIPPED_SHARE = 0.999, 0.001  # clipped: over 0.1% of samples at |x| >= 0.999
 BATCH_SIZE = 8
 
 
@@ -47,7 +57,8 @@ class Prediction:
         arousal: 1 (relaxed) .. 5 (aroused).
         valence: 1 (negative) .. 5 (positive); None when the transcript is missing.
         transcript: the cleaned transcript used; None when missing.
-        warnings: silent audio, truncated audio.
+        warnings: silent, too short, truncated file, beyond full scale or clipped,
+            longer than the model's window.
         error: why the file could not be predicted (then every number is None).
     """
 
@@ -185,8 +196,7 @@ def predict_files(wavs, texts=None, model="saved_models/kemdy", batch_size: int 
     Raises:
         PredictError: the model cannot be loaded, or a transcript is not valid UTF-8.
     """
-    from kemdy_tf.data.audio import AudioError, load_audio
-    from kemdy_tf.data.transcripts import clean_transcript
+    from kemdy_tf.data.audio import AudioError
 
     model = model if isinstance(model, ExportedModel) else load_model(model)
     wavs = [str(w) for w in wavs]
@@ -195,32 +205,71 @@ def predict_files(wavs, texts=None, model="saved_models/kemdy", batch_size: int 
         raise PredictError(f"{len(wavs)} audio files but {len(texts)} transcripts")
 
     results = [Prediction(file=w) for w in wavs]
-    ready = []  # (index, wave, text)
-    for index, (wav, text) in enumerate(zip(wavs, texts)):
-        result = results[index]
-        transcript = _transcript(text, wav)
-        if transcript is not None:
-            result.transcript = clean_transcript(transcript) or None  # tags only = missing
+    ready = []  # (result, wave)
+    for result, text in zip(results, texts):
+        result.transcript = _clean(_transcript(text, result.file))
         try:
-            if os.path.isfile(wav) and os.path.getsize(wav) == 0:
-                raise AudioError(wav, "empty file (0 bytes)")
-            wave = load_audio(wav, model.sample_rate)
+            wave, warnings = load_clip(result.file, model)
         except AudioError as error:
             result.error = error.reason
             continue
-        result.warnings += _audio_warnings(wave, model)
-        ready.append((index, wave, result.transcript or ""))
+        result.warnings += warnings
+        ready.append((result, wave))
+    _predict_ready(ready, model, batch_size)
+    return results
 
+
+def predict_wave(wave: np.ndarray, text, model: ExportedModel, file: str, warnings=()) -> Prediction:
+    """The prediction for one clip already decoded by `load_clip` (the web page decodes once).
+
+    Args:
+        wave: mono float32 samples at `model.sample_rate`.
+        text: its transcript (None or "" = missing; bytes must be UTF-8).
+        model: the loaded export.
+        file: the name the Prediction carries.
+        warnings: `load_clip`'s warnings for this clip.
+
+    Raises:
+        PredictError: the transcript is not valid UTF-8.
+    """
+    result = Prediction(file=file, transcript=_clean(_transcript(text, file)), warnings=list(warnings))
+    _predict_ready([(result, wave)], model, 1)
+    return result
+
+
+def load_clip(path, model: ExportedModel) -> tuple[np.ndarray, list[str]]:
+    """The file decoded for `model` (mono, its rate) and the warnings about it.
+
+    Raises:
+        AudioError: the file cannot be used (missing, empty, undecodable); the reason
+            says what the file looks like.
+    """
+    from kemdy_tf.data.audio import AudioError, load_audio, truncation
+
+    path = str(path)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    wave = load_audio(path, model.sample_rate)
+    warnings = [w for w in [truncation(path)] if w]
+    return wave, warnings + audio_warnings(wave, model.sample_rate, model.window_samples)
+
+
+def _clean(transcript: str | None) -> str | None:
+    from kemdy_tf.data.transcripts import clean_transcript
+
+    return None if transcript is None else clean_transcript(transcript) or None  # tags only = missing
+
+
+def _predict_ready(ready: list, model: ExportedModel, batch_size: int) -> None:
+    """Fill each (Prediction, wave) pair's numbers, batch_size clips per call of the model."""
     for start in range(0, len(ready), batch_size):
         chunk = ready[start : start + batch_size]
-        outputs = model.predict([wave for _, wave, _ in chunk], [text for _, _, text in chunk])
-        for (index, _, _), out in zip(chunk, outputs):
-            result = results[index]
+        outputs = model.predict([wave for _, wave in chunk], [result.transcript or "" for result, _ in chunk])
+        for (result, _), out in zip(chunk, outputs):
             result.emotion = out["emotion"]
             result.probabilities = {c: round(float(p), 6) for c, p in zip(model.classes, out["probabilities"])}
             result.arousal = round(out["arousal"], 4)
             result.valence = None if result.transcript_missing else round(out["valence"], 4)
-    return results
 
 
 def _transcript(text, wav: str) -> str | None:
@@ -240,17 +289,33 @@ def _transcript(text, wav: str) -> str | None:
     return str(text) if str(text).strip() else None
 
 
-def _audio_warnings(wave: np.ndarray, model: ExportedModel) -> list[str]:
+def audio_warnings(wave: np.ndarray, sample_rate: int, window_samples: int) -> list[str]:
+    """What a listener should know before trusting a prediction on this decoded clip.
+
+    Silent, shorter than MIN_SECONDS, beyond full scale or clipped, longer than the
+    model's window (truncated). The file-level check (a truncated WAV) is `load_clip`'s.
+    """
     warnings = []
+    seconds = len(wave) / sample_rate
+    if seconds < MIN_SECONDS:
+        warnings.append(f"very short audio ({seconds:.3f} s, {len(wave)} samples; under {MIN_SECONDS:g} s): "
+                        "too little speech for a reliable emotion")
     peak = float(np.max(np.abs(wave)))
     if peak == 0:
         warnings.append("silent audio (every sample is 0): the prediction describes silence")
     elif 20 * math.log10(peak) < SILENCE_DBFS:
         warnings.append(f"silent audio (peak {20 * math.log10(peak):.0f} dBFS): the prediction describes silence")
-    if len(wave) > model.window_samples:
+    if peak > FULL_SCALE:
+        warnings.append(f"samples reach {peak:.3g}, beyond full scale (-1..1): a float file not scaled to "
+                        "-1..1? The model heard only -1..1 audio, so this prediction is unreliable")
+    else:
+        clipped = float(np.mean(np.abs(wave) >= CLIPPED_LEVEL))
+        if clipped > CLIPPED_SHARE:
+            warnings.append(f"clipped audio: {clipped:.1%} of the samples are at full scale (distorted)")
+    if len(wave) > window_samples:
         warnings.append(
-            f"audio is {len(wave) / model.sample_rate:.1f} s; the model hears only the first "
-            f"{model.window_samples / model.sample_rate:.1f} s (truncated, as in training)")
+            f"audio is {seconds:.1f} s; the model hears only the first "
+            f"{window_samples / sample_rate:.1f} s (truncated, as in training)")
     return warnings
 
 

@@ -109,6 +109,52 @@ def test_unreadable_audio_raises_audio_error_naming_the_file(tmp_path, name, con
     assert str(path) in str(caught.value)
 
 
+def _wav_bytes(seconds=0.5, rate=16000):
+    import io
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.full(int(seconds * rate), 0.1, np.float32), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", ["empty file (0 bytes)"]),
+    (b"this is not audio at all" * 10, ["not audio", "240 bytes", "b'this is not '", "RIFF"]),
+    (b"RIFF\x00\x00\x00\x00WAVEfmt ", ["truncated WAV header", "16 bytes", "needs 44"]),
+    (b"RIFF\x24\x00\x00\x00WAVE" + b"junk" + b"\x00" * 40, ["damaged or truncated"]),
+    (b"fLaC" + b"\x00" * 100, ["looks like FLAC"]),
+])
+def test_decoder_errors_say_what_the_file_looks_like_and_what_is_read(tmp_path, content, words):
+    path = tmp_path / "clip.wav"
+    path.write_bytes(content)
+    with pytest.raises(audio.AudioError) as caught:
+        audio.load_audio(path)
+    reason = caught.value.reason
+    assert reason.startswith("cannot decode audio: ")
+    for word in words:
+        assert word in reason
+    assert "WAV, FLAC" in reason and "readable formats" in reason
+    assert "Error: )" not in reason  # never an empty "(NoBackendError: )"
+
+
+def test_truncated_wav_is_flagged_and_complete_or_streamed_ones_are_not(tmp_path):
+    whole = _wav_bytes(2.0)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[: 44 + 1000])  # 500 samples = 31 ms of a promised 2 s
+    assert audio.truncation(cut) == ("truncated file: its header promises 2.00 s of audio but it holds 0.031 s "
+                                     "(an interrupted copy or recording?)")
+    assert len(audio.load_audio(cut)) == 500  # still decodes: the warning is what tells
+    complete = tmp_path / "whole.wav"
+    complete.write_bytes(whole)
+    assert audio.truncation(complete) is None
+    streamed = tmp_path / "streamed.wav"
+    streamed.write_bytes(whole[:40] + b"\xff\xff\xff\xff" + whole[44:2044])
+    assert audio.truncation(streamed) is None
+    flac = tmp_path / "a.flac"
+    sf.write(flac, np.zeros(800, np.float32), 16000)
+    assert audio.truncation(flac) is None
+
+
 def test_audio_error_survives_pickling_out_of_a_worker():
     error = pickle.loads(pickle.dumps(audio.AudioError("/x.wav", "broken")))
     assert (error.path, error.reason) == ("/x.wav", "broken")

@@ -91,6 +91,26 @@ def _write(path, wave):
     return path
 
 
+def test_short_truncated_and_out_of_scale_clips_are_predicted_with_warnings(setup, tmp_path):
+    sf.write(tmp_path / "whole.wav", tone(2.0, 16000), 16000, subtype="PCM_16")
+    whole = (tmp_path / "whole.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[: 44 + 1000])  # the header promises 2 s; 31 ms are left
+    sf.write(tmp_path / "clipped.wav", np.clip(tone(1.0, 16000, amplitude=3.0), -1, 1), 16000, subtype="PCM_16")
+    files = [_write(tmp_path / "short.wav", tone(0.05, 16000)), _write(tmp_path / "one.wav", np.array([0.2])),
+             tmp_path / "cut.wav", _write(tmp_path / "loud.wav", 50 * tone(1.0, 16000) / 0.45),
+             tmp_path / "clipped.wav", _write(tmp_path / "fine.wav", tone(1.0, 16000))]
+    short, one, cut, loud, clipped, fine = predict.predict_files(files, None, setup["model"])
+    for result in (short, one, cut, loud, clipped, fine):
+        assert result.error is None and result.emotion  # still predicted: warnings inform, they do not refuse
+    assert any("very short audio (0.050 s" in w and "under 0.5 s" in w for w in short.warnings)
+    assert any("very short audio (0.000 s, 1 samples" in w for w in one.warnings)
+    assert any("truncated file: its header promises 2.00 s" in w and "0.031 s" in w for w in cut.warnings)
+    assert any("very short" in w for w in cut.warnings)
+    assert any("beyond full scale" in w and "50" in w for w in loud.warnings)
+    assert any("clipped audio" in w for w in clipped.warnings)
+    assert fine.warnings == []
+
+
 def test_cli_folder_to_csv_reports_bad_files_and_exits_nonzero(setup, tmp_path, capsys):
     out = tmp_path / "predictions.csv"
     code = predict.main(["--wav", str(setup["clips"]), "--model", str(setup["base"]), "--out", str(out)])
@@ -99,7 +119,8 @@ def test_cli_folder_to_csv_reports_bad_files_and_exits_nonzero(setup, tmp_path, 
     assert code == 1
     assert all(line.startswith(("error: ", "warning: ")) for line in err)
     assert any("e_empty.wav" in line and "empty file" in line for line in err)
-    assert any("f_garbage.ogg" in line and line.startswith("error:") for line in err)
+    assert any("f_garbage.ogg" in line and line.startswith("error:") and "not audio: no RIFF/WAV" in line
+               and "readable formats" in line for line in err)
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert [Path(r["file"]).name for r in rows] == ["a_stereo.wav", "b_mono.flac", "c_silent.wav",
                                                      "d_long.wav", "e_empty.wav", "f_garbage.ogg"]

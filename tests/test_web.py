@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bench.web_memory import LoopbackServer, long_clip, post_many, rss_bytes, rss_rounds
 from kemdy_tf import export, inference
 from kemdy_tf.data import synthetic
 from kemdy_tf.data.audio import load_audio, log_mel
@@ -31,9 +32,9 @@ from test_export import build_tiny_run
 ROOT = Path(__file__).resolve().parents[1]
 MAX_FRAMES = 128  # a ~4 s window keeps the tiny model fast
 # Small limits, so that breaking each one costs little.
-LIMITS = Limits(max_bytes=400_000, max_seconds=8.0, max_text_chars=40, max_concurrent=2)
-KOREAN_TEXT = "n/ 정말 화가 나요 l/"  # KEMDy noise tags are cleaned, as by predict.py
 LOAD_REQUESTS = 50
+LIMITS = Limits(max_bytes=400_000, max_seconds=8.0, max_text_chars=40, max_concurrent=2, max_queue=LOAD_REQUESTS)
+KOREAN_TEXT = "n/ 정말 화가 나요 l/"  # KEMDy noise tags are cleaned, as by predict.py
 RSS_GROWTH_LIMIT = 100 * 2**20
 
 
@@ -99,7 +100,8 @@ def test_health_reports_the_model_and_the_limits(client, setup):
     assert body["model"] == f"kemdy/{model.path.name}"
     assert body["sample_rate"] == 16000
     assert body["window_seconds"] == pytest.approx(model.window_samples / 16000, abs=1e-3)
-    assert body["limits"] == {"max_bytes": 400_000, "max_seconds": 8.0, "max_text_chars": 40, "max_concurrent": 2}
+    assert body["limits"] == {"max_bytes": 400_000, "max_seconds": 8.0, "max_text_chars": 40, "max_concurrent": 2,
+                              "max_queue": LOAD_REQUESTS}
 
 
 def test_predict_gives_the_fields_and_numbers_of_predict_py_json(client, setup):
@@ -173,6 +175,68 @@ def test_text_at_the_limit_is_accepted(client):
     text = "가" * LIMITS.max_text_chars  # characters, not bytes: 40 Hangul are 120 UTF-8 bytes
     response = post(client, "clip.wav", encode(tone(0.5)), text=text)
     assert response.status_code == 200 and response.json()["transcript"] == text
+
+
+def test_short_truncated_and_out_of_scale_uploads_are_predicted_with_warnings(client):
+    whole = encode(tone(2.0))
+    cut = post(client, "cut.wav", whole[: 44 + 1000]).json()  # the header promises 2 s; 31 ms are left
+    assert any("truncated file: its header promises 2.00 s" in w for w in cut["warnings"])
+    assert any("very short audio" in w for w in cut["warnings"]) and cut["emotion"]
+    one = post(client, "one.wav", encode(np.array([0.2]))).json()
+    assert any("very short audio (0.000 s, 1 samples" in w for w in one["warnings"])
+    buffer = io.BytesIO()
+    sf.write(buffer, (50 * tone(1.0) / 0.45).astype(np.float32), 16000, format="WAV", subtype="FLOAT")
+    loud = post(client, "loud.wav", buffer.getvalue()).json()
+    assert any("beyond full scale" in w for w in loud["warnings"]) and loud["emotion"]
+    assert post(client, "fine.wav", encode(tone(1.0))).json()["warnings"] == []
+
+
+def test_each_upload_is_decoded_once(client, monkeypatch):
+    from kemdy_tf.data import audio
+
+    calls = []
+    real = audio.load_audio
+    monkeypatch.setattr(audio, "load_audio", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    assert post(client, "clip.wav", encode(tone(1.0)), text="좋아요").status_code == 200
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("encoding", ["cp949", "latin-1"])
+def test_a_transcript_that_is_not_utf8_is_refused_naming_the_encoding(client, encoding):
+    text = ("정말 화가 나요" if encoding == "cp949" else "café").encode(encoding)
+    response = client.post("/api/predict", files={"audio": ("clip.wav", _WAV, "audio/wav"), "text": (None, text)})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"] == "text_not_utf8"
+    assert "not valid UTF-8" in body["detail"] and "cp949" in body["detail"]
+
+
+def test_utf8_latin_text_is_accepted(client):
+    response = post(client, "clip.wav", _WAV, text="café au lait")
+    assert response.status_code == 200 and response.json()["transcript"] == "café au lait"
+
+
+def test_a_full_queue_answers_503_with_retry_after(client, setup):
+    admission = setup["app"].state.admission
+    saved = admission.admitted
+    admission.admitted = admission.capacity  # every slot running and the queue full
+    try:
+        response = post(client, "clip.wav", _WAV)
+    finally:
+        admission.admitted = saved
+    assert response.status_code == 503
+    assert response.json()["error"] == "busy" and "retry in about" in response.json()["detail"]
+    assert int(response.headers["retry-after"]) >= 1
+    assert post(client, "clip.wav", _WAV).status_code == 200  # and it serves again once there is room
+
+
+def test_beyond_the_queue_bound_requests_are_refused_not_queued(setup):
+    app = create_app(setup["base"], Limits(max_bytes=400_000, max_seconds=8.0, max_concurrent=1, max_queue=1))
+    with LoopbackServer(app) as server:
+        responses = asyncio.run(post_many(server.url, 12, encode(tone(4.0)), "좋아요"))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
+    assert all(r.headers.get("retry-after") for r in responses if r.status_code == 503)
 
 
 # === Refusals: a 4xx status, a code, and a sentence naming the problem ===
@@ -255,59 +319,6 @@ def test_page_is_utf8_korean_and_loads_nothing_from_other_hosts(client):
 # === Load: a real server on loopback ===
 
 
-def _rss_bytes(pid: int) -> int:
-    try:
-        import psutil
-
-        return psutil.Process(pid).memory_info().rss
-    except ImportError:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LoopbackServer:
-    """uvicorn serving `app` on 127.0.0.1 in a thread of this process, for the duration of a `with`."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start on {self.url}")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-async def _post_many(url: str, count: int, content: bytes, text: str) -> list:
-    import httpx
-
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=count)) as http:
-        async def one(i):
-            return await http.post("/api/predict", files={"audio": (f"clip{i}.wav", content, "audio/wav")},
-                                   data={"text": text})
-        return await asyncio.gather(*(one(i) for i in range(count)))
-
-
 def test_an_oversized_body_is_refused_with_or_without_a_content_length(setup):
     import httpx
 
@@ -337,13 +348,13 @@ def test_fifty_concurrent_requests_all_answer_and_memory_stays_steady(setup):
     content, text = setup["wav"].read_bytes(), setup["transcript"]
     [reference] = setup["predict"].predict_files([setup["wav"]], [text], setup["app"].state.model)
     with LoopbackServer(setup["app"]) as server:
-        warm = asyncio.run(_post_many(server.url, 10, content, text))
+        warm = asyncio.run(post_many(server.url, 10, content, text))
         assert [r.status_code for r in warm] == [200] * 10
-        before = _rss_bytes(os.getpid())  # the server runs in a thread of this process
+        before = rss_bytes(os.getpid())  # the server runs in a thread of this process
         start = time.monotonic()
-        responses = asyncio.run(_post_many(server.url, LOAD_REQUESTS, content, text))
+        responses = asyncio.run(post_many(server.url, LOAD_REQUESTS, content, text))
         seconds = time.monotonic() - start
-        after = _rss_bytes(os.getpid())
+        after = rss_bytes(os.getpid())
     assert [r.status_code for r in responses] == [200] * LOAD_REQUESTS
     # Concurrent calls of the shared model give each request its own, correct answer.
     assert sorted(r.json()["file"] for r in responses) == sorted(f"clip{i}.wav" for i in range(LOAD_REQUESTS))
@@ -353,3 +364,14 @@ def test_fifty_concurrent_requests_all_answer_and_memory_stays_steady(setup):
     assert after - before < RSS_GROWTH_LIMIT, f"RSS grew {(after - before) / 2**20:.0f} MB under load"
     print(f"{LOAD_REQUESTS} concurrent requests in {seconds:.1f} s; RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MB")
 
+
+@pytest.mark.slow
+def test_memory_is_bounded_over_rounds_of_long_clips(setup):
+    """bench/web_memory.py's loop at test sizes: later rounds must not keep adding memory."""
+    limits = Limits(max_bytes=400_000, max_seconds=8.0, max_concurrent=2, max_queue=8)
+    app = create_app(setup["base"], limits)
+    sizes = rss_rounds(app, rounds=12, concurrent=8, content=long_clip(7.5))
+    mb = [size / 2**20 for size in sizes]
+    late = mb[-1] - mb[6]  # rounds 7-12, after the allocator has warmed up
+    print("RSS per round (MB):", " ".join(f"{v:.0f}" for v in mb))
+    assert late < 40, f"RSS still grows: {late:.0f} MB over the last 6 rounds ({mb})"

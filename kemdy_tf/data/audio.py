@@ -19,6 +19,7 @@ second; `tf_frequency_mask` imports TensorFlow when it is called.
 from __future__ import annotations
 
 import os
+import struct
 import typing
 import warnings
 
@@ -75,6 +76,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
 
     Raises:
         AudioError: the file is missing, unreadable, empty or holds non-finite samples.
+            An undecodable file's reason says what the file looks like (size, first
+            bytes: empty, not a RIFF/WAV, truncated header) and which formats are read.
     """
     if not os.path.isfile(path):
         raise AudioError(path, "file not found")
@@ -84,12 +87,125 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
             warnings.simplefilter("ignore")
             wave, _ = librosa.load(path, sr=sample_rate, mono=True, dtype=np.float32)
     except Exception as error:  # soundfile, audioread and resampler errors all mean "unreadable"
-        raise AudioError(path, f"cannot decode audio ({type(error).__name__}: {error})") from error
+        detail = str(error).strip().splitlines()
+        cause = f"{type(error).__name__}: {detail[0]}" if detail else type(error).__name__
+        raise AudioError(path, f"cannot decode audio: {describe_file(path)}; readable formats: "
+                               f"{supported_formats()} (decoder said {cause})") from error
     if wave.size == 0:
         raise AudioError(path, "no samples (empty audio)")
     if not np.all(np.isfinite(wave)):
         raise AudioError(path, "contains NaN or infinite samples")
     return wave
+
+
+# === What a file looks like (for error messages and warnings) ===
+
+_WAV_HEADER_BYTES = 44  # RIFF + fmt + data chunk headers of a plain PCM WAV
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The container a file's first bytes announce ("wav", "flac", "ogg", "mp3"), or None."""
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3"
+    return None
+
+
+def supported_formats() -> str:
+    """The formats `load_audio` reads, in words (libsndfile's list, plus audioread's fallback)."""
+    import soundfile
+
+    main = ("WAV", "FLAC", "OGG", "MP3", "AIFF", "AU", "CAF", "W64", "RF64")
+    known = [name for name in main if name in soundfile.available_formats()]
+    return f"{', '.join(known)} (libsndfile); others (m4a, aac, wma, ...) only where ffmpeg is installed"
+
+
+def describe_file(path: str | os.PathLike) -> str:
+    """What an audio file looks like, for an error message: size, first bytes, and a diagnosis.
+
+        >>> describe_file("empty.wav")  # doctest: +SKIP
+        'empty file (0 bytes)'
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if size == 0:
+        return "empty file (0 bytes)"
+    shown = f"{size:,} bytes, starting {head[:12]!r}"
+    kind = sniff_format(head)
+    if head[:4] in (b"RIFF", b"RF64") and kind != "wav":
+        return f"a RIFF file that is not WAVE ({shown})"
+    if kind == "wav":
+        if size < _WAV_HEADER_BYTES:
+            return f"truncated WAV header ({shown}; a WAV header alone needs {_WAV_HEADER_BYTES})"
+        info = wav_header(path)
+        if info is None or "data_bytes" not in info:
+            return f"WAV header without a readable fmt/data chunk: damaged or truncated ({shown})"
+        return f"a WAV file that the decoder refuses ({shown})"
+    if kind is not None:
+        return f"looks like {kind.upper()} but does not decode: damaged or truncated? ({shown})"
+    return f"not audio: no RIFF/WAV, FLAC, Ogg or MP3 header ({shown})"
+
+
+def wav_header(path: str | os.PathLike) -> dict | None:
+    """What a WAV file's header declares, without decoding; None when it is not a RIFF WAV.
+
+    Returns:
+        `{"channels", "sample_rate", "block_align", "data_bytes" (declared),
+        "data_available" (bytes actually in the file after the data chunk header)}`;
+        the data keys are absent when no data chunk header is found.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            info: dict = {}
+            while True:
+                chunk = handle.read(8)
+                if len(chunk) < 8:
+                    return info
+                name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if name == b"fmt ":
+                    fmt = handle.read(min(length, 16))
+                    if len(fmt) < 16:
+                        return info
+                    _, channels, rate, _, align = struct.unpack("<HHIIH", fmt[:14])
+                    info.update(channels=channels, sample_rate=rate, block_align=align)
+                    handle.seek(length - 16 + (length & 1), os.SEEK_CUR)
+                elif name == b"data":
+                    info.update(data_bytes=length, data_available=size - handle.tell())
+                    return info
+                else:
+                    handle.seek(length + (length & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+
+
+def truncation(path: str | os.PathLike) -> str | None:
+    """A warning when a WAV's header promises more audio than the file holds, else None.
+
+    Streaming writers leave the data size at 0 or 0xFFFFFFFF ("until the end"): not
+    truncation. Other formats are not checked (their decoders report damage).
+    """
+    info = wav_header(path)
+    if not info or "data_bytes" not in info or not info.get("block_align") or not info.get("sample_rate"):
+        return None
+    declared, available = info["data_bytes"], info["data_available"]
+    if declared in (0, 0xFFFFFFFF) or available >= declared:
+        return None
+    rate, align = info["sample_rate"], info["block_align"]
+    return (f"truncated file: its header promises {declared / align / rate:.2f} s of audio but it holds "
+            f"{max(available, 0) / align / rate:.3f} s (an interrupted copy or recording?)")
 
 
 # === Log-mel ===

@@ -15,13 +15,19 @@ with a 4xx status; the codes are listed in `ERROR_CODES`.
 Design notes:
 * The model is loaded once, by `create_app`, and shared by every request. A bad
   `--model` therefore fails at start-up, not on the first request.
-* `/api/predict` is a plain `def` route, so FastAPI runs it in its threadpool and the
-  event loop stays free. The SavedModel signature is thread-safe; a semaphore bounds
-  how many clips are decoded and predicted at once (`Limits.max_concurrent`), which
-  bounds memory under load, not correctness.
-* The upload is decoded once (librosa, 16 kHz mono), and the decoded wave is both
-  the spectrogram's source and what `inference.predict_files` reads (as a float WAV
-  at the model's rate, so it is not resampled twice).
+* `/api/predict` admits a request (or answers 503 `busy` with Retry-After, see
+  `Admission`) on the event loop, then runs the work on a pool of exactly
+  `Limits.max_concurrent` threads, so the loop stays free and at most that many clips
+  are decoded and predicted at once; at most `Limits.max_queue` more wait. The
+  SavedModel signature is thread-safe: the bound is for memory, not correctness. A
+  dedicated pool (not Starlette's 40 threads) also keeps the number of threads that
+  ever hold a decoded clip, and so of malloc arenas, at max_concurrent: RSS settles
+  after the first round of long clips (bench/web_memory.py).
+* The upload is decoded once (`inference.load_clip`: librosa, 16 kHz mono), and the
+  decoded wave is both the spectrogram's source and what `inference.predict_wave`
+  predicts.
+* The `text` field must be UTF-8: its bytes are checked before anything decodes them
+  (Starlette would silently fall back to Latin-1 and predict on mojibake).
 * Size is capped twice: the whole body before it is parsed (the file cap plus room
   for the form: a declared Content-Length is checked first, a streamed body is
   stopped by FastAPI's per-route `max_body_size`), then the file itself.
@@ -29,24 +35,32 @@ Design notes:
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import dataclasses
+import functools
 import io
+import math
 import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, File, Form, UploadFile
+from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartParser
 
 from kemdy_tf import inference
+from kemdy_tf.data.audio import sniff_format as sniff_audio
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -67,6 +81,7 @@ CONTENT_SECURITY_POLICY = (
 )
 ERROR_CODES = {
     "empty_file": "400: the audio file has no bytes",
+    "text_not_utf8": "400: the text field's bytes are not UTF-8 (e.g. cp949 from a KEMDy20 .txt file)",
     "file_too_large": "413: the request or the audio file is larger than max_bytes",
     "audio_too_long": "413: the audio lasts longer than max_seconds",
     "unsupported_type": "415: the declared content type is not an accepted audio type",
@@ -74,6 +89,7 @@ ERROR_CODES = {
     "text_too_long": "422: the transcript has more than max_text_chars characters",
     "invalid_request": "422: a form field is missing or malformed",
     "bad_request": "400: the body could not be parsed (other 4xx: the HTTP status, e.g. not_found)",
+    "busy": "503: more than max_queue requests are already waiting; retry after the Retry-After seconds",
 }
 
 
@@ -87,14 +103,21 @@ class Limits:
         max_text_chars: longest transcript, in characters (Unicode code points).
         max_concurrent: clips decoded and predicted at the same time; further
             requests wait their turn (bounds memory under load).
+        max_queue: requests that may wait for a turn; one more is answered 503
+            `busy` with a Retry-After header at once instead of queueing (16 waiting
+            behind 2 running clips of a few seconds is a wait of seconds, not of a
+            quarter of a minute).
     """
 
     max_bytes: int = 10 * 1024 * 1024
     max_seconds: float = 60.0
     max_text_chars: int = 500
     max_concurrent: int = 2
+    max_queue: int = 16
 
     def __post_init__(self):
+        if not self.max_queue >= 0:
+            raise ValueError(f"Limits.max_queue must be 0 or more, got {self.max_queue}")
         for name in ("max_bytes", "max_seconds", "max_text_chars", "max_concurrent"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)}")
@@ -103,9 +126,9 @@ class Limits:
 class WebError(Exception):
     """A request the API refuses: HTTP status, machine-readable code, one sentence for people."""
 
-    def __init__(self, status: int, code: str, detail: str):
+    def __init__(self, status: int, code: str, detail: str, headers: dict | None = None):
         super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
 # === Response schemas (they make /openapi.json describe the API) ===
@@ -150,19 +173,6 @@ class HealthResponse(BaseModel):
 
 
 # === The work behind /api/predict ===
-
-
-def sniff_audio(head: bytes) -> str | None:
-    """The container a file's first bytes announce ("wav", "flac", "ogg", "mp3"), or None."""
-    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:4] == b"fLaC":
-        return "flac"
-    if head[:4] == b"OggS":
-        return "ogg"
-    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "mp3"
-    return None
 
 
 class Predictor:
@@ -211,16 +221,12 @@ class Predictor:
                 shutil.copyfileobj(fileobj, out)
             self._check_declared_duration(upload, filename)
             with self._slots:
-                wave = self._decode(upload, filename)
-                clip = Path(folder) / "clip.wav"
-                _write_wav(clip, wave, self.model.sample_rate)
+                wave, warnings = self._decode(upload, filename)
                 try:
-                    [prediction] = inference.predict_files([clip], [text], self.model)
+                    prediction = inference.predict_wave(wave, text, self.model, filename, warnings)
                 except inference.PredictError as error:
                     raise WebError(422, "invalid_request", f"{filename}: {error}") from None
                 spectrogram = self.spectrogram(wave)
-        if prediction.error:  # the decoded wave was fine, so this is unexpected; still a clear answer
-            raise WebError(422, "not_audio", f"{filename}: {prediction.error}")
         result = prediction.to_dict()
         result.update(file=filename, duration_seconds=round(len(wave) / self.model.sample_rate, 3),
                       spectrogram=spectrogram)
@@ -241,16 +247,17 @@ class Predictor:
             raise WebError(413, "audio_too_long", f"{filename} lasts {seconds:.1f} s; at most "
                            f"{self.limits.max_seconds:g} s are accepted")
 
-    def _decode(self, path: Path, filename: str) -> np.ndarray:
-        from kemdy_tf.data.audio import AudioError, load_audio
+    def _decode(self, path: Path, filename: str) -> tuple[np.ndarray, list[str]]:
+        """The upload decoded once, and `inference.load_clip`'s warnings about it."""
+        from kemdy_tf.data.audio import AudioError
 
         try:
-            wave = load_audio(path, self.model.sample_rate)
+            wave, warnings = inference.load_clip(path, self.model)
         except AudioError as error:
             reason = error.reason.replace(str(path), filename)  # never show the temporary path
             raise WebError(422, "not_audio", f"{filename} cannot be used as audio: {reason}") from None
         self._check_duration(len(wave) / self.model.sample_rate, filename)
-        return wave
+        return wave, warnings
 
     def spectrogram(self, wave: np.ndarray) -> dict:
         """The log-mel the model hears (kemdy_tf.data.audio.log_mel), as a PNG data URL and its axes."""
@@ -277,10 +284,90 @@ def _bytes(count: int) -> str:
     return f"{count / 2**20:.1f} MB ({count:,} bytes)"
 
 
-def _write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
-    import soundfile
+class Admission:
+    """Counts requests running or waiting; refuses one beyond `max_concurrent + max_queue`.
 
-    soundfile.write(str(path), wave, sample_rate, subtype="FLOAT")  # lossless for float32 samples
+    Used on the event loop only (one thread), so plain counters suffice.
+
+    Args:
+        limits: `max_concurrent` and `max_queue`.
+    """
+
+    def __init__(self, limits: Limits):
+        self.capacity = limits.max_concurrent + limits.max_queue
+        self.max_concurrent = limits.max_concurrent
+        self.admitted = 0
+        self.mean_seconds = 1.0  # running mean of one request's time, for Retry-After
+
+    def enter(self) -> None:
+        """Admit one request, or raise the 503 `busy` WebError with a Retry-After header."""
+        if self.admitted >= self.capacity:
+            waiting = self.admitted - self.max_concurrent
+            retry = max(1, math.ceil((waiting + 1) / self.max_concurrent * self.mean_seconds))
+            raise WebError(503, "busy", f"the server is busy: {self.max_concurrent} clip(s) running and "
+                           f"{waiting} waiting (at most {self.capacity - self.max_concurrent}); retry in "
+                           f"about {retry} s", headers={"Retry-After": str(retry)})
+        self.admitted += 1
+
+    def leave(self, seconds: float) -> None:
+        self.admitted -= 1
+        self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * seconds
+
+
+class StrictFormRequest(Request):
+    """A request whose multipart text fields must be valid in their charset (UTF-8 by default).
+
+    Starlette decodes a field it cannot decode as Latin-1, so cp949 bytes would reach
+    the model as mojibake ("ÇÑ±Û"). Here such a field is replaced by "" and its name
+    is listed in `scope["kemdy_undecodable"]` for the route to refuse.
+    """
+
+    async def _get_form(self, *, max_files=1000, max_fields=1000, max_part_size=1024 * 1024):
+        if self._form is None and self.headers.get("content-type", "").startswith("multipart/form-data"):
+            parser = _StrictMultiPartParser(self.headers, self.stream(), max_files=max_files,
+                                            max_fields=max_fields, max_part_size=max_part_size)
+            try:
+                self._form = await parser.parse()
+            finally:
+                self.scope["kemdy_undecodable"] = parser.undecodable
+        return await super()._get_form(max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
+
+
+class _StrictMultiPartParser(MultiPartParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.undecodable: dict[str, UnicodeDecodeError] = {}
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode(self._charset or "utf-8")
+            except (UnicodeDecodeError, LookupError) as error:
+                self.undecodable[part.field_name] = error
+                part.data = bytearray()
+        super().on_part_end()
+
+
+class StrictFormRoute(APIRoute):
+    """An APIRoute that parses forms with `StrictFormRequest`."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request):
+            return await handler(StrictFormRequest(request.scope, request.receive))
+
+        return strict_handler
+
+
+def _check_text_encoding(request: Request) -> None:
+    undecodable = request.scope.get("kemdy_undecodable") or {}
+    if "text" in undecodable:
+        error = undecodable["text"]
+        raise WebError(400, "text_not_utf8", f"the text field is not valid UTF-8 ({error.reason} at byte "
+                       f"{error.start}: {bytes(error.object[error.start:error.start + 4])!r}); send the transcript "
+                       "as UTF-8 (KEMDy20 .txt files are cp949: convert them first, e.g. iconv -f cp949 -t utf-8)")
 
 
 class DeclaredSizeLimit:
@@ -304,7 +391,8 @@ class DeclaredSizeLimit:
 
 
 def _error_response(error: WebError) -> JSONResponse:
-    return JSONResponse({"error": error.code, "detail": error.detail}, status_code=error.status)
+    return JSONResponse({"error": error.code, "detail": error.detail}, status_code=error.status,
+                        headers=error.headers)
 
 
 # === The application ===
@@ -327,6 +415,8 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
     model = inference.load_model(model_path)
     model.predict([np.zeros(model.sample_rate // 2, np.float32)], [""])  # warm-up: the first request is not slower
     predictor = Predictor(model, limits)
+    admission = Admission(limits)
+    workers = concurrent.futures.ThreadPoolExecutor(limits.max_concurrent, thread_name_prefix="kemdy-predict")
 
     app = FastAPI(
         title="kemdy_tf emotion recognition",
@@ -335,6 +425,7 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
         docs_url=None, redoc_url=None,  # both load their assets from a CDN; the schema stays at /openapi.json
     )
     app.state.model, app.state.limits, app.state.predictor = model, limits, predictor
+    app.state.admission = admission
     # Refused before the form is parsed (Starlette's RequestBodyLimitMiddleware, per route):
     # a declared Content-Length over the cap at once, a streamed body once it runs past it.
     max_body = limits.max_bytes + 4 * limits.max_text_chars + FORM_OVERHEAD_BYTES
@@ -362,18 +453,30 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
         return JSONResponse({"error": code, "detail": str(error.detail)}, status_code=error.status_code,
                             headers=getattr(error, "headers", None))
 
-    error_responses = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422)}
+    error_responses = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503)}
 
-    @app.post("/api/predict", response_model=PredictResponse, responses=error_responses, max_body_size=max_body,
-              summary="Predict emotion, arousal and valence of one clip")
-    def predict_clip(
+    strict = APIRouter(route_class=StrictFormRoute)  # the text field's bytes are checked (see StrictFormRequest)
+
+    @strict.post("/api/predict", response_model=PredictResponse, responses=error_responses, max_body_size=max_body,
+                 summary="Predict emotion, arousal and valence of one clip")
+    async def predict_clip(
+        request: Request,
         audio: UploadFile = File(description=f"WAV, FLAC, Ogg or MP3; at most {limits.max_bytes / 2**20:g} MB "
                                              f"and {limits.max_seconds:g} s"),
         text: str | None = Form(None, description=f"the transcript (UTF-8, at most {limits.max_text_chars} "
                                                   "characters); omit for the audio-only prediction"),
     ):
+        _check_text_encoding(request)
         filename = os.path.basename(audio.filename or "") or "upload"
-        return predictor(filename, audio.content_type, audio.file, text)
+        admission.enter()
+        start = time.monotonic()
+        try:
+            work = functools.partial(predictor, filename, audio.content_type, audio.file, text)
+            return await asyncio.get_running_loop().run_in_executor(workers, work)
+        finally:
+            admission.leave(time.monotonic() - start)
+
+    app.include_router(strict)
 
     @app.get("/api/health", response_model=HealthResponse, summary="Model and limits")
     def health():
