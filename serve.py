@@ -49,10 +49,13 @@ def main(argv=None) -> int:
     parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars, help="longest transcript")
     parser.add_argument("--max-concurrent", type=int, default=defaults.max_concurrent,
                         help="clips decoded and predicted at once (more wait their turn)")
+    parser.add_argument("--max-queue", type=int, default=defaults.max_queue,
+                        help="requests that may wait for a turn; beyond them: 503 busy with Retry-After")
     args = parser.parse_args(argv)
     try:
         limits = Limits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_seconds,
-                        max_text_chars=args.max_text_chars, max_concurrent=args.max_concurrent)
+                        max_text_chars=args.max_text_chars, max_concurrent=args.max_concurrent,
+                        max_queue=args.max_queue)
     except ValueError as error:
         parser.error(str(error))
 

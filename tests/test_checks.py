@@ -8,6 +8,7 @@ from kemdy_tf.data.checks import (
     SingleClassError,
     check_not_empty,
     check_training_labels,
+    feature_failure_skips,
     skip_reasons,
     warn_if_many_skipped,
 )
@@ -75,3 +76,13 @@ def test_skip_share_warning_and_empty_source():
     check_not_empty(1, _skips([]), "m.csv")
     with pytest.raises(NoUtterancesError, match="no utterances: m.csv holds no data rows"):
         check_not_empty(0, _skips([]), "m.csv")
+
+
+def test_feature_build_failures_become_skip_report_rows():
+    table = pd.DataFrame({"segment_id": ["a", "b", "a#aug1"], "wav_path": ["/d/a.wav", "/d/b.wav", "/d/a.wav"]})
+    skips = feature_failure_skips(table, [("/d/a.wav", "cannot decode audio: empty file (0 bytes)")])
+    assert list(skips.columns) == ["file", "row", "segment_id", "reason"]
+    assert skips.values.tolist() == [
+        ["/d/a.wav", 2, "a", "undecodable audio: cannot decode audio: empty file (0 bytes)"],
+        ["/d/a.wav", 4, "a#aug1", "undecodable audio: cannot decode audio: empty file (0 bytes)"]]
+    assert feature_failure_skips(table, []).empty

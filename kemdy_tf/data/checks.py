@@ -1,7 +1,8 @@
 """Checks that turn silent data problems into warnings or clear errors.
 
 Readers call `check_not_empty` and `warn_if_many_skipped` before returning a table;
-the training code calls `check_training_labels` once the table is split:
+the training code turns the feature build's failures into skip-report rows with
+`feature_failure_skips`, and calls `check_training_labels` once the table is split:
 
     >>> warnings = check_training_labels(table, config.data.classes)  # doctest: +SKIP
     >>> for line in warnings:                                          # doctest: +SKIP
@@ -97,6 +98,23 @@ def warn_if_many_skipped(n_rows: int, skips: pd.DataFrame, where: str,
                "on what is left")
     (logger or logging.getLogger(__name__)).warning(message)
     return message
+
+
+def feature_failure_skips(table: pd.DataFrame, failures: typing.Iterable[tuple[str, str]]) -> pd.DataFrame:
+    """Skip-report rows (`file, row, segment_id, reason`) for wavs the feature build could not use.
+
+    `FeatureCache.build` returns `[(wav_path, reason)]`; every table row of such a wav
+    becomes one entry: `file` the wav, `row` the row's line in the run's `table.csv`
+    (the header is line 1), `reason` "undecodable audio: " + the AudioError's reason.
+    Append them to `WORKDIR/skips.csv` so that no dropped utterance goes unlisted.
+    """
+    reasons = dict(failures)
+    records = []
+    if reasons:
+        for position, (wav, segment_id) in enumerate(zip(table["wav_path"], table["segment_id"])):
+            if wav in reasons:
+                records.append((wav, position + 2, segment_id, f"undecodable audio: {reasons[wav]}"))
+    return pd.DataFrame(records, columns=["file", "row", "segment_id", "reason"]).astype({"row": int})
 
 
 def check_training_labels(table: pd.DataFrame, classes: typing.Sequence[str]) -> list[str]:
