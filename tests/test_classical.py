@@ -1,0 +1,74 @@
+"""The classical baseline: eGeMAPS + logistic regression, TF-IDF + logistic regression."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+
+from kemdy_tf.classical import ClassicalBaseline, acoustic_features, speaker_standardise
+
+CLASSES = ["neutral", "happy", "sad"]
+
+
+def _table(n_per_class=12, speakers=("s1", "s2", "s3")):
+    rows = []
+    for c, emotion in enumerate(CLASSES):
+        for i in range(n_per_class):
+            rows.append({"emotion": emotion, "speaker": speakers[i % len(speakers)],
+                         "text": f"{emotion} word{i % 3} 말 {['좋아', '슬퍼', '그냥'][c]}"})
+    return pd.DataFrame(rows)
+
+
+def test_speaker_standardise_centres_each_speaker_and_leaves_unknown_rows():
+    X = np.array([[1.0, 10.0], [3.0, 30.0], [100.0, 0.0], [7.0, 7.0]])
+    out = speaker_standardise(X, ["a", "a", "b", ""])
+    np.testing.assert_allclose(out[:2], [[-1, -1], [1, 1]])
+    np.testing.assert_allclose(out[2], [0.0, 0.0])  # one clip: centred only
+    np.testing.assert_allclose(out[3], [7.0, 7.0])  # speaker unknown: untouched
+
+
+def test_audio_model_learns_a_per_speaker_offset_free_cue():
+    table = _table()
+    rng = np.random.default_rng(0)
+    y = table["emotion"].map(CLASSES.index).to_numpy()
+    offset = table["speaker"].map({"s1": 0.0, "s2": 50.0, "s3": -50.0}).to_numpy()
+    X = rng.normal(size=(len(table), 5)) + offset[:, None]
+    X[:, 0] += 3 * y  # the emotion cue, hidden under large speaker offsets
+    model = ClassicalBaseline(CLASSES).fit(table, X)
+    probs = model.predict_proba(table, X, modalities=("audio",))
+    assert probs.shape == (len(table), 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert (probs.argmax(1) == y).mean() > 0.9
+    assert model.modalities() == ("audio", "text")
+
+
+def test_text_model_reads_character_ngrams_and_fusion_averages_log_probabilities():
+    table = _table()
+    model = ClassicalBaseline(CLASSES).fit(table, None)
+    assert model.modalities() == ("text",)
+    y = table["emotion"].map(CLASSES.index).to_numpy()
+    assert (model.predict_proba(table, modalities=("text",)).argmax(1) == y).mean() == 1.0
+    with pytest.raises(ValueError, match="no model for"):
+        model.predict_proba(table, modalities=("audio",))
+
+
+def test_a_class_absent_from_training_gets_a_column_and_one_class_is_refused():
+    table = _table()
+    two = table[table["emotion"] != "sad"]
+    model = ClassicalBaseline(CLASSES).fit(two, None)
+    assert model.predict_proba(table, modalities=("text",)).shape == (len(table), 3)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        ClassicalBaseline(CLASSES).fit(table[table["emotion"] == "sad"], None)
+
+
+def test_acoustic_features_are_egemaps_functionals_with_nan_for_undecodable(tmp_path):
+    t = np.arange(16000) / 16000
+    wav = tmp_path / "tone.wav"
+    soundfile.write(wav, (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype("float32"), 16000)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    X = acoustic_features([str(wav), str(bad)])
+    assert X.shape == (2, 88)
+    assert np.isfinite(X[0]).all() and np.isnan(X[1]).all()
