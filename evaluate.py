@@ -14,10 +14,10 @@ Metric definitions: docs/metrics.md.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
+
+from kemdy_tf.logs import quiet_logs
 
 DEFAULT_WORKDIR = Path("runs/synthetic")  # where `python train.py --stage all` trains
 
@@ -37,11 +37,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # Batches are padded to their own length, so predict functions retrace a few times
-    # by design; TensorFlow's warning about it is noise here.
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    quiet_logs()
     from kemdy_tf.evaluation import EvaluationError, evaluate_workdir
     from kemdy_tf.evaluation.report import headline_markdown
 

@@ -7,21 +7,19 @@
     python train.py --stage all --folds 5
     python train.py --preset paper --set audio.n_layers=6 --set train.batch_size=8
 
-Stages: audio (arousal), text (valence), fusion (emotion), audio_clf / text_clf
-(single-modality emotion classifiers, the comparison baselines); `all` runs them in
-that order. Run the same command again after a kill: each stage resumes from its
+Stages (the registry in kemdy_tf/stages.py): audio (arousal), text (valence), fusion
+(emotion), audio_clf / text_clf (single-modality emotion classifiers, the comparison
+baselines); `all` runs them in that order. Run the same command again after a kill: each stage resumes from its
 last finished epoch; finished stages are skipped (--retrain trains them again).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+from kemdy_tf.logs import quiet_logs  # light: sets TF's C++ log level before TensorFlow loads
 
 DEFAULT_SYNTHETIC = Path("data/synthetic")
 DEFAULT_WORKDIR = Path("runs/synthetic")
@@ -29,8 +27,9 @@ DEFAULT_WORKDIR = Path("runs/synthetic")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", default=None,
-                   choices=["audio", "text", "fusion", "audio_clf", "text_clf", "all"],
+    from kemdy_tf import stages
+
+    p.add_argument("--stage", default=None, choices=[*stages.names(), "all"],
                    help="default: all (a sweep of an audio.*/text.* field: that encoder only)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", type=Path, help="a KEMDy20 folder (the real layout)")
@@ -99,14 +98,14 @@ def make_strategy(args):
 
 
 def train(args, config, workdir: Path, strategy) -> None:
-    from kemdy_tf import training
+    from kemdy_tf import run as run_lib, stages as stages_lib, training
 
-    tokenizer_from = training.find_tokenizer(args.init_from) if args.init_from else None
+    tokenizer_from = run_lib.find_tokenizer(args.init_from) if args.init_from else None
     # One cache for the whole command: sweeps and folds share it.
     cache_dir = args.cache_dir or (args.workdir or DEFAULT_WORKDIR).parent / "cache"
-    run = training.prepare_run(workdir, resolve_source(args), config, cache_dir=cache_dir,
-                               tokenizer_from=tokenizer_from)
-    stages = training.ALL_STAGES if args.stage == "all" else (args.stage,)
+    run = run_lib.prepare_run(workdir, resolve_source(args), config, cache_dir=cache_dir,
+                              tokenizer_from=tokenizer_from)
+    stages = stages_lib.names() if args.stage == "all" else (args.stage,)
     for stage in stages:
         training.train_stage(run, stage, strategy=strategy, unfreeze=args.unfreeze,
                              from_scratch=args.from_scratch, init_from=args.init_from,
@@ -122,9 +121,10 @@ def train(args, config, workdir: Path, strategy) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_logs()
     from kemdy_tf.config import set_field
-    from kemdy_tf.training import TrainingError
+    from kemdy_tf.run import RunError
+    from kemdy_tf.stages import StageError
 
     args.stage = args.stage or (None if args.sweep else "all")
     workdir = args.workdir or (DEFAULT_WORKDIR if not (args.data or args.manifest) else None)
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
                 train(args, folded, workdir / "folds" / f"fold{fold}", strategy)
         else:
             train(args, config, workdir, strategy)
-    except (TrainingError, ValueError, FileNotFoundError) as err:
+    except (RunError, StageError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

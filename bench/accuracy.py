@@ -17,9 +17,11 @@ import statistics
 import time
 from pathlib import Path
 
+from kemdy_tf import stages as stages_lib
 from kemdy_tf.config import RunConfig
 
-STAGES = ("audio", "text", "fusion")
+# The fusion stage and the encoders it starts from, from the stage registry.
+STAGES = stages_lib.with_requirements("fusion")
 
 
 def main_run_f1(workdir: Path) -> dict | None:
@@ -79,17 +81,17 @@ def short_run(data: Path, workdir: Path, cache: Path, config: RunConfig, epochs:
     import keras
     import numpy as np
 
-    from kemdy_tf import training
-    from kemdy_tf.evaluation.metrics import classification_metrics
+    from kemdy_tf import run as run_lib, training
+    from kemdy_tf.scoring import classification_metrics
 
-    run = training.prepare_run(workdir, {"data": str(data)}, config, cache_dir=cache)
+    run = run_lib.prepare_run(workdir, {"data": str(data)}, config, cache_dir=cache)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # train_stage prints its validation summary
         for stage in STAGES:
             training.train_stage(run, stage, epochs=epochs, verbose=0, retrain=True)
     seconds = time.perf_counter() - start
     model = keras.saving.load_model(Path(workdir) / "fusion" / "model.keras", compile=False)
-    test = training.stage_dataset(run, "fusion", "test", training=False)
+    test = stages_lib.stage_dataset(run, "fusion", "test", training=False, model=model)
     y_true = np.concatenate([y["emotion"].numpy().reshape(-1) for _, y in test]).astype(int)
     y_pred = np.argmax(model.predict(test.map(lambda x, y: x), verbose=0)["emotion"], axis=-1)
     scores = classification_metrics(y_true, y_pred, list(config.data.classes))

@@ -2,9 +2,9 @@
 
 Each epoch runs in its own process (`python bench/memory.py --data ...`) on a
 synthetic set whose feature cache the parent has already filled, so only training
-is measured: `training.prepare_run`, then one `fit` epoch of the fusion model trained
+is measured: `run.prepare_run`, then one `fit` epoch of the fusion model trained
 from scratch (the stage that reads every input: log-mels, frame masks and token ids)
-on `training.stage_dataset`, as `train_stage` runs it, without the validation pass
+on `stages.stage_dataset`, as `train_stage` runs it, without the validation pass
 and checkpointing around it. The child reports its own peak resident memory (VmHWM
 from /proc/self/status; `ru_maxrss` where /proc is missing), read right after the
 epoch, and (with --score) the macro-F1 of its one-epoch model on the test split.
@@ -108,22 +108,23 @@ def _child(argv=None) -> int:
 
     import numpy as np
 
-    from kemdy_tf import training
+    from kemdy_tf import run as run_lib, stages, training
     from kemdy_tf.config import make_config
-    from kemdy_tf.evaluation.metrics import classification_metrics
+    from kemdy_tf.scoring import classification_metrics
 
     config = make_config(args.preset, args.set)
-    run = training.prepare_run(args.workdir, {"data": args.data}, config, cache_dir=args.cache)
-    dataset = training.stage_dataset(run, STAGE, "train", training=True, class_weights=training.class_weights(run))
+    run = run_lib.prepare_run(args.workdir, {"data": args.data}, config, cache_dir=args.cache)
     model = training.build_stage_model(run, STAGE, from_scratch=True)
+    dataset = stages.stage_dataset(run, STAGE, "train", training=True, class_weights=training.class_weights(run),
+                                   model=model)
     training.compile_stage_model(model, STAGE, config)
     start_time = time.perf_counter()
-    model.fit(dataset, epochs=1, verbose=0)
+    model.fit(dataset, epochs=1, verbose=0, shuffle=False)
     epoch_s = time.perf_counter() - start_time
     result = {"stage": STAGE, "preset": args.preset, "train_utterances": int((run.table["split"] == "train").sum()),
               "epoch_s": epoch_s, "peak_rss_bytes": peak_rss_bytes()}
     if args.score:
-        test = training.stage_dataset(run, STAGE, "test", training=False)
+        test = stages.stage_dataset(run, STAGE, "test", training=False, model=model)
         y_true = np.concatenate([y["emotion"].numpy().reshape(-1) for _, y in test]).astype(int)
         y_pred = np.argmax(model.predict(test.map(lambda x, y: x), verbose=0)["emotion"], axis=-1)
         scores = classification_metrics(y_true, y_pred, list(config.data.classes))

@@ -25,9 +25,11 @@ import time
 import numpy as np
 
 from bench.flops import count_flops
+from kemdy_tf import stages as stages_lib
 from kemdy_tf.config import RunConfig
 
-STAGES = ("audio", "text", "fusion")
+# The fusion stage and the encoders it starts from, from the stage registry.
+STAGES = stages_lib.with_requirements("fusion")
 
 
 @contextlib.contextmanager
@@ -69,14 +71,12 @@ def build_stage(config: RunConfig, stage: str, vocab_size: int):
 
 
 def stage_batch(config: RunConfig, stage: str, batch: int, frames: int, vocab_size: int, seed: int = 0):
-    """One `(inputs, targets[, sample_weight])` batch shaped like `training.stage_dataset`'s.
+    """One `(inputs, targets[, sample_weight])` batch shaped like `stages.stage_dataset`'s.
 
     Log-mels in a dB-like range, every frame real (a padded batch is as long as its
     longest clip); transcripts of 20 tokens padded with 0 to max_tokens.
     """
     import tensorflow as tf
-
-    from kemdy_tf.training import INPUTS_OF_STAGE, TARGET_OF_STAGE
 
     rng = np.random.default_rng(seed)
     tokens = config.features.max_tokens
@@ -87,10 +87,11 @@ def stage_batch(config: RunConfig, stage: str, batch: int, frames: int, vocab_si
         "frame_mask": tf.ones((batch, frames), tf.bool),
         "token_ids": tf.constant(ids),
     }
-    x = {k: features[k] for k in INPUTS_OF_STAGE[stage]}
-    if len(x) == 1:
+    spec = stages_lib.get(stage)
+    x = {k: features[k] for k in spec.inputs}
+    if len(x) == 1:  # the encoders are single-input models (one tensor, not a dict)
         (x,) = x.values()
-    target = TARGET_OF_STAGE[stage]
+    target = spec.target
     if target == "emotion":
         y = {target: tf.constant(rng.integers(0, len(config.data.classes), batch).astype(np.int32))}
         return x, y, tf.ones([batch], tf.float32)  # training passes class weights as sample weights

@@ -1,9 +1,10 @@
 """kemdy_tf: multimodal (speech + transcript) emotion recognition on the KEMDy20 layout.
 
 After `import kemdy_tf`, `keras.saving.load_model(path)` works on the `.keras`
-archives a run writes: the custom layers register as soon as Keras is imported (at
-once if it already is). Data-only tools (the reader, the synthetic generator, the
-analysis) therefore never pay for importing Keras and TensorFlow.
+archives a run writes, compiled or not: the custom layers and the training metric
+(`SparseMacroF1`) register as soon as Keras is imported (at once if it already is).
+Data-only tools (the reader, the synthetic generator, the analysis) therefore never
+pay for importing Keras and TensorFlow.
 """
 
 import importlib.abc
@@ -13,12 +14,14 @@ import sys
 
 __version__ = "0.1.0"
 
-# TensorFlow's C++ start-up chatter hides our own output; a user's setting wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine, oneDNN notes) hides
+# our own output and is nothing a user can act on; a user's setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _register_layers() -> None:
     from kemdy_tf import models  # noqa: F401  (registration is an import side effect)
+    from kemdy_tf.models import metrics  # noqa: F401  SparseMacroF1, in compiled archives
 
 
 class _RegisterLayersWithKeras(importlib.abc.MetaPathFinder):

@@ -52,13 +52,16 @@ from pathlib import Path
 import numpy as np
 
 import kemdy_tf
+from kemdy_tf import run as run_lib, stages as stages_lib
 from kemdy_tf.config import RunConfig
 
 SERVING_SIGNATURE = "serving_default"
 FEATURES_SIGNATURE = "features"
 METADATA_ASSET = "kemdy_tf.json"
 TOKENIZER_ASSET = "tokenizer.model"
-STAGE_MODELS = {"audio": "arousal", "text": "valence", "fusion": "emotion"}
+# The registered stages (kemdy_tf.stages) the SavedModel is made of: the fusion stage and
+# the encoders it requires (audio -> arousal, text -> valence, fusion -> emotion).
+EXPORTED_STAGE = "fusion"
 _VERSION = re.compile(r"^[0-9]+$")
 
 
@@ -145,22 +148,25 @@ def export_run(
     import kemdy_tf.models  # noqa: F401  registers the custom layers load_model needs
 
     workdir = Path(workdir)
-    config = _read_run_config(workdir)
+    try:  # read-only: the export needs the config, the tokenizer and three models
+        run = run_lib.open_run(workdir, with_features=False)
+    except run_lib.RunError as error:
+        raise ExportError(str(error)) from None
+    config = run.config
     if config.features.speaker_norm:
         # The models saw log-mels normalised with each speaker's statistics; a served
         # clip has no speaker statistics, so in-graph features would not match training.
         raise ExportError(f"{workdir} was trained with features.speaker_norm=true; the SavedModel "
                           "cannot normalise an unknown speaker, so this run cannot be exported")
-    tokenizer_path = workdir / "tokenizer.model"
-    if not tokenizer_path.is_file():
-        raise ExportError(f"{tokenizer_path} is missing: {workdir} holds no prepared run")
+    tokenizer_path = run.tokenizer_path
     models = {}
-    for stage, output in STAGE_MODELS.items():
-        path = workdir / stage / "model.keras"
+    for stage in stages_lib.with_requirements(EXPORTED_STAGE):
+        path = run.model_path(stage)
         if not path.is_file():
-            raise ExportError(f"{path} is missing: train the {stage} stage ({output}) first")
+            raise ExportError(f"{path} is missing: train the {stage} stage "
+                              f"({stages_lib.get(stage).target}) first")
         try:
-            models[stage] = keras.saving.load_model(path)
+            models[stage] = keras.saving.load_model(path, compile=False)
         except Exception as error:
             raise ExportError(f"cannot load {path}: {type(error).__name__}: {error}") from error
     return export_models(
@@ -331,16 +337,6 @@ def weight_bytes(*models) -> int:
 # === Helpers ===
 
 
-def _read_run_config(workdir: Path) -> RunConfig:
-    path = workdir / "run.json"
-    try:
-        return RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["config"])
-    except FileNotFoundError:
-        raise ExportError(f"{path} is missing: {workdir} is not a training workdir") from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ExportError(f"cannot read the run config in {path}: {type(error).__name__}: {error}") from None
-
-
 def _call(model, feeds: dict, output: str):
     """`model(its inputs from feeds)[output]`, in inference mode."""
     spec = model.input
@@ -440,5 +436,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kemdy_tf.logs import quiet_logs
+
+    quiet_logs()
     sys.exit(main())

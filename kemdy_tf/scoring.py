@@ -4,9 +4,13 @@ Everything sklearn computes comes from sklearn; only Lin's concordance correlati
 coefficient (CCC), which sklearn lacks, is written here. Definitions, formulas and the
 reasons behind each choice are in docs/metrics.md.
 
+It sits below both training (the validation summary each stage prints) and
+evaluation (the test report), so both score with the same code and neither imports
+the other. `kemdy_tf.evaluation.metrics` is the same module under its old name.
+
 Example:
-    >>> from kemdy_tf.evaluation import metrics
-    >>> scores = metrics.classification_metrics([0, 0, 1], [0, 1, 1], ["neutral", "happy"])
+    >>> from kemdy_tf import scoring
+    >>> scores = scoring.classification_metrics([0, 0, 1], [0, 1, 1], ["neutral", "happy"])
     >>> round(scores["balanced_accuracy"], 3)
     0.75
 """

@@ -1,23 +1,22 @@
 """Predictions table, report files, plots, sweeps and folds of kemdy_tf.evaluation.
 
-The models here are tiny plain-Keras stand-ins with the contract's input and output
-names (docs/architecture.md), so the tests need neither training nor the data pipeline.
+The unit tests use tiny plain-Keras stand-ins with the contract's input and output
+names (docs/architecture.md); the whole-workdir tests use conftest's real tiny run.
 """
 
 import importlib.util
 import json
 import math
-import os
 import pathlib
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_run
 
-from kemdy_tf.config import RunConfig
-from kemdy_tf.evaluation import metrics, plots, predict, report, runs, sweeps
+from kemdy_tf import scoring as metrics
+from kemdy_tf.evaluation import plots, predict, report, runs, sweeps
 
 CLASSES = ("neutral", "happy", "sad")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -320,63 +319,48 @@ def test_aggregate_folds_mean_and_sample_std():
     assert summary["folds"] == ["fold0", "fold1", "fold2"]
 
 
-# === A whole workdir (models and data faked at the load_run / split_dataset seam) ===
+# === A whole workdir: a real tiny run (conftest's trained_run), copied ===
 
-class FakeRun:
-    def __init__(self, table):
-        self.config = RunConfig()
-        self.config.data.classes = CLASSES
-        self.table = table
-
-    def split(self, name):
-        return self.table[self.table["split"] == name]
+def _trim(workdir: pathlib.Path, keep) -> pathlib.Path:
+    for folder in workdir.iterdir():
+        if folder.is_dir() and folder.name not in keep:
+            shutil.rmtree(folder)
+    return workdir
 
 
-def make_workdir(root: pathlib.Path, stages, seed: int) -> pathlib.Path:
-    models = build_models(seed)
-    for stage in stages:
-        (root / stage).mkdir(parents=True)
-        models[stage].save(root / stage / "model.keras")
-    write_history(root / "fusion", loss=[1.0, 0.8], accuracy=[0.4, 0.5], f1=[0.2, 0.3],
-                  val_loss=[1.1, 0.9], val_accuracy=[0.3, 0.4], val_f1=[0.1, 0.2])
-    return root
+def _snapshot(folder: pathlib.Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
-def test_evaluate_workdir_writes_report_plots_sweeps_and_folds(tmp_path, monkeypatch):
-    test = split_table(9, seed=1)
-    train = split_table(12, seed=2).assign(split="train", augmented_from="")
-    train.loc[:7, "emotion"] = "sad"  # training majority: sad (8 of 12 rows)
-    train = pd.concat([train, train.iloc[:1].assign(emotion="happy", augmented_from="x")])  # copies ignored
-    table = pd.concat([train, test], ignore_index=True)
-    monkeypatch.setattr(runs, "load_run", lambda workdir, cache_dir=None: FakeRun(table))
-    monkeypatch.setattr(runs, "split_dataset", lambda run, split: dataset_of(split))
-
-    workdir = make_workdir(tmp_path / "run", ["audio", "text", "fusion", "audio_clf", "text_clf"], seed=0)
+def test_evaluate_workdir_writes_report_plots_sweeps_and_folds(tmp_path, trained_run):
+    workdir = copy_run(trained_run, tmp_path / "run")
     for k in range(2):
-        make_workdir(workdir / "folds" / f"fold{k}", ["fusion", "audio"], seed=k + 1)
+        _trim(copy_run(trained_run, workdir / "folds" / f"fold{k}"), keep={"fusion", "audio"})
     write_history(workdir / "sweeps" / "text.n_layers" / "1" / "text", loss=[1.0], rmse=[0.9],
                   val_loss=[1.0], val_rmse=[0.95])
     write_history(workdir / "sweeps" / "text.n_layers" / "2" / "text", loss=[1.0], rmse=[0.8],
                   val_loss=[1.0], val_rmse=[0.85])
+    (workdir / "text_clf" / "model.keras").unlink()  # a stage whose training did not finish
+    before = _snapshot(workdir)
 
-    (workdir / "unfinished").mkdir()
-    (workdir / "unfinished" / "config.json").write_text("{}")
     result = runs.evaluate_workdir(workdir)
     out = workdir / "eval_test"
-    assert any("unfinished/model.keras is missing" in note for note in result["notes"])
-    assert result["n"] == 9
-    assert result["majority_baseline"]["class"] == "sad"
-    assert result["majority_baseline"]["balanced_accuracy"] == pytest.approx(1 / 3)
-    assert set(result["models"]) == {"audio", "text", "fusion", "fusion_no_text", "audio_clf", "text_clf"}
+    after = {p: t for p, t in _snapshot(workdir).items() if out not in p.parents}
+    assert after == before, "evaluation wrote into the run outside its eval_test/ folder"
+    assert any("text_clf/model.keras is missing" in note for note in result["notes"])
+    table = pd.read_csv(workdir / "table.csv", keep_default_na=False)
+    n_test = int(((table["split"] == "test") & (table["augmented_from"] == "")).sum())
+    assert result["n"] == n_test
+    assert set(result["models"]) == {"audio", "text", "fusion", "fusion_no_text", "audio_clf"}
 
     for name in ("confusion_fusion.png", "confusion_fusion_no_text.png", "confusion_audio_clf.png",
-                 "confusion_text_clf.png", "recall_per_class.png", "curves_fusion.png", "sweep_text.n_layers.png"):
+                 "recall_per_class.png", "curves_fusion.png", "sweep_text.n_layers.png"):
         assert_png(out / name)
     predictions = pd.read_csv(out / "predictions.csv")
-    assert len(predictions) == 6 * 9
+    assert len(predictions) == 5 * n_test
 
     markdown = (out / "report.md").read_text()
-    for row in ("| majority baseline (`sad`)", "| audio only (`audio_clf`)", "| text only (`text_clf`)",
+    for row in ("| majority baseline (`", "| audio only (`audio_clf`)",
                 "| fusion (audio + text) (`fusion`)", "| fusion, transcript blanked (token ids 0) (`fusion_no_text`)"):
         assert row in markdown
     assert "![training curves of fusion](curves_fusion.png)" in markdown
@@ -390,6 +374,17 @@ def test_evaluate_workdir_writes_report_plots_sweeps_and_folds(tmp_path, monkeyp
     assert result["folds"]["models"]["fusion"]["emotion"]["accuracy"]["mean"] == pytest.approx(np.mean(wa))
     assert result["folds"]["models"]["fusion"]["emotion"]["accuracy"]["values"] == pytest.approx(wa)
     assert (out / "folds" / "fold1" / "report.md").exists()
+
+
+def test_evaluation_never_rebuilds_a_missing_feature_cache(tmp_path, trained_run):
+    workdir = copy_run(trained_run, tmp_path / "run")
+    with pytest.raises(runs.EvaluationError, match="feature cache .* does not exist"):
+        runs.evaluate_workdir(workdir, cache_dir=tmp_path / "gone")
+    assert not (tmp_path / "gone").exists()
+    empty = tmp_path / "empty_cache"
+    empty.mkdir()
+    with pytest.raises(runs.EvaluationError, match="holds none of the test split"):
+        runs.evaluate_workdir(workdir, cache_dir=empty)
 
 
 def test_evaluate_workdir_refuses_empty_or_missing_workdir(tmp_path):

@@ -16,22 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kemdy_tf import export
+from conftest import TINY_MODEL
+
+from kemdy_tf import export, run as run_lib
 from kemdy_tf.config import make_config
+from kemdy_tf.data import schema
 
 VENV_BIN = Path(sys.executable).parent
 TEXTS = ["안녕하세요 반갑습니다", "오늘 날씨가 정말 좋네요", "정말 화가 나요", "너무 슬퍼서 울었어요",
          "깜짝 놀랐어요 진짜", "그냥 그래요", "기분이 좋아요", "왜 그랬어요"]
-TINY = [
-    "audio.conv_filters=4,4,4,4", "audio.d_model=16", "audio.n_layers=1", "audio.n_heads=2",
-    "audio.ff_dim=32", "audio.gru_units=16", "text.d_model=16", "text.n_layers=1", "text.n_heads=2",
-    "text.ff_dim=32", "text.gru_units=16", "fusion.n_heads=2", "fusion.lstm_units=16",
-    "features.vocab_size=60",
-]
+TINY = [*TINY_MODEL, "features.vocab_size=60"]  # conftest's model sizes, a vocabulary these texts fill
 
 
 def build_tiny_run(workdir: Path, overrides=()):
-    """A trained-run stand-in (random weights): the workdir files export_run reads.
+    """A trained-run stand-in (random weights), laid out by `kemdy_tf.run` itself.
 
     Returns:
         (config, {"audio", "text", "fusion": in-memory Keras models}, tokenizer).
@@ -54,8 +52,14 @@ def build_tiny_run(workdir: Path, overrides=()):
     for stage, model in models.items():
         (workdir / stage).mkdir(exist_ok=True)
         model.save(workdir / stage / "model.keras")
-    (workdir / "run.json").write_text(json.dumps({"config": config.to_dict()}, ensure_ascii=False))
+    write_stand_in_run(workdir, config)
     return config, models, tokenizer
+
+
+def write_stand_in_run(workdir: Path, config) -> None:
+    """run.json and an empty table.csv, written the way prepare_run writes them."""
+    run_lib.write_run_files(workdir, config, {"data": str(workdir)}, schema.empty_table().assign(split=""),
+                            workdir / "cache")
 
 
 def keras_reference(models, tokenizer, config, waves, texts) -> dict:
@@ -333,6 +337,7 @@ def test_refuses_runs_the_served_graph_cannot_reproduce(run, tmp_path):
     # Speaker-normalised features need statistics of a speaker the server does not know.
     normalised = make_config("small", [*TINY, "features.speaker_norm=true"])
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "run.json").write_text(json.dumps({"config": normalised.to_dict()}))
+    (tmp_path / "run" / "tokenizer.model").write_bytes((run["root"] / "run" / "tokenizer.model").read_bytes())
+    write_stand_in_run(tmp_path / "run", normalised)
     with pytest.raises(export.ExportError, match="speaker_norm"):
         export.export_run(tmp_path / "run", tmp_path / "b")

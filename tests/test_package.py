@@ -15,6 +15,15 @@ CHECKS = {
     "layers register when keras was imported first": (
         "import keras, kemdy_tf\n"
         "assert keras.saving.get_registered_object('kemdy_tf>ModalityDropout') is not None"),
+    "the training metric registers too (compiled archives load)": (
+        "import kemdy_tf, keras\n"
+        "assert keras.saving.get_registered_object('kemdy_tf>SparseMacroF1') is not None"),
+    "evaluation and export do not import training (they read finished runs)": (
+        "import sys, kemdy_tf.evaluation, kemdy_tf.export, kemdy_tf.run\n"
+        "assert 'kemdy_tf.training' not in sys.modules"),
+    "the stage registry and the run module are light": (
+        "import sys, kemdy_tf.stages, kemdy_tf.run\n"
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules"),
 }
 
 

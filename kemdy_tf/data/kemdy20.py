@@ -52,18 +52,10 @@ import soundfile
 from kemdy_tf.config import ALL_EMOTIONS
 from kemdy_tf.data import checks
 from kemdy_tf.data import labels as labels_lib
+from kemdy_tf.data.schema import FLOAT_COLUMNS, SKIP_COLUMNS, TABLE_COLUMNS, check_skips, check_table  # noqa: F401
 from kemdy_tf.data.transcripts import TranscriptError, clean_transcript, read_transcript
 
 logger = logging.getLogger(__name__)
-
-# The utterance table's columns, in order (docs/architecture.md). Manifests add `split`.
-TABLE_COLUMNS = (
-    "segment_id", "session", "script", "speaker", "sex", "wav_path", "txt_path",
-    "text_raw", "text", "labels", "emotion", "valence", "arousal", "wav_start", "wav_end",
-    "rater_emotions", "rater_valence", "rater_arousal", "eda_path", "ibi_path", "temp_path",
-)
-FLOAT_COLUMNS = ("valence", "arousal", "wav_start", "wav_end")
-SKIP_COLUMNS = ("file", "row", "segment_id", "reason")
 
 N_COLUMNS = 37
 N_RATERS = 10
@@ -403,7 +395,7 @@ def read_kemdy20(
     checks.check_not_empty(len(table), skips, where)
     if skipped and not checks.warn_if_many_skipped(len(table), skips, where, logger):
         logger.warning("%d annotation rows skipped (see the skip report)", len(skipped))
-    return table, skips
+    return check_table(table, str(root)), check_skips(skips, str(root))
 
 
 def _names(files: list[tuple[int, str]], limit: int = 5) -> str:

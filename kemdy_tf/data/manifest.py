@@ -34,7 +34,7 @@ import pandas as pd
 from kemdy_tf.config import ALL_EMOTIONS
 from kemdy_tf.data import checks
 from kemdy_tf.data import labels as labels_lib
-from kemdy_tf.data.kemdy20 import FLOAT_COLUMNS, SKIP_COLUMNS, TABLE_COLUMNS
+from kemdy_tf.data.schema import FLOAT_COLUMNS, SKIP_COLUMNS, TABLE_COLUMNS, check_skips, check_table
 from kemdy_tf.data.transcripts import clean_transcript
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def read_manifest(csv_path: str | os.PathLike, clean_tags: bool = True) -> tuple
     checks.check_not_empty(len(table), skips, f"manifest {csv_path}")
     if skipped and not checks.warn_if_many_skipped(len(table), skips, f"manifest {csv_path}", logger):
         logger.warning("%s: %d rows skipped (see the skip report)", csv_path, len(skipped))
-    return table, skips
+    return check_table(table, str(csv_path)), check_skips(skips, str(csv_path))
 
 
 def _check_columns(frame: pd.DataFrame, csv_path: str) -> None:

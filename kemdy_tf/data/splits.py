@@ -26,18 +26,11 @@ import pandas as pd
 
 from kemdy_tf.config import DataConfig
 from kemdy_tf.data import labels as labels_lib
+from kemdy_tf.data.schema import FLOAT_COLUMNS, STRING_COLUMNS  # the table's column types (read_split)
 
 SPLITS = ("train", "val", "test")
 EXCLUDED = "excluded"
 SPLIT_VALUES = SPLITS + (EXCLUDED,)
-
-# Column types of the utterance table (docs/architecture.md), for read_split.
-STRING_COLUMNS = (
-    "segment_id", "session", "script", "speaker", "sex", "wav_path", "txt_path",
-    "text_raw", "text", "labels", "emotion", "rater_emotions", "rater_valence",
-    "rater_arousal", "eda_path", "ibi_path", "temp_path", "split", "augmented_from",
-)
-FLOAT_COLUMNS = ("valence", "arousal", "wav_start", "wav_end")
 
 
 # === Labels ===

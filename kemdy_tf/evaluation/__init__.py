@@ -1,6 +1,6 @@
 """Evaluation: sklearn metrics, plots and reports of a trained run.
 
-    metrics.py  classification / regression metrics, CCC, majority and mean baselines
+    metrics     = kemdy_tf.scoring (sklearn metrics, CCC, baselines; shared with training)
     predict.py  a run's models over one split -> one predictions table
     sweeps.py   training histories and hyperparameter sweeps
     plots.py    confusion matrices, per-class recall, training curves, sweeps (PNG)
@@ -10,7 +10,8 @@
 Definitions of every figure: docs/metrics.md.
 """
 
-from kemdy_tf.evaluation.metrics import (
+from kemdy_tf import scoring as metrics  # the old name of kemdy_tf.scoring
+from kemdy_tf.scoring import (
     classification_metrics,
     concordance_correlation,
     majority_baseline,
@@ -31,6 +32,7 @@ __all__ = [
     "majority_baseline",
     "majority_class",
     "mean_baseline",
+    "metrics",
     "predict_split",
     "regression_metrics",
     "render_markdown",

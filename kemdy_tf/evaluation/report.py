@@ -14,34 +14,39 @@ import typing
 
 import pandas as pd
 
-from kemdy_tf.evaluation.metrics import HEADLINE, HEADLINE_NAMES
-from kemdy_tf.json_safe import to_json_safe  # noqa: F401  (part of this module's API)
+from kemdy_tf import stages as stages_lib
 from kemdy_tf.evaluation.predict import NO_TEXT_SUFFIX
+from kemdy_tf.json_safe import to_json_safe  # noqa: F401  (part of this module's API)
+from kemdy_tf.scoring import HEADLINE, HEADLINE_NAMES
 
-# How each model is named in tables; the order is the order of the tables' rows.
-DESCRIPTIONS = {
-    "audio_clf": "audio only",
-    "text_clf": "text only",
-    "fusion": "fusion (audio + text)",
-    "fusion" + NO_TEXT_SUFFIX: "fusion, transcript blanked (token ids 0)",
-    "audio": "audio encoder",
-    "text": "text encoder",
-}
 REGRESSION_NAMES = {"rmse": "RMSE", "ccc": "CCC"}
+
+
+def _descriptions() -> dict[str, str]:
+    """How each model is named in tables, in the order of the tables' rows: the stage
+    registry's descriptions, each audio+text model followed by its transcript-blanked run."""
+    out = {}
+    for name in stages_lib.report_order():
+        stage = stages_lib.get(name)
+        out[name] = stage.description
+        if len(stage.modalities) > 1:
+            out[name + NO_TEXT_SUFFIX] = f"{name}, transcript blanked (token ids 0)"
+    return out
 
 
 def describe(model: str) -> str:
     """`"audio only (audio_clf)"`: a model's table name with its stage folder."""
-    if model in DESCRIPTIONS:
-        return f"{DESCRIPTIONS[model]} (`{model}`)"
+    descriptions = _descriptions()
+    if model in descriptions:
+        return f"{descriptions[model]} (`{model}`)"
     if model.endswith(NO_TEXT_SUFFIX):
         return f"{model[:-len(NO_TEXT_SUFFIX)]}, transcript blanked (`{model}`)"
     return f"`{model}`"
 
 
 def ordered(models: typing.Iterable[str]) -> list[str]:
-    """Models in the order of `DESCRIPTIONS`, unknown ones after them alphabetically."""
-    known = list(DESCRIPTIONS)
+    """Models in the order of `_descriptions()`, unknown ones after them alphabetically."""
+    known = list(_descriptions())
     return sorted(models, key=lambda m: (known.index(m) if m in known else len(known), m))
 
 
@@ -85,6 +90,30 @@ def headline_markdown(report: dict) -> str:
     if report.get("models"):
         parts += [_classification_section(report), _regression_section(report)]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def results_markdown(report: dict) -> str:
+    """The README's results: the emotion table (baseline first) and the arousal/valence
+    table, from a report.json, with nothing typed by hand (scripts/readme_results.py)."""
+    baseline = report["majority_baseline"]
+    split = f"{report['split']} split, {report['n']} utterances"
+    rows = [[f"majority baseline (`{baseline['class']}`)"] + [_num(baseline[k]) for k in HEADLINE]]
+    for model in ordered(report["models"]):
+        scores = report["models"][model].get("emotion")
+        if scores is not None:
+            rows.append([describe(model)] + [_num(scores[k]) for k in HEADLINE])
+    parts = [_table([f"model ({split})"] + [HEADLINE_NAMES[k] for k in HEADLINE], rows)]
+    regression = []
+    for target in ("arousal", "valence"):
+        for model in ordered(report["models"]):
+            scores = report["models"][model].get(target)
+            if scores is not None:
+                base = report.get("mean_baseline", {}).get(target, {})
+                regression.append([target, describe(model), _num(scores["rmse"]), _num(scores["ccc"]),
+                                   _num(base.get("rmse"))])
+    if regression:
+        parts.append(_table(["target", "model", "RMSE", "CCC", "mean-baseline RMSE"], regression))
+    return "\n\n".join(parts) + "\n"
 
 
 def _header(report: dict) -> str:

@@ -2,30 +2,29 @@
 
     evaluate_workdir("runs/synthetic")     # -> runs/synthetic/eval_test/report.md ...
 
-Reads the workdir layout of docs/architecture.md: `run.json`, `table.csv` with its
-`split` column, `tokenizer.model`, one folder per stage with `model.keras` and
-`history.csv`, `sweeps/<field>/<value>/` and `folds/fold<k>/` (each a workdir).
+Opens the run read-only through `kemdy_tf.run.open_run` (run.json, table.csv,
+tokenizer.model, the feature cache as training left it: nothing is recomputed), one
+folder per registered stage (`kemdy_tf.stages`) with `model.keras` and `history.csv`,
+`sweeps/<field>/<value>/` and `folds/fold<k>/` (each a workdir).
 A workdir that holds only sweeps or folds (as `train.py --sweep` / `--folds` leave
 the top level) gets a report of those alone.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 import re
 
 import pandas as pd
 
-from kemdy_tf.evaluation import metrics, plots, report as report_lib, sweeps as sweeps_lib
+from kemdy_tf import run as run_lib, scoring as metrics
+from kemdy_tf.evaluation import plots, report as report_lib, sweeps as sweeps_lib
 from kemdy_tf.evaluation.predict import predict_split
 
 log = logging.getLogger("kemdy_tf.evaluation")
 
 SPLITS = ("test", "val")
-# Folders of a workdir that are not stages.
-NOT_STAGES = {"sweeps", "folds", "backup", "logs"}
 LABEL_POLICY = (
     "Each utterance is scored against its primary label (`emotion`): the first annotated "
     "label that is a target class and not `neutral`, else `neutral` "
@@ -41,37 +40,21 @@ class EvaluationError(RuntimeError):
 # === Loading a run ===
 
 def load_run(workdir: str | pathlib.Path, cache_dir=None):
-    """The `training.Run` (config, table, tokenizer, feature cache) a workdir was trained with.
-
-    Reads `run.json` for the config and data source and lets `training.prepare_run`
-    reuse the stored `table.csv` and `tokenizer.model` (it only fills cache entries
-    that are missing, e.g. when the cache folder was deleted).
+    """The finished run in `workdir`, opened read-only (`kemdy_tf.run.open_run`).
 
     Raises:
-        EvaluationError: when `run.json`, `table.csv` or `tokenizer.model` is missing.
+        EvaluationError: when `run.json`, `table.csv` or `tokenizer.model` is missing,
+            or the feature cache is gone (evaluation never recomputes features).
     """
-    from kemdy_tf import training
-
-    workdir = pathlib.Path(workdir)
-    for name in ("run.json", "table.csv", "tokenizer.model"):
-        if not (workdir / name).exists():
-            raise EvaluationError(f"{workdir / name} is missing: {workdir} is not a prepared run "
-                                  f"(train it first with `python train.py --workdir {workdir}`)")
-    stored = json.loads((workdir / "run.json").read_text(encoding="utf-8"))
-    if "config" not in stored or "source" not in stored:
-        raise EvaluationError(f"{workdir / 'run.json'} lacks 'config' or 'source'")
-    return training.load_run(workdir, cache_dir=cache_dir)
+    try:
+        return run_lib.open_run(workdir, cache_dir=cache_dir)
+    except run_lib.RunError as error:
+        raise EvaluationError(str(error)) from None
 
 
 def stage_folders(workdir: str | pathlib.Path, filename: str) -> dict[str, pathlib.Path]:
-    """`{stage: folder}` for every stage folder of `workdir` holding `filename`, in report order."""
-    workdir = pathlib.Path(workdir)
-    if not workdir.is_dir():
-        return {}
-    found = {p.name: p for p in workdir.iterdir()
-             if p.is_dir() and p.name not in NOT_STAGES and not p.name.startswith("eval_")
-             and (p / filename).exists()}
-    return {name: found[name] for name in report_lib.ordered(found)}
+    """`{stage: folder}` for every registered stage whose folder holds `filename`, in report order."""
+    return run_lib.stage_folders(workdir, filename)
 
 
 def load_models(workdir: str | pathlib.Path) -> dict:
@@ -81,11 +64,11 @@ def load_models(workdir: str | pathlib.Path) -> dict:
     import kemdy_tf.models  # noqa: F401  registers the custom layers load_model needs
 
     models = {}
-    for stage, folder in stage_folders(workdir, "model.keras").items():
+    for stage, folder in stage_folders(workdir, run_lib.MODEL).items():
         try:
-            models[stage] = keras.saving.load_model(folder / "model.keras", compile=False)
+            models[stage] = keras.saving.load_model(folder / run_lib.MODEL, compile=False)
         except Exception as err:  # a damaged archive: name it, do not guess
-            raise EvaluationError(f"cannot load {folder / 'model.keras'}: {err}") from err
+            raise EvaluationError(f"cannot load {folder / run_lib.MODEL}: {err}") from err
     return models
 
 
@@ -149,6 +132,10 @@ def evaluate_models(workdir: pathlib.Path, split: str, cache_dir=None) -> tuple[
     table = run.split(split)
     if table.empty:
         raise EvaluationError(f"{workdir / 'table.csv'} has no rows in the {split} split")
+    try:
+        table = run.require_features(table, f"{split} split")
+    except run_lib.RunError as error:
+        raise EvaluationError(str(error)) from None
     classes = list(run.config.data.classes)
     predictions = predict_split(load_models(workdir), split_dataset(run, table), classes, table=table)
     train = original_rows(run.split("train"))

@@ -1,0 +1,245 @@
+"""The one list of training stages: what each trains, on what, and how it is scored.
+
+A stage is one model in one folder of a run (`WORKDIR/<name>/`). Everything that
+names stages reads `STAGES`: `train.py --stage` choices and `all`, the training loop,
+the evaluation's table order and descriptions, the export, the benchmarks.
+
+    >>> from kemdy_tf import stages
+    >>> [s.name for s in stages.all_stages()]
+    ['audio', 'text', 'fusion', 'audio_clf', 'text_clf']
+    >>> stages.get("fusion").requires
+    ('audio', 'text')
+
+Adding a stage is one `register(Stage(...))` call (its builder returns an uncompiled
+Keras model whose inputs are named after `inputs` and whose output is `{target: ...}`);
+the training loop, the evaluation and `train.py` pick it up from here.
+
+This module imports neither Keras nor TensorFlow at import time; builders and
+metric factories import them when called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+AUDIO_INPUTS = ("log_mel", "frame_mask")
+TEXT_INPUTS = ("token_ids",)
+REGRESSION_TARGETS = ("arousal", "valence")
+
+
+class StageError(RuntimeError):
+    """A stage cannot be built (unknown name, a missing encoder it starts from, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One training stage.
+
+    Attributes:
+        name: the stage folder and `--stage` value.
+        target: the output it predicts: `emotion` (class probabilities) or `arousal` /
+            `valence` (one value in 1..5).
+        inputs: the model inputs it reads (names of `features.make_dataset` features).
+        modalities: `("audio",)`, `("text",)` or both.
+        build: `build(run, stage, unfreeze=False, from_scratch=False) -> keras.Model`
+            (uncompiled).
+        loss: the Keras loss name.
+        metrics: `metrics(config) -> [keras.metrics.Metric]` logged during training.
+        description: how reports name it.
+        requires: stages whose trained models `build` starts from (trained first).
+    """
+
+    name: str
+    target: str
+    inputs: tuple[str, ...]
+    modalities: tuple[str, ...]
+    build: typing.Callable
+    loss: str
+    metrics: typing.Callable
+    description: str
+    requires: tuple[str, ...] = ()
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.target == "emotion"
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    """Add a stage (registration order is the order `--stage all` trains in)."""
+    if stage.name in STAGES:
+        raise ValueError(f"stage {stage.name!r} is already registered")
+    unknown = [r for r in stage.requires if r not in STAGES]
+    if unknown:
+        raise ValueError(f"stage {stage.name!r} requires unregistered stage(s) {unknown}")
+    STAGES[stage.name] = stage
+    return stage
+
+
+def get(name: str) -> Stage:
+    """The registered stage called `name`; StageError names the choices otherwise."""
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise StageError(f"unknown stage {name!r}; choose one of {tuple(STAGES)}") from None
+
+
+def all_stages() -> list[Stage]:
+    """Every stage, in training order (what `--stage all` runs)."""
+    return list(STAGES.values())
+
+
+def names() -> tuple[str, ...]:
+    return tuple(STAGES)
+
+
+def with_requirements(name: str) -> tuple[str, ...]:
+    """`name` and the stages it starts from, in training order: fusion -> (audio, text, fusion)."""
+    needed, todo = set(), [name]
+    while todo:
+        stage = get(todo.pop())
+        if stage.name not in needed:
+            needed.add(stage.name)
+            todo.extend(stage.requires)
+    return tuple(n for n in STAGES if n in needed)
+
+
+def report_order() -> list[str]:
+    """How reports order the stages: single-modality classifiers (the comparisons), then
+    multimodal classifiers, then the regression encoders; registration order within each."""
+    ranked = sorted(STAGES.values(), key=lambda s: (not s.is_classifier, len(s.modalities) if s.is_classifier else 0))
+    return [s.name for s in ranked]
+
+
+# === Loss and metrics ===
+
+def _regression_metrics(config) -> list:
+    import keras
+
+    return [keras.metrics.RootMeanSquaredError(name="rmse")]
+
+
+def _classification_metrics(config) -> list:
+    import keras
+
+    from kemdy_tf.models.metrics import SparseMacroF1
+
+    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            SparseMacroF1(len(config.data.classes), name="f1")]
+
+
+# === Builders ===
+
+def _build_audio_encoder(run, stage, unfreeze=False, from_scratch=False):
+    from kemdy_tf.models import audio_encoder
+
+    return audio_encoder.build_audio_encoder(run.config.audio, run.config.features)
+
+
+def _build_text_encoder(run, stage, unfreeze=False, from_scratch=False):
+    from kemdy_tf.models import text_encoder
+
+    return text_encoder.build_text_encoder(run.config.text, run.config.features, run.vocab_size())
+
+
+def _build_classifier(run, stage, unfreeze=False, from_scratch=False):
+    """An emotion classifier on the backbones of the encoders trained in this run.
+
+    The encoders' backbones are frozen unless `unfreeze`; `from_scratch` starts from
+    random backbones instead of the trained encoders.
+    """
+    import keras
+
+    from kemdy_tf.models import audio_encoder, fusion, text_encoder
+
+    cfg = run.config
+    stage = get(stage) if isinstance(stage, str) else stage
+    backbones = {"audio": None, "text": None}
+    for modality in stage.modalities:
+        path = run.model_path(modality)
+        if from_scratch:
+            backbones[modality] = (audio_encoder.build_audio_backbone(cfg.audio, cfg.features)
+                                   if modality == "audio"
+                                   else text_encoder.build_text_backbone(cfg.text, cfg.features, run.vocab_size()))
+            continue
+        if not path.exists():
+            raise StageError(
+                f"stage {stage.name} starts from the {modality} encoder, but {path} is missing: "
+                f"run `python train.py --stage {modality} --workdir {run.workdir}` first, "
+                f"or pass --from-scratch")
+        encoder = keras.saving.load_model(path, compile=False)
+        backbone = encoder.get_layer(f"{modality}_backbone")
+        backbone.trainable = unfreeze
+        backbones[modality] = backbone
+    return fusion.build_fusion_model(backbones["audio"], backbones["text"], cfg.fusion,
+                                     len(cfg.data.classes), modalities=stage.modalities)
+
+
+# === The registry ===
+
+register(Stage("audio", "arousal", AUDIO_INPUTS, ("audio",), _build_audio_encoder, "mse",
+               _regression_metrics, "audio encoder"))
+register(Stage("text", "valence", TEXT_INPUTS, ("text",), _build_text_encoder, "mse",
+               _regression_metrics, "text encoder"))
+register(Stage("fusion", "emotion", AUDIO_INPUTS + TEXT_INPUTS, ("audio", "text"), _build_classifier,
+               "sparse_categorical_crossentropy", _classification_metrics, "fusion (audio + text)",
+               requires=("audio", "text")))
+register(Stage("audio_clf", "emotion", AUDIO_INPUTS, ("audio",), _build_classifier,
+               "sparse_categorical_crossentropy", _classification_metrics, "audio only",
+               requires=("audio",)))
+register(Stage("text_clf", "emotion", TEXT_INPUTS, ("text",), _build_classifier,
+               "sparse_categorical_crossentropy", _classification_metrics, "text only",
+               requires=("text",)))
+
+
+# === Datasets ===
+
+def inputs_for(model, features: dict):
+    """`features` in the structure `model` was built with: a dict keyed by its input
+    names, a list, or the one tensor of a single-input model (no Keras structure warning)."""
+    spec = model.input
+    if isinstance(spec, dict):
+        return {name: features[name] for name in spec}
+    if isinstance(spec, (list, tuple)):
+        return [features[t.name] for t in spec]
+    return features[spec.name]
+
+
+def stage_dataset(run, stage, split: str, training: bool, tokenizer=None, class_weights=None,
+                  replicas: int = 1, model=None):
+    """(inputs, {target: y}[, sample_weight]) batches holding only what the stage's model reads.
+
+    Inputs are a dict of the stage's `inputs`; with `model`, they take that model's own
+    input structure (`inputs_for`), which Keras wants to see exactly.
+    `class_weights` (a list indexed by class) becomes a per-example sample weight: the
+    same as Keras' `class_weight`, but also valid for dict outputs and distributed fits.
+    """
+    import tensorflow as tf
+
+    from kemdy_tf.data.features import make_dataset
+
+    stage = get(stage) if isinstance(stage, str) else stage
+    target, inputs = stage.target, stage.inputs
+    table = run.split(split)
+    if not stage.is_classifier:  # manifests may leave arousal/valence empty
+        table = table[table[target].notna()]
+    # Under MirroredStrategy Keras sums a sample batch across replicas, which fails on bool.
+    int_mask = replicas > 1
+    weights = tf.constant(class_weights or [1.0], tf.float32)
+
+    def select(features, targets):
+        x = {k: features[k] for k in inputs}
+        if int_mask and "frame_mask" in x:
+            x["frame_mask"] = tf.cast(x["frame_mask"], tf.int32)
+        if model is not None:
+            x = inputs_for(model, x)
+        y = {target: targets[target]}
+        if class_weights is None:
+            return x, y
+        return x, y, tf.gather(weights, targets[target])
+
+    ds = make_dataset(table, run.cache, tokenizer or run.tokenizer(), run.config, training=training)
+    return ds.map(select)

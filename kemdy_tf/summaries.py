@@ -1,0 +1,49 @@
+"""A stage's validation summary: what `train.py` prints and writes to `summary.json`.
+
+Scored with `kemdy_tf.scoring` and the same majority-class definition (training
+split's originals, lowest index on a tie) as `evaluate.py`'s report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kemdy_tf import scoring, stages as stages_lib
+
+
+def validation_summary(run, stage: str, model, tokenizer=None) -> dict:
+    """The stage's metrics on the validation split next to the majority/mean baseline."""
+    spec = stages_lib.get(stage)
+    target = spec.target
+    ds = stages_lib.stage_dataset(run, spec, "val", training=False, tokenizer=tokenizer, model=model)
+    y_true = np.concatenate([y[target].numpy().reshape(-1) for _, y in ds])
+    y_pred = model.predict(ds.map(lambda x, y: x), verbose=0)[target]
+    train = run.split("train")
+    train = train[train["augmented_from"].fillna("") == ""] if "augmented_from" in train else train
+    summary = {"stage": stage, "split": "val", "n": int(len(y_true)), "target": target}
+    if not spec.is_classifier:
+        summary["model"] = scoring.regression_metrics(y_true, np.asarray(y_pred).reshape(-1))
+        summary["baseline"] = scoring.mean_baseline(y_true, float(train[target].mean()))
+        summary["baseline_name"] = "training-split mean"
+    else:
+        classes = list(run.config.data.classes)
+        train_labels = train["emotion"][train["emotion"].isin(classes)].map(classes.index)
+        majority = scoring.majority_class(train_labels.to_numpy(), len(classes))
+        summary["model"] = scoring.classification_metrics(y_true.astype(int), np.argmax(y_pred, -1), classes)
+        summary["baseline"] = scoring.majority_baseline(y_true.astype(int), majority, classes)
+        summary["baseline_name"] = f"majority class ({classes[majority]})"
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    head = f"\n== {summary['stage']}: validation split ({summary['n']} utterances) =="
+    model, baseline = summary["model"], summary["baseline"]
+    if "rmse" in model:
+        return (f"{head}\n{'':28s}{'RMSE':>8s}{'CCC':>8s}\n"
+                f"{summary['stage'] + ' ' + summary['target']:28s}{model['rmse']:8.3f}{model['ccc']:8.3f}\n"
+                f"{summary['baseline_name']:28s}{baseline['rmse']:8.3f}{baseline['ccc']:8.3f}\n")
+    rows = [f"{'':28s}{'WA':>8s}{'UA':>8s}{'macro-F1':>10s}{'wF1':>8s}"]
+    for m, label in ((model, summary["stage"]), (baseline, summary["baseline_name"])):
+        rows.append(f"{label:28s}{m['accuracy']:8.3f}{m['balanced_accuracy']:8.3f}"
+                    f"{m['macro_f1']:10.3f}{m['weighted_f1']:8.3f}")
+    return "\n".join([head, *rows, "(WA flatters a majority-class model: read UA and macro-F1)\n"])
