@@ -6,7 +6,7 @@ reasons behind each choice are in docs/metrics.md.
 
 It sits below both training (the validation summary each stage prints) and
 evaluation (the test report), so both score with the same code and neither imports
-the other. `kemdy_tf.evaluation.metrics` is the same module under its old name.
+the other. `from kemdy_tf.evaluation import metrics` still gives this module (its old name).
 
 Example:
     >>> from kemdy_tf import scoring
