@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import typing
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -66,8 +67,12 @@ def speaker_standardise(features: np.ndarray, groups: typing.Sequence[str]) -> n
             continue
         rows = groups == group
         block = out[rows]
-        std = block.std(axis=0) if rows.sum() > 1 else np.ones(block.shape[1])
-        out[rows] = (block - block.mean(axis=0)) / np.where(std > 1e-8, std, 1.0)
+        if not np.isfinite(block).any():
+            continue
+        with np.errstate(invalid="ignore"):  # NaN rows (undecodable clips) stay NaN
+            std = np.nanstd(block, axis=0) if rows.sum() > 1 else np.ones(block.shape[1])
+            std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
+            out[rows] = (block - np.nan_to_num(np.nanmean(block, axis=0))) / std
     return out
 
 
@@ -170,3 +175,62 @@ class ClassicalBaseline:
 
 def _texts(table: pd.DataFrame) -> list[str]:
     return table["text"].fillna("").astype(str).tolist() if "text" in table.columns else [""] * len(table)
+
+
+# === The baseline of a run (WORKDIR/classical/) ===
+
+FOLDER = "classical"
+_MODEL, _FEATURES = "model.joblib", "acoustic_features.npz"
+
+
+def labelled_rows(table: pd.DataFrame, classes: typing.Sequence[str], split: str | None = None) -> pd.DataFrame:
+    """Original (not augmented) rows with a target class, of one split or of all."""
+    rows = table[table["emotion"].isin(list(classes))]
+    if "augmented_from" in rows.columns:
+        rows = rows[rows["augmented_from"].fillna("").astype(str) == ""]
+    if split is not None:
+        rows = rows[rows["split"] == split]
+    return rows
+
+
+def fit_for_run(run) -> Path:
+    """Fit the run's classical baseline on its training split once (later calls reuse it).
+
+    Writes `WORKDIR/classical/acoustic_features.npz` (eGeMAPS of every labelled clip of
+    every split, keyed by segment id) and `model.joblib`, each atomically; returns the folder.
+    """
+    import joblib
+
+    from kemdy_tf.run import atomic_write
+
+    folder = Path(run.workdir) / FOLDER
+    if (folder / _MODEL).is_file() and (folder / _FEATURES).is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    classes = list(run.config.data.classes)
+    rows = labelled_rows(run.table, classes)
+    rows = rows[rows["split"].isin(("train", "val", "test"))]
+    features = acoustic_features(rows["wav_path"], run.config.features.sample_rate)
+    atomic_write(folder / _FEATURES, lambda tmp: np.savez(
+        open(tmp, "wb"), segment_id=rows["segment_id"].astype(str).to_numpy(), features=features))
+    train = (rows["split"] == "train").to_numpy()
+    model = ClassicalBaseline(classes, seed=run.config.train.seed).fit(rows[train], features[train])
+    atomic_write(folder / _MODEL, lambda tmp: joblib.dump(model, tmp))
+    return folder
+
+
+def predict_for_run(workdir, rows: pd.DataFrame, modalities: typing.Sequence[str]) -> np.ndarray | None:
+    """The run's classical baseline on `rows` (read-only), or None when it was never fitted."""
+    import joblib
+
+    folder = Path(workdir) / FOLDER
+    if not (folder / _MODEL).is_file() or not (folder / _FEATURES).is_file():
+        return None
+    model = joblib.load(folder / _MODEL)
+    with np.load(folder / _FEATURES, allow_pickle=False) as stored:
+        index = {sid: i for i, sid in enumerate(stored["segment_id"])}
+        table = stored["features"]
+    found = [index.get(str(sid)) for sid in rows["segment_id"]]
+    features = np.stack([table[i] if i is not None else np.full(table.shape[1], np.nan) for i in found]) \
+        if len(found) else np.zeros((0, table.shape[1]))
+    return model.predict_proba(rows, features, modalities=modalities)
