@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import typing
 from pathlib import Path
 
@@ -29,15 +30,37 @@ import numpy as np
 import pandas as pd
 
 AUDIO_FEATURE_SET = "eGeMAPSv02"
+N_ACOUSTIC = 88  # eGeMAPS v02 functionals
 TEXT_NGRAMS = (1, 4)
 
 
-def acoustic_features(wav_paths: typing.Iterable[str], sample_rate: int = 16000) -> np.ndarray:
+def acoustic_features(wav_paths: typing.Iterable[str], sample_rate: int = 16000,
+                      workers: int = 2) -> np.ndarray:
     """eGeMAPS v02 functionals of each file, `[n, 88]` float32 (NaN row where decoding fails).
 
-    Audio is decoded with the project's loader (any format it reads, resampled to
-    `sample_rate`) and handed to openSMILE as a signal, so both see the same samples.
+    Runs in spawned worker processes: openSMILE's native library crashes a process
+    that loaded TensorFlow before it, and the workers use both cores.
     """
+    import concurrent.futures
+    import multiprocessing
+
+    paths = [str(p) for p in wav_paths]
+    if not paths:
+        return np.zeros((0, N_ACOUSTIC), np.float32)
+    workers = max(1, min(workers, os.cpu_count() or 1, len(paths)))
+    chunks = [paths[i::workers] for i in range(workers)]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        parts = list(pool.map(_egemaps_of, chunks, [sample_rate] * workers))
+    out = np.empty((len(paths), N_ACOUSTIC), np.float32)
+    for i, part in enumerate(parts):
+        out[i::workers] = part
+    return out
+
+
+def _egemaps_of(paths: list[str], sample_rate: int) -> np.ndarray:
+    """Worker: decode with the project's loader (any format it reads, resampled), so
+    openSMILE sees the same samples as the deep models."""
     import opensmile
 
     from kemdy_tf.data.audio import load_audio
@@ -45,13 +68,13 @@ def acoustic_features(wav_paths: typing.Iterable[str], sample_rate: int = 16000)
     smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
                             feature_level=opensmile.FeatureLevel.Functionals)
     rows = []
-    for path in wav_paths:
+    for path in paths:
         try:
             wave = load_audio(path, sample_rate)
             rows.append(smile.process_signal(wave, sample_rate).to_numpy(np.float32)[0])
         except Exception:  # the deep pipeline reports undecodable files; here a NaN row
-            rows.append(np.full(len(smile.feature_names), np.nan, np.float32))
-    return np.stack(rows) if rows else np.zeros((0, 88), np.float32)
+            rows.append(np.full(N_ACOUSTIC, np.nan, np.float32))
+    return np.stack(rows)
 
 
 def speaker_standardise(features: np.ndarray, groups: typing.Sequence[str]) -> np.ndarray:
@@ -181,6 +204,12 @@ def _texts(table: pd.DataFrame) -> list[str]:
 
 FOLDER = "classical"
 _MODEL, _FEATURES = "model.joblib", "acoustic_features.npz"
+# The baseline's rows in reports and predictions.csv: name -> (modalities, description).
+REPORT_MODELS = {
+    "classical_audio": (("audio",), "classical baseline, audio: eGeMAPS + per-speaker z + LR"),
+    "classical_text": (("text",), "classical baseline, text: TF-IDF char 1-4 + LR"),
+    "classical_fusion": (("audio", "text"), "classical baseline, audio + text (late fusion)"),
+}
 
 
 def labelled_rows(table: pd.DataFrame, classes: typing.Sequence[str], split: str | None = None) -> pd.DataFrame:
@@ -219,18 +248,59 @@ def fit_for_run(run) -> Path:
     return folder
 
 
-def predict_for_run(workdir, rows: pd.DataFrame, modalities: typing.Sequence[str]) -> np.ndarray | None:
-    """The run's classical baseline on `rows` (read-only), or None when it was never fitted."""
+def load_for_run(workdir) -> tuple[ClassicalBaseline, dict[str, np.ndarray]] | None:
+    """The run's fitted baseline and `{segment_id: acoustic features}`, or None (never fitted)."""
     import joblib
 
     folder = Path(workdir) / FOLDER
     if not (folder / _MODEL).is_file() or not (folder / _FEATURES).is_file():
         return None
-    model = joblib.load(folder / _MODEL)
     with np.load(folder / _FEATURES, allow_pickle=False) as stored:
-        index = {sid: i for i, sid in enumerate(stored["segment_id"])}
-        table = stored["features"]
-    found = [index.get(str(sid)) for sid in rows["segment_id"]]
-    features = np.stack([table[i] if i is not None else np.full(table.shape[1], np.nan) for i in found]) \
-        if len(found) else np.zeros((0, table.shape[1]))
-    return model.predict_proba(rows, features, modalities=modalities)
+        features = dict(zip(stored["segment_id"].tolist(), stored["features"]))
+    return joblib.load(folder / _MODEL), features
+
+
+def predict_for_run(workdir, rows: pd.DataFrame, modalities: typing.Sequence[str]) -> np.ndarray | None:
+    """The run's classical baseline on `rows` (read-only), or None when it was never fitted.
+
+    Raises ValueError when the baseline has no model for one of `modalities`.
+    """
+    loaded = load_for_run(workdir)
+    if loaded is None:
+        return None
+    model, features = loaded
+    missing = [m for m in modalities if m not in model.modalities()]
+    if missing:
+        raise ValueError(f"the classical baseline of {workdir} has no {missing} model")
+    width = len(next(iter(features.values()))) if features else 88
+    X = np.stack([features.get(str(sid), np.full(width, np.nan)) for sid in rows["segment_id"]]) \
+        if len(rows) else np.zeros((0, width))
+    return model.predict_proba(rows, X, modalities=modalities)
+
+
+def prediction_frames(workdir, reference: pd.DataFrame, table: pd.DataFrame,
+                      classes: typing.Sequence[str]) -> list[pd.DataFrame]:
+    """`predictions.csv`-shaped frames of the run's classical baseline on the utterances of
+    `reference` (one deep model's predictions, whose truth columns are reused); [] when
+    the run has no fitted baseline."""
+    unique = table.drop_duplicates("segment_id")
+    rows = unique.set_index(unique["segment_id"].astype(str)).loc[reference["segment_id"].astype(str)]
+    frames = []
+    for name, (modalities, _) in REPORT_MODELS.items():
+        try:
+            probs = predict_for_run(workdir, rows.reset_index(drop=True), modalities)
+        except ValueError:  # e.g. a corpus without transcripts has no text model
+            continue
+        if probs is None:
+            return []
+        frame = reference.copy()
+        frame["model"] = name
+        frame["emotion_pred"] = [classes[i] for i in probs.argmax(axis=1)]
+        for i, cls in enumerate(classes):
+            if f"prob_{cls}" in frame:
+                frame[f"prob_{cls}"] = probs[:, i]
+        for column in ("arousal_pred", "valence_pred"):
+            if column in frame:
+                frame[column] = np.nan
+        frames.append(frame)
+    return frames

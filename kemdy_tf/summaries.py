@@ -1,14 +1,16 @@
 """A stage's validation summary: what `train.py` prints and writes to `summary.json`.
 
 Scored with `kemdy_tf.scoring` and the same majority-class definition (training
-split's originals, lowest index on a tie) as `evaluate.py`'s report.
+split's originals, lowest index on a tie) as `evaluate.py`'s report; a classifier's
+summary also holds the classical baseline (`kemdy_tf.classical`) of its modalities,
+trained on the same training split.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from kemdy_tf import scoring, stages as stages_lib
+from kemdy_tf import classical, scoring, stages as stages_lib
 
 
 def validation_summary(run, stage: str, model, tokenizer=None) -> dict:
@@ -32,6 +34,15 @@ def validation_summary(run, stage: str, model, tokenizer=None) -> dict:
         summary["model"] = scoring.classification_metrics(y_true.astype(int), np.argmax(y_pred, -1), classes)
         summary["baseline"] = scoring.majority_baseline(y_true.astype(int), majority, classes)
         summary["baseline_name"] = f"majority class ({classes[majority]})"
+        val = classical.labelled_rows(run.table, classes, "val")
+        try:
+            probs = classical.predict_for_run(run.workdir, val, spec.modalities)
+        except ValueError:  # no classical model for this modality (e.g. no transcripts)
+            probs = None
+        if probs is not None and len(val):
+            summary["classical"] = scoring.classification_metrics(
+                val["emotion"].map(classes.index).to_numpy(), probs.argmax(axis=1), classes)
+            summary["classical_name"] = f"classical ({'+'.join(spec.modalities)})"
     return summary
 
 
@@ -43,7 +54,10 @@ def format_summary(summary: dict) -> str:
                 f"{summary['stage'] + ' ' + summary['target']:28s}{model['rmse']:8.3f}{model['ccc']:8.3f}\n"
                 f"{summary['baseline_name']:28s}{baseline['rmse']:8.3f}{baseline['ccc']:8.3f}\n")
     rows = [f"{'':28s}{'WA':>8s}{'UA':>8s}{'macro-F1':>10s}{'wF1':>8s}"]
-    for m, label in ((model, summary["stage"]), (baseline, summary["baseline_name"])):
+    others = [(baseline, summary["baseline_name"])]
+    if summary.get("classical"):
+        others.append((summary["classical"], summary["classical_name"]))
+    for m, label in ((model, summary["stage"]), *others):
         rows.append(f"{label:28s}{m['accuracy']:8.3f}{m['balanced_accuracy']:8.3f}"
                     f"{m['macro_f1']:10.3f}{m['weighted_f1']:8.3f}")
     return "\n".join([head, *rows, "(WA flatters a majority-class model: read UA and macro-F1)\n"])

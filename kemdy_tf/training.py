@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from kemdy_tf import run as run_lib, stages as stages_lib, summaries
+from kemdy_tf import classical, run as run_lib, stages as stages_lib, summaries
 from kemdy_tf.config import RunConfig
 
 log = logging.getLogger("kemdy_tf.training")
@@ -133,6 +133,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         model.save(stage_dir / run_lib.MODEL)
 
     best = keras.saving.load_model(stage_dir / run_lib.MODEL, compile=False)
+    if spec.is_classifier:  # the classical baseline beside the summary (fitted once per run)
+        classical.fit_for_run(run)
     summary = summaries.validation_summary(run, stage, best, tokenizer)
     run_lib.atomic_write(summary_path, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     print(summaries.format_summary(summary))

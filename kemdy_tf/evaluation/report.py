@@ -14,7 +14,7 @@ import typing
 
 import pandas as pd
 
-from kemdy_tf import stages as stages_lib
+from kemdy_tf import classical, stages as stages_lib
 from kemdy_tf.evaluation.predict import NO_TEXT_SUFFIX
 from kemdy_tf.json_safe import to_json_safe  # noqa: F401  (part of this module's API)
 from kemdy_tf.scoring import HEADLINE, HEADLINE_NAMES
@@ -25,7 +25,7 @@ REGRESSION_NAMES = {"rmse": "RMSE", "ccc": "CCC"}
 def _descriptions() -> dict[str, str]:
     """How each model is named in tables, in the order of the tables' rows: the stage
     registry's descriptions, each audio+text model followed by its transcript-blanked run."""
-    out = {}
+    out = {name: description for name, (_, description) in classical.REPORT_MODELS.items()}
     for name in stages_lib.report_order():
         stage = stages_lib.get(name)
         out[name] = stage.description

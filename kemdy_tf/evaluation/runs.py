@@ -18,7 +18,7 @@ import re
 
 import pandas as pd
 
-from kemdy_tf import run as run_lib, scoring as metrics
+from kemdy_tf import classical, run as run_lib, scoring as metrics
 from kemdy_tf.evaluation import plots, report as report_lib, sweeps as sweeps_lib
 from kemdy_tf.evaluation.predict import predict_split
 
@@ -138,6 +138,9 @@ def evaluate_models(workdir: pathlib.Path, split: str, cache_dir=None) -> tuple[
         raise EvaluationError(str(error)) from None
     classes = list(run.config.data.classes)
     predictions = predict_split(load_models(workdir), split_dataset(run, table), classes, table=table)
+    reference = predictions[predictions["model"] == predictions["model"].iloc[0]]
+    predictions = pd.concat([predictions, *classical.prediction_frames(workdir, reference, table, classes)],
+                            ignore_index=True)
     train = original_rows(run.split("train"))
     if train.empty:
         raise EvaluationError(f"{workdir / 'table.csv'} has no training rows: the baselines need them")
