@@ -82,6 +82,13 @@ class FusionConfig:
     lstm_units: int = 64
     dropout: float = 0.2
     modality_dropout: float = 0.15  # chance per example to blank one modality in training
+    # Mean + std of the attended sequence beside the LSTM state (x-vector pooling):
+    # a short gradient path to every frame, so a from-scratch model fits real clips.
+    statistics_pooling: bool = True
+    # Chance per training example to pair its audio with another example's transcript
+    # (label stays with the audio): the fusion model learns to follow the voice when
+    # the words disagree, so a shortcut transcript cannot make it stop listening.
+    text_swap: float = 0.25
 
 
 @dataclass

@@ -21,7 +21,8 @@ EXAMPLES = {
     layers.NonEmptyMask: {},
     layers.PackMaskedSteps: {},
     layers.ConcatenateSteps: {},
-    layers.ModalityDropout: dict(rate=0.25, seed=11),
+    layers.ModalityDropout: dict(rate=0.25, swap_rate=0.3, seed=11),
+    layers.MaskedStatisticsPooling: dict(epsilon=1e-5),
     layers.SegmentIds: dict(segment=1),
 }
 BASE_KEYS = set(keras.layers.Layer().get_config())
@@ -104,3 +105,29 @@ def test_segment_ids_are_constant():
 def test_modality_dropout_rejects_a_bad_rate():
     with pytest.raises(ValueError, match="rate"):
         layers.ModalityDropout(rate=-0.1)
+
+
+def test_statistics_pooling_ignores_padding_and_gives_mean_and_std():
+    x = np.array([[[1.0, 2.0], [3.0, 6.0], [1e6, -1e6]]], "float32")
+    out = layers.MaskedStatisticsPooling()(x, np.array([[True, True, False]])).numpy()
+    np.testing.assert_allclose(out, [[2.0, 4.0, 1.0, 2.0]], atol=1e-3)
+    empty = layers.MaskedStatisticsPooling()(x, np.zeros((1, 3), bool)).numpy()
+    np.testing.assert_allclose(empty, 0.0, atol=1e-3)
+
+
+def test_text_swap_pairs_audio_with_another_examples_transcript_only_in_training():
+    batch = 64
+    audio = np.random.default_rng(0).normal(size=(batch, 3, 2)).astype("float32")
+    text = np.arange(batch, dtype="float32")[:, None, None] * np.ones((batch, 4, 2), "float32")
+    audio_mask, text_mask = np.ones((batch, 3), bool), np.ones((batch, 4), bool)
+    layer = layers.ModalityDropout(rate=0.0, swap_rate=0.5, seed=3)
+    a, _, t, _ = layer(audio, audio_mask, text, text_mask, training=True)
+    np.testing.assert_array_equal(a.numpy(), audio)  # the audio (and its label) stays
+    source = t.numpy()[:, 0, 0]
+    swapped = source != np.arange(batch)
+    assert 0.25 < swapped.mean() < 0.75
+    np.testing.assert_array_equal(source[swapped], (np.arange(batch) - 1)[swapped] % batch)
+    _, _, t_inf, _ = layer(audio, audio_mask, text, text_mask, training=False)
+    np.testing.assert_array_equal(t_inf.numpy(), text)
+    with pytest.raises(ValueError, match="swap_rate"):
+        layers.ModalityDropout(swap_rate=1.0)

@@ -22,6 +22,7 @@ import keras_hub
 from kemdy_tf.config import FusionConfig
 from kemdy_tf.models.layers import (
     ConcatenateSteps,
+    MaskedStatisticsPooling,
     ModalityDropout,
     NonEmptyMask,
     PackMaskedSteps,
@@ -99,7 +100,7 @@ def build_fusion_model(
         masks["text"] = TokenPaddingMask(pad_id=PAD_ID, name="text_mask")(inputs["token_ids"])
     if len(modalities) == 2:
         sequences["audio"], masks["audio"], sequences["text"], masks["text"] = ModalityDropout(
-            rate=fusion_cfg.modality_dropout, name="modality_dropout"
+            rate=fusion_cfg.modality_dropout, swap_rate=fusion_cfg.text_swap, name="modality_dropout"
         )(sequences["audio"], masks["audio"], sequences["text"], masks["text"])
 
     width = max(sequences[m].shape[-1] for m in modalities)
@@ -122,6 +123,9 @@ def build_fusion_model(
         dropout=fusion_cfg.dropout, name="fusion_attention",
     )(sequence, padding_mask=mask)
     summary = keras.layers.LSTM(fusion_cfg.lstm_units, name="lstm")(sequence, mask=mask)
+    if fusion_cfg.statistics_pooling:
+        statistics = MaskedStatisticsPooling(name="statistics_pooling")(sequence, mask)
+        summary = keras.layers.Concatenate(name="summary")([summary, statistics])
     summary = keras.layers.Dropout(fusion_cfg.dropout, name="head_dropout")(summary)
     emotion = keras.layers.Dense(n_classes, activation="softmax", name="emotion")(summary)
     default_name = "fusion" if len(modalities) == 2 else f"{modalities[0]}_clf"
