@@ -34,7 +34,9 @@ class FeatureConfig:
     hop_length: int = 512
     max_frames: int = 512  # ~16.4 s at 16 kHz / hop 512; longer clips are truncated
     max_tokens: int = 64
-    vocab_size: int = 1000  # SentencePiece vocabulary trained on the training split
+    # SentencePiece vocabulary trained on the training split; 0: sized from that corpus
+    # (models.tokenizer.corpus_vocab_size: distinct characters + distinct words / 4, 1k..8k)
+    vocab_size: int = 0
     speaker_norm: bool = False  # per-speaker mean/variance normalisation of log-mels
 
 
@@ -73,7 +75,14 @@ class TextEncoderConfig:
     n_heads: int = 4
     ff_dim: int = 128
     gru_units: int = 64
-    dropout: float = 0.1
+    dropout: float = 0.3
+    token_dropout: float = 0.25  # chance of dropping a whole token embedding in training
+    bag_of_tokens: bool = False  # add a masked mean+max pool of the embeddings to every step
+    bigram_buckets: int = 0  # hashed token-bigram embeddings in the bag (0 = off)
+    # the text stages' optimizer and loss (models.text_encoder.text_optimizer / text_classification_loss)
+    weight_decay: float = 0.01  # AdamW decoupled weight decay (embeddings, biases, norms excluded)
+    warmup_share: float = 0.05  # linear warmup over this share of all steps, then cosine decay
+    label_smoothing: float = 0.1
 
 
 @dataclass

@@ -464,3 +464,58 @@ def test_paper_preset_builds_and_takes_a_training_step():
     assert len(gradients) == len(fusion.trainable_variables)
     assert all(g is not None and np.all(np.isfinite(tf.convert_to_tensor(g).numpy())) for g in gradients)
     assert np.all(np.isfinite(run(audio, batch))) and np.all(np.isfinite(run(text, batch)))
+
+
+# --- the text recipe's additions -------------------------------------------------------------
+
+BAG_TEXT = TextEncoderConfig(d_model=16, n_layers=1, n_heads=2, ff_dim=32, gru_units=8, token_dropout=0.2,
+                             bag_of_tokens=True, bigram_buckets=31)
+
+
+@pytest.mark.filterwarnings("ignore:You are using a softmax over axis")
+def test_bag_of_tokens_backbone_keeps_the_contract(tmp_path):
+    """Bag-of-tokens + hashed bigrams: padding changes nothing, pad row 0 gets no gradient, archive loads."""
+    keras.utils.set_random_seed(0)
+    encoder = build_text_encoder(BAG_TEXT, FEATURES, VOCAB)
+    backbone = encoder.get_layer("text_backbone")
+    assert {"bag_pool", "bigram_embedding", "add_bag", "token_dropout"} <= {l.name for l in backbone.layers}
+    batch = make_batch()
+    together = run(encoder, batch)
+    for i, tokens in enumerate(TOKEN_LENGTHS):
+        alone = run(encoder, {"token_ids": batch["token_ids"][i : i + 1, : max(tokens, 1)]})
+        np.testing.assert_allclose(alone, together[i : i + 1], atol=ATOL)
+    embedding = token_embedding(encoder).embeddings
+    with tf.GradientTape() as tape:
+        loss = _loss(encoder(tf.constant(batch["token_ids"]), training=False))
+    assert np.all(tf.convert_to_tensor(tape.gradient(loss, embedding)).numpy()[0] == 0.0)
+    classifier = build_fusion_model(None, backbone, FUSION, N_CLASSES, modalities=("text",))
+    path = tmp_path / "bag.keras"
+    classifier.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(run(loaded, batch), run(classifier, batch))
+
+
+def test_hashed_bigrams_and_masked_pool():
+    from kemdy_tf.models.text_encoder import HashedTokenBigrams, MaskedMeanMaxPool
+
+    ids = np.array([[5, 9, 5, 9, 0, 0]], "int32")
+    bigrams = HashedTokenBigrams(1000)(ids).numpy()
+    assert bigrams[0, 0] == bigrams[0, 2] != 0 and bigrams[0, 1] != 0
+    assert np.all(bigrams[0, 3:] == 0), "a pair with a pad is no bigram"
+    x = np.array([[[1.0], [3.0], [np.inf]], [[7.0], [7.0], [7.0]]], "float32")
+    mask = np.array([[True, True, False], [False, False, False]])
+    np.testing.assert_array_equal(MaskedMeanMaxPool()(x, mask).numpy(), [[2.0, 3.0], [0.0, 0.0]])
+
+
+def test_text_recipe_optimizer_and_smoothed_loss():
+    from kemdy_tf.models.text_encoder import text_classification_loss, text_optimizer
+
+    cfg = TextEncoderConfig(label_smoothing=0.1, weight_decay=0.01, warmup_share=0.1)
+    optimizer = text_optimizer(cfg, 1e-3, total_steps=100)
+    assert float(optimizer.learning_rate) == 0.0  # warmup starts at zero
+    loss = text_classification_loss(cfg, 2)
+    value = float(loss(np.array([0, 1]), np.array([[1.0, 0.0], [0.0, 1.0]], "float32")))
+    assert value > 0.0, "label smoothing penalises certain predictions"
+    assert keras.losses.deserialize(keras.losses.serialize(loss)).label_smoothing == 0.1
+    plain = text_classification_loss(TextEncoderConfig(label_smoothing=0.0), 2)
+    assert float(plain(np.array([0]), np.array([[0.9, 0.1]], "float32"))) == pytest.approx(-np.log(0.9), rel=1e-5)

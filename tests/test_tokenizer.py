@@ -91,3 +91,30 @@ def test_a_model_without_pad_id_0_is_refused(tmp_path):
                                        vocab_size=120, hard_vocab_limit=False, minloglevel=2)
     with pytest.raises(ValueError, match="pad id -1"):
         tok_lib.load_tokenizer(path, 64)
+
+
+# --- sizes from the corpus ---------------------------------------------------------------
+
+
+def test_corpus_vocab_size_grows_with_the_corpus_and_is_clipped():
+    assert tok_lib.corpus_vocab_size(KOREAN) == tok_lib.MIN_CORPUS_VOCAB
+    words = [f"단어{i} 말{i}" for i in range(20000)]
+    size = tok_lib.corpus_vocab_size(words)
+    assert tok_lib.MIN_CORPUS_VOCAB < size <= tok_lib.MAX_CORPUS_VOCAB
+    assert tok_lib.corpus_vocab_size(words * 10 + [f"x{i}" for i in range(200000)]) == tok_lib.MAX_CORPUS_VOCAB
+
+
+def test_vocab_size_0_means_sized_from_the_corpus(tmp_path, model_path):
+    sized = tok_lib.train_sentencepiece(KOREAN, tmp_path / "sized.model", 0)
+    assert spm.SentencePieceProcessor(model_file=str(sized)).vocab_size() > 3
+
+
+def test_corpus_max_tokens_is_a_rounded_percentile_and_reports_truncation(model_path):
+    lengths = list(range(1, 101))
+    assert tok_lib.corpus_max_tokens(lengths) == 104  # 99th percentile 99.01 -> multiple of 8
+    assert tok_lib.corpus_max_tokens([1, 2]) == tok_lib.MIN_CORPUS_TOKENS
+    assert tok_lib.corpus_max_tokens([]) == tok_lib.MIN_CORPUS_TOKENS
+    assert tok_lib.corpus_max_tokens([10_000]) == tok_lib.MAX_CORPUS_TOKENS
+    assert tok_lib.truncated_share(lengths, 90) == 0.1
+    counted = tok_lib.token_lengths(model_path, ["오늘 날씨가 정말 좋네요", ""])
+    assert counted[0] > 0 and counted[1] == 0

@@ -19,11 +19,95 @@ import os
 import keras
 import keras_hub
 import numpy as np
+from keras import ops
 
 from kemdy_tf.config import FeatureConfig, TextEncoderConfig
 from kemdy_tf.models.layers import SegmentIds, TokenPaddingMask, ZeroMaskedSteps, rating_head, transformer_blocks
 
 PAD_ID = 0
+
+
+# === Layers ===
+
+
+@keras.saving.register_keras_serializable(package="kemdy_tf")
+class HashedTokenBigrams(keras.layers.Layer):
+    """Ids of adjacent token pairs, hashed into `buckets` rows: ``[B, T]`` -> ``[B, T]`` int32.
+
+    Position t holds ``1 + (a * 1000003 + b) mod buckets`` for the pair (a, b) =
+    (ids[t], ids[t+1]) when both are real tokens, else 0 (pad). fastText's word
+    bigrams: they carry local order ("not good") into a bag-of-tokens summary.
+
+    Args:
+        buckets: number of hash buckets (the bigram embedding has `buckets + 1` rows).
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+        >>> HashedTokenBigrams(100)(np.array([[5, 9, 7, 0]], "int32")).shape
+        TensorShape([1, 4])
+    """
+
+    def __init__(self, buckets: int, **kwargs):
+        super().__init__(**kwargs)
+        if int(buckets) < 1:
+            raise ValueError(f"buckets must be >= 1, got {buckets!r}")
+        self.buckets = int(buckets)
+
+    def call(self, token_ids):
+        ids = ops.cast(token_ids, "int64")
+        nxt = ops.pad(ids[:, 1:], [[0, 0], [0, 1]])
+        pair = ops.mod(ids * 1000003 + nxt, self.buckets) + 1
+        real = ops.logical_and(ops.not_equal(ids, PAD_ID), ops.not_equal(nxt, PAD_ID))
+        return ops.cast(ops.where(real, pair, ops.zeros_like(pair)), "int32")
+
+    def compute_output_spec(self, token_ids):
+        return keras.KerasTensor(token_ids.shape, dtype="int32")
+
+    def get_config(self):
+        return {**super().get_config(), "buckets": self.buckets}
+
+
+@keras.saving.register_keras_serializable(package="kemdy_tf")
+class MaskedMeanMaxPool(keras.layers.Layer):
+    """Mean and max over the real steps, concatenated: ``[B, T, d]`` -> ``[B, 2d]``.
+
+    Padded steps never reach the output (not even inf or NaN in them); a row with no
+    real step gives zeros.
+
+    Example:
+        >>> x = np.array([[[1.0], [3.0], [99.0]]], "float32")
+        >>> MaskedMeanMaxPool()(x, np.array([[True, True, False]])).numpy()
+        array([[2., 3.]], dtype=float32)
+    """
+
+    def call(self, sequence, step_mask):
+        keep = ops.expand_dims(ops.cast(step_mask, "bool"), axis=-1)
+        zeros = ops.zeros_like(sequence)
+        count = ops.sum(ops.cast(keep, sequence.dtype), axis=1)
+        mean = ops.sum(ops.where(keep, sequence, zeros), axis=1) / ops.maximum(count, 1.0)
+        lowest = ops.full_like(sequence, -1e9)
+        peak = ops.max(ops.where(keep, sequence, lowest), axis=1)
+        peak = ops.where(count > 0, peak, ops.zeros_like(peak))
+        return ops.concatenate([mean, peak], axis=-1)
+
+    def compute_output_spec(self, sequence, step_mask):
+        return keras.KerasTensor((sequence.shape[0], 2 * sequence.shape[-1]), dtype=sequence.dtype)
+
+
+@keras.saving.register_keras_serializable(package="kemdy_tf")
+class AddToSteps(keras.layers.Layer):
+    """Adds one vector per example to every step: ``x [B, T, d] + v [B, d]``.
+
+    Example:
+        >>> AddToSteps()(np.zeros((1, 2, 3)), np.ones((1, 3))).shape
+        TensorShape([1, 2, 3])
+    """
+
+    def call(self, sequence, vector):
+        return sequence + ops.expand_dims(ops.cast(vector, sequence.dtype), axis=1)
+
+    def compute_output_spec(self, sequence, vector):
+        return keras.KerasTensor(sequence.shape, dtype=sequence.dtype)
 
 
 # === Functional Model ===
@@ -92,6 +176,9 @@ def build_text_backbone(
         TensorShape([1, 5, 64])
     """
     vocab_size = feature_cfg.vocab_size if vocab_size is None else int(vocab_size)
+    if vocab_size <= 0:
+        raise ValueError("features.vocab_size is 0 (sized from the corpus): pass the trained tokenizer's "
+                         "vocabulary_size() as vocab_size")
     if text_cfg.d_model % text_cfg.n_heads:
         raise ValueError(
             f"text.d_model ({text_cfg.d_model}) must be divisible by text.n_heads ({text_cfg.n_heads})"
@@ -185,8 +272,12 @@ def _embed_and_encode(token_ids, padding_mask, text_cfg, feature_cfg, vocab_size
         # matrix into the model's JSON config.
         embedding.set_weights([matrix])
         embedding.trainable = bool(train_embedding)
+    if text_cfg.token_dropout > 0:
+        # drops whole tokens (all features of a position), like word dropout
+        x = keras.layers.Dropout(text_cfg.token_dropout, noise_shape=(None, None, 1), name="token_dropout")(x)
     if embedding_dim != text_cfg.d_model:
         x = keras.layers.Dense(text_cfg.d_model, name="embedding_projection")(x)
+    embedded = x
     positions = keras_hub.layers.PositionEmbedding(
         sequence_length=feature_cfg.max_tokens, name="position_embedding"
     )(x)
@@ -195,7 +286,25 @@ def _embed_and_encode(token_ids, padding_mask, text_cfg, feature_cfg, vocab_size
     x = keras.layers.Dropout(text_cfg.dropout, name="embedding_dropout")(x)
     x = transformer_blocks(x, padding_mask, n_layers=text_cfg.n_layers, n_heads=text_cfg.n_heads,
                            ff_dim=text_cfg.ff_dim, dropout=text_cfg.dropout)
+    if text_cfg.bag_of_tokens:
+        x = _add_bag_of_tokens(x, embedded, token_ids, padding_mask, text_cfg)
     return x
+
+
+def _add_bag_of_tokens(x, embedded, token_ids, padding_mask, text_cfg):
+    """fastText-like path: masked mean+max of token (+ hashed bigram) embeddings, added to every step."""
+    bag = embedded
+    if text_cfg.bigram_buckets > 0:
+        bigram_ids = HashedTokenBigrams(text_cfg.bigram_buckets, name="bigram_ids")(token_ids)
+        bigrams = keras.layers.Embedding(text_cfg.bigram_buckets + 1, text_cfg.d_model,
+                                         name="bigram_embedding")(bigram_ids)
+        bigram_mask = TokenPaddingMask(pad_id=PAD_ID, name="bigram_mask")(bigram_ids)
+        bigrams = ZeroMaskedSteps(name="bigram_steps")(bigrams, bigram_mask)
+        bag = keras.layers.Add(name="bag_tokens")([bag, bigrams])
+    pooled = MaskedMeanMaxPool(name="bag_pool")(bag, padding_mask)
+    pooled = keras.layers.Dropout(text_cfg.dropout, name="bag_dropout")(pooled)
+    summary = keras.layers.Dense(text_cfg.d_model, name="bag_projection")(pooled)
+    return AddToSteps(name="add_bag")(x, summary)
 
 
 def _call_pretrained(pretrained: keras.Model, token_ids, padding_mask):
@@ -231,3 +340,59 @@ def _call_pretrained(pretrained: keras.Model, token_ids, padding_mask):
             f"pretrained model {pretrained.name!r} returns shape {output.shape}; expected [batch, tokens, dim]"
         )
     return output
+
+
+# === Training recipe (called by the training runner for text stages) ===
+
+
+def text_optimizer(text_cfg: TextEncoderConfig, learning_rate: float, total_steps: int):
+    """AdamW with a linear warmup and a cosine decay, the text model's recipe.
+
+    Peak `learning_rate` after `text_cfg.warmup_share` of `total_steps`, then cosine
+    decay to 5% of it at `total_steps`; decoupled weight decay `text_cfg.weight_decay`
+    on every variable except biases, LayerNorm scales/offsets and embeddings (a rare
+    piece's row would otherwise shrink toward zero between its updates); global-norm
+    clipping at 1 as before.
+
+    Args:
+        text_cfg: `weight_decay`, `warmup_share`.
+        learning_rate: the peak rate (`config.train.learning_rate`).
+        total_steps: optimizer steps of the whole run (epochs x steps per epoch).
+
+    Example:
+        >>> opt = text_optimizer(cfg.text, cfg.train.learning_rate, epochs * steps_per_epoch)
+    """
+    total_steps = max(1, int(total_steps))
+    warmup = max(1, int(round(text_cfg.warmup_share * total_steps)))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, max(1, total_steps - warmup), alpha=0.05, warmup_target=float(learning_rate), warmup_steps=warmup)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=text_cfg.weight_decay, clipnorm=1.0)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "embeddings"])
+    return optimizer
+
+
+def text_classification_loss(text_cfg: TextEncoderConfig, n_classes: int):
+    """Sparse cross-entropy on probabilities with `text_cfg.label_smoothing` (0: the plain loss)."""
+    if text_cfg.label_smoothing <= 0:
+        return keras.losses.SparseCategoricalCrossentropy(name="sparse_categorical_crossentropy")
+    return SmoothedSparseCrossentropy(n_classes, text_cfg.label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package="kemdy_tf")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels against probabilities, with label smoothing.
+
+    Keras' sparse loss has no `label_smoothing`; this one-hots the labels first.
+    """
+
+    def __init__(self, n_classes: int, label_smoothing: float = 0.1, name="smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.n_classes = int(n_classes)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        labels = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), self.n_classes)
+        return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "n_classes": self.n_classes, "label_smoothing": self.label_smoothing}
