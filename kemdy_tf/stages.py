@@ -48,6 +48,10 @@ class Stage:
         metrics: `metrics(config) -> [keras.metrics.Metric]` logged during training.
         description: how reports name it.
         requires: stages whose trained models `build` starts from (trained first).
+        optimizer: `optimizer(config, total_steps) -> keras.optimizers.Optimizer`;
+            None: Adam at `train.learning_rate`, clipnorm 1.
+        loss_factory: `loss_factory(config) -> keras.losses.Loss` replacing `loss`
+            when given (e.g. a label-smoothed loss).
     """
 
     name: str
@@ -59,6 +63,18 @@ class Stage:
     metrics: typing.Callable
     description: str
     requires: tuple[str, ...] = ()
+    optimizer: typing.Callable | None = None
+    loss_factory: typing.Callable | None = None
+
+    def make_optimizer(self, config, total_steps: int):
+        import keras
+
+        if self.optimizer is not None:
+            return self.optimizer(config, total_steps)
+        return keras.optimizers.Adam(config.train.learning_rate, clipnorm=1.0)
+
+    def make_loss(self, config):
+        return self.loss_factory(config) if self.loss_factory is not None else self.loss
 
     @property
     def is_classifier(self) -> bool:
@@ -131,6 +147,19 @@ def _classification_metrics(config) -> list:
             SparseMacroF1(len(config.data.classes), name="f1")]
 
 
+def _text_optimizer(config, total_steps):
+    """The text recipe measured on NSMC (docs/text_real.md): AdamW, warmup, cosine decay."""
+    from kemdy_tf.models.text_encoder import text_optimizer
+
+    return text_optimizer(config.text, config.train.learning_rate, total_steps)
+
+
+def _text_classification_loss(config):
+    from kemdy_tf.models.text_encoder import text_classification_loss
+
+    return text_classification_loss(config.text, len(config.data.classes))
+
+
 # === Builders ===
 
 def _build_audio_encoder(run, stage, unfreeze=False, from_scratch=False):
@@ -183,7 +212,7 @@ def _build_classifier(run, stage, unfreeze=False, from_scratch=False):
 register(Stage("audio", "arousal", AUDIO_INPUTS, ("audio",), _build_audio_encoder, "mse",
                _regression_metrics, "audio encoder"))
 register(Stage("text", "valence", TEXT_INPUTS, ("text",), _build_text_encoder, "mse",
-               _regression_metrics, "text encoder"))
+               _regression_metrics, "text encoder", optimizer=_text_optimizer))
 register(Stage("fusion", "emotion", AUDIO_INPUTS + TEXT_INPUTS, ("audio", "text"), _build_classifier,
                "sparse_categorical_crossentropy", _classification_metrics, "fusion (audio + text)",
                requires=("audio", "text")))
@@ -192,7 +221,7 @@ register(Stage("audio_clf", "emotion", AUDIO_INPUTS, ("audio",), _build_classifi
                requires=("audio",)))
 register(Stage("text_clf", "emotion", TEXT_INPUTS, ("text",), _build_classifier,
                "sparse_categorical_crossentropy", _classification_metrics, "text only",
-               requires=("text",)))
+               requires=("text",), optimizer=_text_optimizer, loss_factory=_text_classification_loss))
 
 
 # === Datasets ===

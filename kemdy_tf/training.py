@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -37,11 +38,15 @@ class TrainingError(run_lib.RunError):
     """A training run cannot go on (missing encoders, mismatched workdir, ...)."""
 
 
-def compile_stage_model(model, stage: str, config: RunConfig) -> None:
-    """Compile with the stage's registered loss and metrics (Adam, clipnorm 1)."""
+def compile_stage_model(model, stage: str, config: RunConfig, total_steps: int | None = None) -> None:
+    """Compile with the stage's registered optimizer, loss and metrics.
+
+    `total_steps` (optimizer steps of the whole fit) sizes a stage's learning-rate
+    schedule; default: `train.epochs` x 100.
+    """
     spec = stages_lib.get(stage)
-    optimizer = keras.optimizers.Adam(config.train.learning_rate, clipnorm=1.0)
-    model.compile(optimizer, loss=spec.loss, metrics=spec.metrics(config))
+    steps = total_steps or config.train.epochs * 100
+    model.compile(spec.make_optimizer(config, steps), loss=spec.make_loss(config), metrics=spec.metrics(config))
 
 
 def build_stage_model(run, stage: str, unfreeze: bool = False, from_scratch: bool = False):
@@ -76,11 +81,12 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     summary_path = stage_dir / run_lib.SUMMARY
     if summary_path.exists() and not retrain:
         log.info("stage %s already trained (%s); pass --retrain to train it again", stage, summary_path)
+        shutil.rmtree(stage_dir / BACKUP_DIR, ignore_errors=True)  # a kill after the summary left it
         return json.loads(summary_path.read_text())
     if retrain:
         for name in (run_lib.SUMMARY, run_lib.HISTORY, run_lib.MODEL):
             (stage_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(stage_dir / "backup", ignore_errors=True)
+        shutil.rmtree(stage_dir / BACKUP_DIR, ignore_errors=True)
     stage_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.train.seed)
 
@@ -93,8 +99,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
                 model = build_stage_model(run, stage, unfreeze=unfreeze, from_scratch=from_scratch)
         except stages_lib.StageError as error:
             raise TrainingError(str(error)) from None
-        compile_stage_model(model, stage, cfg)
-    (stage_dir / run_lib.STAGE_CONFIG).write_text(json.dumps(
+        compile_stage_model(model, stage, cfg, total_steps=_total_steps(run, spec, epochs or cfg.train.epochs))
+    _atomic_text(stage_dir / run_lib.STAGE_CONFIG, json.dumps(
         {"stage": stage, "config": cfg.to_dict(), "init_from": str(init_from or ""),
          "unfreeze": unfreeze, "from_scratch": from_scratch}, indent=2, ensure_ascii=False))
 
@@ -108,17 +114,19 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     val_ds = stages_lib.stage_dataset(run, spec, "val", training=False, tokenizer=tokenizer,
                                       replicas=replicas, model=model)
     history_csv = stage_dir / run_lib.HISTORY
-    checkpoint = keras.callbacks.ModelCheckpoint(stage_dir / run_lib.MODEL, monitor="val_loss",
-                                                 save_best_only=True)
-    best_so_far = _best_logged(history_csv, "val_loss")
+    # Resume from the last committed epoch; history.csv and model.keras are rolled back to it.
+    backup = read_backup(stage_dir / BACKUP_DIR)
+    best_so_far = rollback_to_backup(stage_dir, backup)
+    checkpoint = AtomicModelCheckpoint(stage_dir / run_lib.MODEL, monitor="val_loss", save_best_only=True)
     if best_so_far is not None:  # a resumed run keeps the best it already saved
         checkpoint.best = best_so_far
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(stage_dir / "backup")),
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.patience,
+                                            restore_best_weights=True)
+    callbacks = [  # in this order: the backup commits what the three before it did
         checkpoint,
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.patience,
-                                      restore_best_weights=True),
+        stopper,
         keras.callbacks.CSVLogger(str(history_csv), append=True),
+        AtomicBackupAndRestore(stage_dir / BACKUP_DIR, backup, checkpoint, stopper),
         keras.callbacks.TensorBoard(str(stage_dir / "logs"), write_graph=False),
     ]
     if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
@@ -126,17 +134,20 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     if verbose == "line":
         callbacks.append(EpochLine(stage, epochs or cfg.train.epochs))
         verbose = 0
+    if backup is not None:  # a resumed fit continues the datasets' seed sequence
+        skip_finished_epochs(train_ds, backup["epoch"])
     # The datasets shuffle themselves (seeded); shuffle=False only stops Keras warning about it.
     model.fit(train_ds, validation_data=val_ds, epochs=epochs or cfg.train.epochs,
               callbacks=callbacks, verbose=verbose, shuffle=False)
     if not (stage_dir / run_lib.MODEL).exists():  # no epoch improved on a resumed best: keep last
-        model.save(stage_dir / run_lib.MODEL)
+        atomic_save_model(model, stage_dir / run_lib.MODEL)
 
     best = keras.saving.load_model(stage_dir / run_lib.MODEL, compile=False)
     if spec.is_classifier:  # the classical baseline beside the summary (fitted once per run)
         classical.fit_for_run(run)
     summary = summaries.validation_summary(run, stage, best, tokenizer)
     run_lib.atomic_write(summary_path, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    shutil.rmtree(stage_dir / BACKUP_DIR, ignore_errors=True)  # finished: nothing left to resume
     print(summaries.format_summary(summary))
     return summary
 
@@ -157,8 +168,245 @@ class EpochLine(keras.callbacks.Callback):
               flush=True)
 
 
+def _total_steps(run, spec, epochs: int) -> int:
+    """Optimizer steps of the whole fit: epochs x training batches of the stage."""
+    from kemdy_tf.data.features import dataset_rows
+
+    rows = dataset_rows(run.split("train"), run.config)
+    if not spec.is_classifier:
+        rows = rows[rows[spec.target].notna()] if spec.target in rows else rows.iloc[:0]
+    return max(1, epochs * -(-len(rows) // run.config.train.batch_size))
+
+
 def _best_logged(history_csv: Path, column: str):
     if not history_csv.exists() or history_csv.stat().st_size == 0:
         return None
     history = pd.read_csv(history_csv)
     return float(history[column].min()) if column in history and len(history) else None
+
+
+# === Kill-safe checkpoints: every file appears whole or not at all ===
+#
+# One epoch's end, in callback order: `AtomicModelCheckpoint` replaces model.keras (when
+# the epoch improved), `CSVLogger` appends the epoch's row to history.csv, then
+# `AtomicBackupAndRestore` commits the epoch: weights under a new name, a hard link to
+# the best model, and last `training_metadata.json` by one rename. A kill before that
+# rename leaves the previous commit; the next call rolls model.keras and history.csv
+# back to it (`rollback_to_backup`) and redoes the epoch.
+
+BACKUP_DIR = "backup"
+_BACKUP_META = "training_metadata.json"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def atomic_save_model(model, path) -> None:
+    """`model.save(path)` through a temporary `.keras` file in the same folder and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # Keras wants the .keras suffix
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    run_lib.atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint` that writes beside the target and renames: a kill leaves the old file.
+
+    `saved_epoch` is the last epoch it saved (None before the first), for the backup's commit.
+    """
+
+    saved_epoch = None
+
+    def _save_model(self, epoch, batch, logs):
+        filepath = self._get_file_path(epoch, batch, logs)
+        if not self._should_save_model(epoch, batch, logs, filepath):
+            return
+        Path(filepath).parent.mkdir(parents=True, exist_ok=True)
+        if self.save_weights_only:
+            raise ValueError("AtomicModelCheckpoint saves whole models only")
+        atomic_save_model(self.model, filepath)
+        self.saved_epoch = epoch
+
+
+def read_backup(backup_dir) -> dict | None:
+    """The committed state of a stage's `backup/`, or None when there is none or it is unreadable.
+
+    An unreadable backup (a 0-byte or cut weights file, broken metadata: a kill while an
+    older kemdy_tf wrote in place) is a warning and counts as absent: the stage restarts
+    from epoch 1 instead of failing on every rerun.
+    """
+    folder = Path(backup_dir)
+    meta = folder / _BACKUP_META
+    if not folder.is_dir() or not meta.exists():
+        return None
+    try:
+        state = json.loads(meta.read_text(encoding="utf-8"))
+        epoch = int(state["epoch"])
+        weights = folder / state.get("weights", "latest.weights.h5")  # no "weights": Keras' own layout
+        with open(weights, "rb") as handle:
+            if handle.read(8) != _HDF5_SIGNATURE:
+                raise OSError(f"{weights.name} is not an HDF5 file ({weights.stat().st_size} bytes)")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("the resume backup %s is unreadable (%s: %s); it is ignored and the stage "
+                    "starts again from epoch 1", folder, type(error).__name__, error)
+        return None
+    state["epoch"], state["weights_path"] = epoch, weights
+    state.setdefault("legacy", "weights" not in state)
+    return state
+
+
+def rollback_to_backup(stage_dir: Path, state: dict | None) -> float | None:
+    """Make history.csv and model.keras agree with the committed backup `state`; the best val_loss.
+
+    Rows of epochs after the commit (a kill between the row and the commit) are dropped;
+    a model.keras saved after the commit is replaced by the committed best (or removed
+    when nothing was committed). Without a backup the stage starts afresh: no history,
+    no model, no stale backup folder.
+    """
+    stage_dir = Path(stage_dir)
+    history, model_path, backup = stage_dir / run_lib.HISTORY, stage_dir / run_lib.MODEL, stage_dir / BACKUP_DIR
+    if state is None:
+        history.unlink(missing_ok=True)
+        model_path.unlink(missing_ok=True)
+        shutil.rmtree(backup, ignore_errors=True)
+        return None
+    if state["legacy"]:  # a backup of Keras' own layout: keep its files, best from the history
+        return _best_logged(history, "val_loss")
+    _truncate_history(history, state["epoch"])
+    best_model = state.get("best_model")
+    if best_model and (backup / best_model).exists():
+        if not (model_path.exists() and os.path.samefile(model_path, backup / best_model)):
+            tmp = model_path.with_name(f".{model_path.stem}.partial{model_path.suffix}")
+            tmp.unlink(missing_ok=True)
+            _link_or_copy(backup / best_model, tmp)
+            os.replace(tmp, model_path)
+    else:
+        model_path.unlink(missing_ok=True)
+    return state.get("best")
+
+
+def _truncate_history(history: Path, epochs: int) -> None:
+    """Keep the header and the complete rows of epochs < `epochs` (rewritten atomically)."""
+    if not history.exists():
+        return
+    lines = history.read_text(encoding="utf-8").splitlines(keepends=True)
+    if not lines:
+        return
+    header, kept = lines[0], []
+    width = header.count(",")
+    for line in lines[1:]:
+        first = line.partition(",")[0]
+        if line.endswith("\n") and line.count(",") == width and first.isdigit() and int(first) < epochs:
+            kept.append(line)
+    if kept != lines[1:]:
+        _atomic_text(history, header + "".join(kept))
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose backup is committed by one rename, never written in place.
+
+    Each epoch writes `weights-<n>.weights.h5` (a new name), links the best model as
+    `best-<n>.keras` when the epoch improved it, then replaces `training_metadata.json`
+    (epoch, weights, best val_loss and model, EarlyStopping's counters, whether it
+    stopped). A kill at any instant leaves the previous commit readable. The folder is
+    kept after `fit` (`delete_checkpoint=False`); the caller removes it once the stage's
+    summary is written, so a kill in between resumes with nothing left to train.
+
+    Place it after the checkpoint, EarlyStopping and CSVLogger: it commits what they did.
+    """
+
+    def __init__(self, backup_dir, state: dict | None, checkpoint: AtomicModelCheckpoint,
+                 early_stopping: keras.callbacks.EarlyStopping | None = None):
+        super().__init__(str(backup_dir), delete_checkpoint=False)
+        self.folder = Path(backup_dir)
+        self.state = state
+        self.checkpoint, self.early_stopping = checkpoint, early_stopping
+        self.model_path = Path(checkpoint.filepath)
+
+    def on_train_begin(self, logs=None):
+        state = self.state
+        if state is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(state["weights_path"])
+        epoch = state["epoch"]
+        if state.get("stopped"):  # early stopping had ended it: train no further epoch
+            epoch = max(epoch, self.params.get("epochs") or epoch)
+        self.model._initial_epoch = epoch
+        self._current_epoch = epoch
+        seeds = _seed_variables(self.model)
+        if len(state.get("seeds", ())) == len(seeds):  # dropout masks go on as they would have
+            for variable, value in zip(seeds, state["seeds"]):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+        stopper = self.early_stopping
+        if stopper is not None and "wait" in state:
+            stopper.wait = int(state["wait"])
+            stopper.best = _from_json_float(state.get("stopper_best"), stopper.best)
+            stopper.best_epoch = int(state.get("stopper_best_epoch", 0))
+
+    def _save_model(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        epoch = self._current_epoch
+        previous = self.state or {}
+        weights = f"weights-{epoch}.weights.h5"
+        (self.folder / weights).unlink(missing_ok=True)
+        self.model.save_weights(str(self.folder / weights), overwrite=True)
+        best_model = previous.get("best_model")
+        if self.checkpoint.saved_epoch == epoch - 1 and self.model_path.exists():
+            best_model = f"best-{epoch}.keras"
+            (self.folder / best_model).unlink(missing_ok=True)
+            _link_or_copy(self.model_path, self.folder / best_model)
+        stopper = self.early_stopping
+        state = {"epoch": epoch, "batch": 0, "weights": weights, "best_model": best_model,
+                 "best": _to_json_float(self.checkpoint.best),
+                 "stopped": bool(self.model.stop_training),
+                 "seeds": [np.asarray(v).tolist() for v in _seed_variables(self.model)]}
+        if stopper is not None:
+            state.update(wait=int(stopper.wait), stopper_best=_to_json_float(stopper.best),
+                         stopper_best_epoch=int(stopper.best_epoch))
+        _atomic_text(self.folder / _BACKUP_META, json.dumps(state))  # the commit
+        for leftover in self.folder.iterdir():
+            if leftover.name not in (_BACKUP_META, weights, best_model):
+                leftover.unlink(missing_ok=True)
+        self.state = dict(state, weights_path=self.folder / weights, legacy=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch = epoch + 1
+        self._last_batch_seen = 0
+        self._save_model()
+
+
+def _seed_variables(model) -> list:
+    """The model's random-seed states (dropout): variables that `save_weights` leaves out."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def skip_finished_epochs(dataset, epochs: int) -> None:
+    """Open and drop `epochs` iterators of `dataset`, so a resumed fit shuffles (and masks)
+    its next epoch as an uninterrupted fit would: each iterator of a reshuffling dataset
+    draws the next seeds."""
+    for _ in range(epochs):
+        iterator = iter(dataset)
+        del iterator
+
+
+def _to_json_float(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _from_json_float(value, default):
+    return default if value is None else float(value)
