@@ -119,12 +119,15 @@ def _format(prediction: Prediction) -> str:
     if prediction.error:
         return f"{prediction.file}\n  error     {prediction.error}"
     probs = "  ".join(f"{c} {p:.3f}" for c, p in prediction.probabilities.items())
-    valence = "n/a (no transcript)" if prediction.valence is None else f"{prediction.valence:.2f}  (1 negative .. 5 positive)"
+    valence = ("n/a (no transcript, or a model trained without valence labels)" if prediction.valence is None
+               else f"{prediction.valence:.2f}  (1 negative .. 5 positive)")
+    arousal = ("n/a (a model trained without arousal labels)" if prediction.arousal is None
+               else f"{prediction.arousal:.2f}  (1 relaxed .. 5 aroused)")
     lines = [
         prediction.file,
         f"  emotion   {prediction.emotion}",
         f"  probs     {probs}",
-        f"  arousal   {prediction.arousal:.2f}  (1 relaxed .. 5 aroused)",
+        f"  arousal   {arousal}",
         f"  valence   {valence}",
         f"  text      {prediction.transcript or '(missing: emotion from the audio alone, no valence)'}",
     ]

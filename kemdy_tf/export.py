@@ -162,6 +162,9 @@ def export_run(
     models = {}
     for stage in stages_lib.with_requirements(EXPORTED_STAGE):
         path = run.model_path(stage)
+        if stage != EXPORTED_STAGE and not stages_lib.has_targets(run, stages_lib.get(stage).target):
+            models[stage] = None  # no ratings in this corpus: the output is NaN, the metadata says so
+            continue
         if not path.is_file():
             raise ExportError(f"{path} is missing: train the {stage} stage "
                               f"({stages_lib.get(stage).target}) first")
@@ -268,8 +271,8 @@ def build_serving_module(
         return {
             "emotion_probs": probs,
             "emotion": tf.gather(class_names, tf.argmax(probs, axis=-1)),
-            "arousal": _call(audio_encoder, feeds, "arousal")[:, 0],
-            "valence": _call(text_encoder, feeds, "valence")[:, 0],
+            "arousal": _rating(audio_encoder, feeds, "arousal", probs),
+            "valence": _rating(text_encoder, feeds, "valence", probs),
         }
 
     @tf.function(input_signature=[
@@ -295,7 +298,9 @@ def build_serving_module(
     if not features_only:
         signatures[SERVING_SIGNATURE] = serving_fn.get_concrete_function()
 
-    metadata = _metadata(config, classes, tokenizer_path, check_recipe(features), features_only, source)
+    untrained = [name for name, encoder in (("arousal", audio_encoder), ("valence", text_encoder)) if encoder is None]
+    metadata = _metadata(config, classes, tokenizer_path, check_recipe(features), features_only, source,
+                         untrained)
     (staging / METADATA_ASSET).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
     shutil.copyfile(tokenizer_path, staging / TOKENIZER_ASSET)
 
@@ -345,6 +350,16 @@ def _call(model, feeds: dict, output: str):
     return result[output] if isinstance(result, dict) else result
 
 
+def _rating(encoder, feeds: dict, output: str, like):
+    """An encoder's rating [batch], or NaN for every example when the run has no encoder
+    for it (a corpus without arousal/valence labels)."""
+    import tensorflow as tf
+
+    if encoder is None:
+        return tf.fill(tf.shape(like)[:1], float("nan"))
+    return _call(encoder, feeds, output)[:, 0]
+
+
 def _output_width(model, output: str) -> int:
     spec = model.output
     spec = spec[output] if isinstance(spec, dict) else spec
@@ -358,7 +373,8 @@ def _unique(variables) -> list:
     return list(seen.values())
 
 
-def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, features_only, source) -> dict:
+def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, features_only, source,
+              untrained=()) -> dict:
     import sentencepiece as spm
 
     import tensorflow as tf
@@ -371,6 +387,8 @@ def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, feat
         "arousal": "float32 [batch]: 1 (relaxed) .. 5 (aroused), from the audio encoder",
         "valence": "float32 [batch]: 1 (negative) .. 5 (positive), from the text encoder",
     }
+    for name in untrained:
+        numeric_outputs[name] = f"float32 [batch]: always NaN: the training data had no {name} labels"
     signatures = {
         FEATURES_SIGNATURE: {
             "inputs": {
@@ -400,6 +418,7 @@ def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, feat
         "source": source,
         "preset": config.preset,
         "classes": list(classes),
+        "ratings_trained": [name for name in ("arousal", "valence") if name not in untrained],
         "features": {**config.to_dict()["features"], "log_mel": log_mel_settings},
         "window_seconds": features.max_frames * features.hop_length / features.sample_rate,
         "tokenizer": {"asset": TOKENIZER_ASSET, "max_tokens": features.max_tokens,

@@ -268,8 +268,10 @@ def _predict_ready(ready: list, model: ExportedModel, batch_size: int) -> None:
         for (result, _), out in zip(chunk, outputs):
             result.emotion = out["emotion"]
             result.probabilities = {c: round(float(p), 6) for c, p in zip(model.classes, out["probabilities"])}
-            result.arousal = round(out["arousal"], 4)
-            result.valence = None if result.transcript_missing else round(out["valence"], 4)
+            # NaN: the model was trained on a corpus without that rating (export metadata).
+            result.arousal = None if math.isnan(out["arousal"]) else round(out["arousal"], 4)
+            result.valence = (None if result.transcript_missing or math.isnan(out["valence"])
+                              else round(out["valence"], 4))
 
 
 def _transcript(text, wav: str) -> str | None:

@@ -160,6 +160,15 @@ def _text_classification_loss(config):
     return text_classification_loss(config.text, len(config.data.classes))
 
 
+def has_targets(run, target: str) -> bool:
+    """Whether the training split holds any value of `target` (emotion labels always do;
+    arousal/valence are missing from most speech-emotion corpora)."""
+    train = run.split("train")
+    if target == "emotion":
+        return bool(len(train))
+    return target in train and bool(train[target].notna().any())
+
+
 # === Builders ===
 
 def _build_audio_encoder(run, stage, unfreeze=False, from_scratch=False):
@@ -190,6 +199,13 @@ def _build_classifier(run, stage, unfreeze=False, from_scratch=False):
     for modality in stage.modalities:
         path = run.model_path(modality)
         if from_scratch:
+            backbones[modality] = (audio_encoder.build_audio_backbone(cfg.audio, cfg.features)
+                                   if modality == "audio"
+                                   else text_encoder.build_text_backbone(cfg.text, cfg.features, run.vocab_size()))
+            continue
+        if not path.exists() and not has_targets(run, get(modality).target):
+            # A corpus with emotion labels only: there is no encoder to start from, so the
+            # classifier learns its backbone from the emotion labels themselves.
             backbones[modality] = (audio_encoder.build_audio_backbone(cfg.audio, cfg.features)
                                    if modality == "audio"
                                    else text_encoder.build_text_backbone(cfg.text, cfg.features, run.vocab_size()))
