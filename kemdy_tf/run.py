@@ -206,14 +206,16 @@ def prepare_run(workdir, source: dict, config: RunConfig, cache_dir=None, tokeni
     _check_same_data(run_json, source, config)
     cache_dir = Path(cache_dir or workdir.parent / "cache").resolve()
 
-    if table_csv.exists() and tokenizer_path.exists():
+    if run_json.exists() and table_csv.exists() and tokenizer_path.exists():  # run.json is written last
         table = splits.read_split(table_csv)
+        _check_labels(table, config)
     else:
         table, skips = read_source(source)
-        skips.to_csv(workdir / SKIPS_CSV, index=False)
+        atomic_write(workdir / SKIPS_CSV, lambda tmp: skips.to_csv(tmp, index=False))
         if len(skips):
             log.warning("%d rows skipped while reading; see %s", len(skips), workdir / SKIPS_CSV)
         table = _split(table, config)
+        _check_labels(table, config)
         table = _augment_train(table, config)
         if tokenizer_from:
             shutil.copyfile(tokenizer_from, tokenizer_path)
@@ -224,12 +226,34 @@ def prepare_run(workdir, source: dict, config: RunConfig, cache_dir=None, tokeni
     cache = features.FeatureCache(cache_dir, config.features)
     failures = cache.build(table, workers=min(2, os.cpu_count() or 1))
     if failures:
+        from kemdy_tf.data.checks import feature_failure_skips
+
+        _append_skips(workdir / SKIPS_CSV, feature_failure_skips(table, failures))
         failed = {str(Path(p).resolve()) for p, _ in failures}
         bad = table["wav_path"].map(lambda p: str(Path(p).resolve()) in failed)
         for path, reason in failures:
             log.warning("feature extraction failed for %s: %s", path, reason)
         table = table[~bad].reset_index(drop=True)
     return Run(workdir, config, table, cache, tokenizer_path, _portable(source))
+
+
+def _check_labels(table: pd.DataFrame, config: RunConfig) -> None:
+    """Log the split table's label warnings; SingleClassError (a ValueError) on < 2 classes."""
+    from kemdy_tf.data.checks import check_training_labels
+
+    for line in check_training_labels(table, config.data.classes):
+        log.warning(line)
+
+
+def _append_skips(path: Path, extra: pd.DataFrame) -> None:
+    """Add skip rows to skips.csv (rewritten atomically; a row already listed is not repeated)."""
+    if extra.empty:
+        return
+    old = pd.read_csv(path, keep_default_na=False, dtype=str) if path.exists() and path.stat().st_size else None
+    rows = extra.astype(str) if old is None else pd.concat([old, extra.astype(str)], ignore_index=True)
+    rows = rows.drop_duplicates(ignore_index=True)
+    atomic_write(path, lambda tmp: rows.to_csv(tmp, index=False))
+    log.warning("%d clips whose audio cannot be decoded are left out; see %s", len(extra), path)
 
 
 def write_run_files(workdir, config: RunConfig, source: dict, table: pd.DataFrame, cache_dir) -> None:

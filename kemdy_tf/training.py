@@ -8,8 +8,9 @@ What a stage is (target, inputs, builder, loss, metrics) comes from the registry
 `kemdy_tf.summaries`. This module is the loop around them: compile, class weights,
 callbacks, fit, checkpoint, summarise.
 
-A stage is resumable: `BackupAndRestore` keeps the last finished epoch, so a killed
-run continues when the same command runs again. A stage whose `summary.json` exists
+A stage is resumable: `AtomicBackupAndRestore` commits each finished epoch, so a run
+killed at any instant continues when the same command runs again, and ends as the
+uninterrupted run would (see "Kill-safe checkpoints" below). A stage whose `summary.json` exists
 is finished and is skipped unless `retrain=True`.
 """
 

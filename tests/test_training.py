@@ -188,3 +188,213 @@ def test_output_is_one_line_per_epoch_and_the_summary(tmp_path, trained_run, tra
     assert "val_loss" in epochs[0]
     assert "== text_clf: validation split" in done.stdout
     assert len(done.stdout.strip().splitlines()) <= 12, done.stdout
+
+
+# === Issue 13: a kill at any instant loses nothing ===
+
+# Runs train.py and SIGKILLs it at the KILL_NTH os.replace onto a path matching KILL_AT:
+# "before" the rename, with the new file cut to half (killed mid-write; every file a run
+# writes goes through a temporary file and a rename), or right "after" it.
+_KILLER = '''
+import fnmatch, os, runpy, signal, sys
+pattern, nth, when = os.environ["KILL_AT"], int(os.environ["KILL_NTH"]), os.environ["KILL_WHEN"]
+real, seen = os.replace, [0]
+def replace(src, dst, *args, **kwargs):
+    if fnmatch.fnmatch(str(dst), pattern):
+        seen[0] += 1
+        if seen[0] == nth:
+            if when == "before":
+                os.truncate(src, os.path.getsize(src) // 2)
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(src, dst, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *args, **kwargs)
+os.replace = replace
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+'''
+
+
+@pytest.fixture
+def killable(tmp_path, train_args):
+    """`(run(workdir, kill=None), files(workdir))`: train.py on the text stage, 3 epochs, one cache."""
+    killer = tmp_path / "killer.py"
+    killer.write_text(_KILLER)
+
+    def run(workdir, kill=None):
+        args = train_args(workdir, "--stage", "text", "--cache-dir", tmp_path / "cache",
+                          "--set", "train.epochs=3", "--set", "train.patience=10")
+        env = dict(os.environ)
+        cmd = [sys.executable, str(ROOT / "train.py"), *args]
+        if kill:
+            pattern, nth, when = kill
+            env.update(KILL_AT=str(workdir / pattern), KILL_NTH=str(nth), KILL_WHEN=when)
+            cmd = [sys.executable, str(killer), *cmd[1:]]
+        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+        if kill:
+            assert done.returncode == -signal.SIGKILL, f"not killed at {kill}:\n{done.stderr[-2000:]}"
+        else:
+            assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    def files(workdir):
+        stage = workdir / "text"
+        assert not (stage / "backup").exists(), "a finished stage leaves no backup behind"
+        assert not [p.name for p in stage.glob("*.tmp")] + [p.name for p in stage.glob(".*.partial.*")]
+        return {name: (stage / name).read_text() for name in ("history.csv", "summary.json", "config.json")}
+
+    return run, files
+
+
+def test_a_killed_run_finishes_like_an_uninterrupted_one(tmp_path, killable):
+    """Killed while run.json, model.keras and the resume backup are written (each mid-write,
+    in one workdir, one after the other), the rerun ends with the uninterrupted run's
+    history, summary and model."""
+    import keras
+
+    import kemdy_tf  # noqa: F401
+
+    run, files = killable
+    run(tmp_path / "ref")
+    workdir = tmp_path / "killed"
+    run(workdir, ("run.json", 1, "before"))                              # preparing the run
+    run(workdir, ("text/model.keras", 2, "before"))                      # the 2nd epoch's best model
+    assert keras.saving.load_model(workdir / "text" / "model.keras") is not None  # the 1st one, whole
+    run(workdir, ("text/backup/training_metadata.json", 1, "before"))   # the 2nd epoch's backup
+    run(workdir)
+    assert files(workdir) == files(tmp_path / "ref")
+    for a, b in zip(keras.saving.load_model(workdir / "text" / "model.keras").get_weights(),
+                    keras.saving.load_model(tmp_path / "ref" / "text" / "model.keras").get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", [
+    ("table.csv", 1, "before"),
+    ("skips.csv", 1, "after"),
+    ("text/config.json", 1, "before"),
+    ("text/model.keras", 1, "before"),                        # no model saved yet
+    ("text/model.keras", 2, "after"),                         # saved, not yet committed
+    ("text/history.csv", 1, "after"),                         # never renamed: an epoch row is appended
+    ("text/backup/training_metadata.json", 2, "after"),       # between epochs
+    ("text/backup/training_metadata.json", 3, "after"),       # after the last epoch
+    ("text/summary.json", 1, "before"),
+    ("text/summary.json", 1, "after"),                        # the backup is still there
+], ids=lambda k: f"{k[0]}#{k[1]}-{k[2]}" if isinstance(k, tuple) else str(k))
+def test_a_kill_at_each_point_resumes_to_the_same_result(tmp_path, killable, kill):
+    run, files = killable
+    run(tmp_path / "ref")
+    workdir = tmp_path / "killed"
+    if kill[0] == "text/history.csv":  # appended by CSVLogger: kill at the commit right after it
+        kill = ("text/backup/training_metadata.json", 2, "before")
+    run(workdir, kill)
+    run(workdir)
+    assert files(workdir) == files(tmp_path / "ref")
+
+
+def test_an_unreadable_backup_is_ignored_with_a_warning(tmp_path, caplog):
+    """A 0-byte latest.weights.h5 (a kill while an older version wrote it in place) no
+    longer fails every rerun with 'file signature not found': the stage starts again."""
+    from kemdy_tf import training
+
+    stage = tmp_path / "text"
+    (stage / "backup").mkdir(parents=True)
+    (stage / "backup" / "latest.weights.h5").write_bytes(b"")
+    (stage / "backup" / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    (stage / "history.csv").write_text("epoch,loss,val_loss\n0,1.0,1.0\n1,0.9,0.9\n")
+    (stage / "model.keras").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="kemdy_tf.training"):
+        state = training.read_backup(stage / "backup")
+    assert state is None
+    assert "unreadable" in caplog.text and "latest.weights.h5" in caplog.text
+    assert training.rollback_to_backup(stage, state) is None
+    assert not (stage / "backup").exists() and not (stage / "history.csv").exists()
+    assert not (stage / "model.keras").exists()
+    # broken metadata is the same
+    (stage / "backup").mkdir()
+    (stage / "backup" / "training_metadata.json").write_text('{"epo')
+    assert training.read_backup(stage / "backup") is None
+
+
+def test_history_rows_after_the_committed_epoch_are_dropped(tmp_path):
+    from kemdy_tf import training
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss,val_loss\n0,1.0,1.0\n1,0.9,0.9\n2,0.8,0.8\n3,0.7")
+    training._truncate_history(history, 2)
+    assert history.read_text() == "epoch,loss,val_loss\n0,1.0,1.0\n1,0.9,0.9\n"
+
+
+@pytest.mark.slow
+def test_a_zero_byte_backup_from_an_in_place_write_is_survived(tmp_path, killable):
+    """Issue 13 item 1 as reported: backup/latest.weights.h5 left at 0 bytes."""
+    run, files = killable
+    run(tmp_path / "ref")
+    workdir = tmp_path / "killed"
+    run(workdir, ("text/backup/training_metadata.json", 2, "after"))
+    backup = workdir / "text" / "backup"
+    for leftover in backup.iterdir():
+        leftover.unlink()
+    (backup / "latest.weights.h5").write_bytes(b"")
+    (backup / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    done = run(workdir)
+    assert "unreadable" in done.stderr
+    assert files(workdir) == files(tmp_path / "ref")
+
+
+def _synthetic_manifest(synthetic_root, path, edit=None):
+    """The synthetic set as a manifest at `path`; `edit(table)` changes the table first."""
+    from kemdy_tf.data.kemdy20 import read_kemdy20
+    from kemdy_tf.data.manifest import write_manifest
+
+    table, _ = read_kemdy20(synthetic_root)
+    if edit:
+        edit(table)
+    return Path(write_manifest(table, path)), table
+
+
+def test_undecodable_audio_is_listed_in_skips_csv(tmp_path, synthetic_root, tiny_config):
+    """A wav the feature build cannot decode is a skips.csv row (file, row, reason), once."""
+    from kemdy_tf import run as run_lib
+
+    garbage = tmp_path / "broken.wav"
+    garbage.write_bytes(b"RIFF but not really a wav file" * 20)
+    manifest, table = _synthetic_manifest(synthetic_root, tmp_path / "data" / "manifest.csv",
+                                          lambda t: t.__setitem__("wav_path", t["wav_path"].where(
+                                              t.index != 3, str(garbage))))
+    broken_id = table["segment_id"].iloc[3]
+    workdir = tmp_path / "run"
+    for _ in range(2):  # a rerun does not list it twice
+        run = run_lib.prepare_run(workdir, {"manifest": manifest}, tiny_config, cache_dir=tmp_path / "cache")
+        skips = pd.read_csv(workdir / "skips.csv", keep_default_na=False)
+        listed = skips[skips["file"] == str(garbage)]
+        assert len(listed) == 1, skips
+        assert listed["segment_id"].iloc[0] == broken_id
+        assert listed["reason"].iloc[0].startswith("undecodable audio: ")
+        written = pd.read_csv(workdir / "table.csv", keep_default_na=False)
+        assert written["segment_id"].iloc[int(listed["row"].iloc[0]) - 2] == broken_id  # its table.csv line
+        assert broken_id not in set(run.table["segment_id"])
+
+
+def test_one_class_in_training_is_a_one_line_error(tmp_path, synthetic_root, tiny_overrides, capsys):
+    from conftest import set_args
+
+    def one_class(table):
+        table["labels"], table["emotion"] = "happy", "happy"
+
+    manifest, _ = _synthetic_manifest(synthetic_root, tmp_path / "data" / "manifest.csv", one_class)
+    code = run_train("--stage", "text", "--manifest", manifest, "--workdir", tmp_path / "run",
+                     "--no-export", *set_args(tiny_overrides))
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the training split has 1 class(es)") and "'happy'" in err
+    assert len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_a_source_without_utterances_is_a_one_line_error(tmp_path, capsys):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,text,emotion\n", encoding="utf-8")
+    assert run_train("--stage", "text", "--manifest", manifest, "--workdir", tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no utterances") and len(err.splitlines()) == 1, err

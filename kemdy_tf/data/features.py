@@ -29,6 +29,7 @@ import concurrent.futures
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -170,13 +171,19 @@ class FeatureCache:
         np.ascontiguousarray(log_mel, dtype="<f4").tofile(tmp)
         os.replace(tmp, target)
         stat = Path(wav_path).resolve().stat()
-        new_file = not self._index_path.exists()
+        # The entry's file is complete (renamed) before its index line exists, and the line
+        # goes out in one write: a kill leaves either no line or the whole line.
+        lines = io.StringIO()
+        writer = csv.writer(lines)
+        size = self._index_path.stat().st_size if self._index_path.exists() else 0
+        if not size:
+            writer.writerow(_INDEX_FIELDS)
+        elif not _ends_with_newline(self._index_path):
+            lines.write("\n")  # a line cut by a crash stays its own (unreadable) line
+        writer.writerow([key, relative.as_posix(), log_mel.shape[0], wav_path,
+                         stat.st_size, stat.st_mtime_ns])
         with open(self._index_path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            if new_file:
-                writer.writerow(_INDEX_FIELDS)
-            writer.writerow([key, relative.as_posix(), log_mel.shape[0], wav_path,
-                             stat.st_size, stat.st_mtime_ns])
+            handle.write(lines.getvalue())
         self._entries[key] = CacheEntry(target, int(log_mel.shape[0]))
 
     def _read_index(self) -> dict[str, CacheEntry]:
@@ -205,6 +212,12 @@ class FeatureCache:
         for path, group in zip(table["wav_path"], speaker_group(table, self)):
             seen.setdefault(str(path), group)
         return audio.speaker_stats((group, self.read(path)) for path, group in seen.items())
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 def speaker_group(table: pd.DataFrame, cache: FeatureCache) -> list[str]:
