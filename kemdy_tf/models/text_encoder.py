@@ -346,7 +346,8 @@ def _call_pretrained(pretrained: keras.Model, token_ids, padding_mask):
 
 
 def text_optimizer(text_cfg: TextEncoderConfig, learning_rate: float, total_steps: int):
-    """AdamW with a linear warmup and a cosine decay, the text model's recipe.
+    """AdamW with a linear warmup and a cosine decay, the NSMC text recipe (Adam when
+    `weight_decay` and `warmup_share` are both 0, the default).
 
     Peak `learning_rate` after `text_cfg.warmup_share` of `total_steps`, then cosine
     decay to 5% of it at `total_steps`; decoupled weight decay `text_cfg.weight_decay`
@@ -362,6 +363,8 @@ def text_optimizer(text_cfg: TextEncoderConfig, learning_rate: float, total_step
     Example:
         >>> opt = text_optimizer(cfg.text, cfg.train.learning_rate, epochs * steps_per_epoch)
     """
+    if text_cfg.weight_decay <= 0 and text_cfg.warmup_share <= 0:
+        return keras.optimizers.Adam(learning_rate, clipnorm=1.0)  # the plain default
     total_steps = max(1, int(total_steps))
     warmup = max(1, int(round(text_cfg.warmup_share * total_steps)))
     schedule = keras.optimizers.schedules.CosineDecay(
