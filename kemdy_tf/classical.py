@@ -241,7 +241,7 @@ def fit_for_run(run) -> Path:
     rows = rows[rows["split"].isin(("train", "val", "test"))]
     features = acoustic_features(rows["wav_path"], run.config.features.sample_rate)
     atomic_write(folder / _FEATURES, lambda tmp: np.savez(
-        open(tmp, "wb"), segment_id=rows["segment_id"].astype(str).to_numpy(), features=features))
+        open(tmp, "wb"), segment_id=rows["segment_id"].astype(str).to_numpy().astype("U"), features=features))
     train = (rows["split"] == "train").to_numpy()
     model = ClassicalBaseline(classes, seed=run.config.train.seed).fit(rows[train], features[train])
     atomic_write(folder / _MODEL, lambda tmp: joblib.dump(model, tmp))
@@ -255,7 +255,9 @@ def load_for_run(workdir) -> tuple[ClassicalBaseline, dict[str, np.ndarray]] | N
     folder = Path(workdir) / FOLDER
     if not (folder / _MODEL).is_file() or not (folder / _FEATURES).is_file():
         return None
-    with np.load(folder / _FEATURES, allow_pickle=False) as stored:
+    # allow_pickle: files written before ids were stored as unicode hold an object array;
+    # the model beside it is a joblib pickle anyway, so the folder is trusted as a whole.
+    with np.load(folder / _FEATURES, allow_pickle=True) as stored:
         features = dict(zip(stored["segment_id"].tolist(), stored["features"]))
     return joblib.load(folder / _MODEL), features
 

@@ -72,3 +72,17 @@ def test_acoustic_features_are_egemaps_functionals_with_nan_for_undecodable(tmp_
     X = acoustic_features([str(wav), str(bad)])
     assert X.shape == (2, 88)
     assert np.isfinite(X[0]).all() and np.isnan(X[1]).all()
+
+
+def test_a_trained_run_reports_the_classical_baseline_in_summaries_and_evaluation(trained_run, tmp_path):
+    import json
+
+    from kemdy_tf.evaluation.runs import evaluate_workdir
+
+    summary = json.loads((trained_run / "fusion" / "summary.json").read_text())
+    assert summary["classical_name"] == "classical (audio+text)"
+    assert 0.0 <= summary["classical"]["balanced_accuracy"] <= 1.0
+    report = evaluate_workdir(trained_run, out_dir=tmp_path / "eval", with_sweeps=False, with_folds=False)
+    for name in ("classical_audio", "classical_text", "classical_fusion"):
+        assert "emotion" in report["models"][name]
+    assert "classical baseline, audio" in (tmp_path / "eval" / "report.md").read_text()
