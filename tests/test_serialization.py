@@ -25,8 +25,22 @@ def _segment_ids():  # used only with a pretrained BERT-style backbone (text_enc
     return SegmentIds(segment=1, name="segment_ids")
 
 
-# Examples of registered classes that no stage model uses (name -> () -> instance).
-EXTRA_EXAMPLES: dict = {"kemdy_tf>SegmentIds": _segment_ids}
+def _text_recipe(name):
+    """The text encoder's optional parts (bag-of-tokens path, smoothed loss), off by default."""
+    def make():
+        from kemdy_tf.models import text_encoder
+
+        return {"HashedTokenBigrams": lambda: text_encoder.HashedTokenBigrams(buckets=64, name="bigrams"),
+                "MaskedMeanMaxPool": lambda: text_encoder.MaskedMeanMaxPool(name="bag"),
+                "AddToSteps": lambda: text_encoder.AddToSteps(name="add_bag"),
+                "SmoothedSparseCrossentropy": lambda: text_encoder.SmoothedSparseCrossentropy(5, 0.1)}[name]()
+    return make
+
+
+# Examples of registered classes that no default stage model uses (name -> () -> instance).
+EXTRA_EXAMPLES: dict = {"kemdy_tf>SegmentIds": _segment_ids,
+                        **{f"kemdy_tf>{n}": _text_recipe(n) for n in (
+                            "HashedTokenBigrams", "MaskedMeanMaxPool", "AddToSteps", "SmoothedSparseCrossentropy")}}
 
 
 def registered() -> dict[str, type]:
