@@ -162,7 +162,8 @@ def export_run(
     models = {}
     for stage in stages_lib.with_requirements(EXPORTED_STAGE):
         path = run.model_path(stage)
-        if stage != EXPORTED_STAGE and not stages_lib.has_targets(run, stages_lib.get(stage).target):
+        if (stage != EXPORTED_STAGE and not path.is_file()
+                and not stages_lib.has_targets(run, stages_lib.get(stage).target)):
             models[stage] = None  # no ratings in this corpus: the output is NaN, the metadata says so
             continue
         if not path.is_file():
