@@ -351,13 +351,13 @@ def test_evaluate_workdir_writes_report_plots_sweeps_and_folds(tmp_path, trained
     table = pd.read_csv(workdir / "table.csv", keep_default_na=False)
     n_test = int(((table["split"] == "test") & (table["augmented_from"] == "")).sum())
     assert result["n"] == n_test
-    assert set(result["models"]) == {"audio", "text", "fusion", "fusion_no_text", "audio_clf"}
+    assert set(result["models"]) == {"audio", "text", "fusion", "fusion_no_text", "audio_clf", "classical_audio", "classical_text", "classical_fusion"}
 
     for name in ("confusion_fusion.png", "confusion_fusion_no_text.png", "confusion_audio_clf.png",
                  "recall_per_class.png", "curves_fusion.png", "sweep_text.n_layers.png"):
         assert_png(out / name)
     predictions = pd.read_csv(out / "predictions.csv")
-    assert len(predictions) == 5 * n_test
+    assert len(predictions) == 8 * n_test  # 5 deep models and variants + 3 classical rows per utterance
 
     markdown = (out / "report.md").read_text()
     for row in ("| majority baseline (`", "| audio only (`audio_clf`)",
@@ -434,8 +434,8 @@ def test_cli_on_a_trained_run(trained_run, capsys):
     test_rows = table[table["split"] == "test"]
     result = json.loads((out / "report.json").read_text())
     assert result["n"] == len(test_rows)
-    assert set(result["models"]) == {"audio", "text", "fusion", "fusion_no_text", "audio_clf", "text_clf"}
-    for model in ("fusion", "fusion_no_text", "audio_clf", "text_clf"):
+    assert set(result["models"]) == {"audio", "text", "fusion", "fusion_no_text", "audio_clf", "text_clf", "classical_audio", "classical_text", "classical_fusion"}
+    for model in ("fusion", "fusion_no_text", "audio_clf", "text_clf", "classical_audio", "classical_text", "classical_fusion"):
         emotion = result["models"][model]["emotion"]
         assert sum(c["support"] for c in emotion["per_class"].values()) == len(test_rows)
         assert 0 <= emotion["balanced_accuracy"] <= 1
