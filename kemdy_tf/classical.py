@@ -274,9 +274,13 @@ def predict_for_run(workdir, rows: pd.DataFrame, modalities: typing.Sequence[str
     missing = [m for m in modalities if m not in model.modalities()]
     if missing:
         raise ValueError(f"the classical baseline of {workdir} has no {missing} model")
-    width = len(next(iter(features.values()))) if features else 88
-    X = np.stack([features.get(str(sid), np.full(width, np.nan)) for sid in rows["segment_id"]]) \
-        if len(rows) else np.zeros((0, width))
+    return _predict(model, features, rows, modalities)
+
+
+def _predict(model: ClassicalBaseline, features: dict[str, np.ndarray], rows: pd.DataFrame,
+             modalities: typing.Sequence[str]) -> np.ndarray:
+    X = np.stack([features.get(str(sid), np.full(N_ACOUSTIC, np.nan)) for sid in rows["segment_id"]]) \
+        if len(rows) else np.zeros((0, N_ACOUSTIC))
     return model.predict_proba(rows, X, modalities=modalities)
 
 
@@ -285,16 +289,18 @@ def prediction_frames(workdir, reference: pd.DataFrame, table: pd.DataFrame,
     """`predictions.csv`-shaped frames of the run's classical baseline on the utterances of
     `reference` (one deep model's predictions, whose truth columns are reused); [] when
     the run has no fitted baseline."""
+    loaded = load_for_run(workdir)
+    if loaded is None:
+        return []
+    model, features = loaded
     unique = table.drop_duplicates("segment_id")
     rows = unique.set_index(unique["segment_id"].astype(str)).loc[reference["segment_id"].astype(str)]
+    rows = rows.reset_index(drop=True)
     frames = []
     for name, (modalities, _) in REPORT_MODELS.items():
-        try:
-            probs = predict_for_run(workdir, rows.reset_index(drop=True), modalities)
-        except ValueError:  # e.g. a corpus without transcripts has no text model
+        if not set(modalities) <= set(model.modalities()):  # e.g. no transcripts: no text model
             continue
-        if probs is None:
-            return []
+        probs = _predict(model, features, rows, modalities)
         frame = reference.copy()
         frame["model"] = name
         frame["emotion_pred"] = [classes[i] for i in probs.argmax(axis=1)]

@@ -198,14 +198,9 @@ def _build_classifier(run, stage, unfreeze=False, from_scratch=False):
     backbones = {"audio": None, "text": None}
     for modality in stage.modalities:
         path = run.model_path(modality)
-        if from_scratch:
-            backbones[modality] = (audio_encoder.build_audio_backbone(cfg.audio, cfg.features)
-                                   if modality == "audio"
-                                   else text_encoder.build_text_backbone(cfg.text, cfg.features, run.vocab_size()))
-            continue
-        if not path.exists() and not has_targets(run, get(modality).target):
-            # A corpus with emotion labels only: there is no encoder to start from, so the
-            # classifier learns its backbone from the emotion labels themselves.
+        # A corpus with emotion labels only has no encoder to start from: the classifier
+        # then learns its backbone from the emotion labels, as with --from-scratch.
+        if from_scratch or (not path.exists() and not has_targets(run, get(modality).target)):
             backbones[modality] = (audio_encoder.build_audio_backbone(cfg.audio, cfg.features)
                                    if modality == "audio"
                                    else text_encoder.build_text_backbone(cfg.text, cfg.features, run.vocab_size()))
