@@ -21,8 +21,9 @@ EXAMPLES = {
     layers.NonEmptyMask: {},
     layers.PackMaskedSteps: {},
     layers.ConcatenateSteps: {},
-    layers.ModalityDropout: dict(rate=0.25, swap_rate=0.3, seed=11),
+    layers.ModalityDropout: dict(rate=0.25, swap_rate=0.3, scramble_rate=0.2, seed=11),
     layers.MaskedStatisticsPooling: dict(epsilon=1e-5),
+    layers.MixProbabilities: dict(weight=0.3),
     layers.SegmentIds: dict(segment=1),
 }
 BASE_KEYS = set(keras.layers.Layer().get_config())
@@ -131,3 +132,25 @@ def test_text_swap_pairs_audio_with_another_examples_transcript_only_in_training
     np.testing.assert_array_equal(t_inf.numpy(), text)
     with pytest.raises(ValueError, match="swap_rate"):
         layers.ModalityDropout(swap_rate=1.0)
+
+
+def test_text_scramble_makes_a_word_salad_of_the_batch_only_in_training():
+    batch, steps = 64, 6
+    audio = np.random.default_rng(0).normal(size=(batch, 3, 2)).astype("float32")
+    # Step t of example b holds 100 * b + t, so each salad step names its source.
+    text = (100 * np.arange(batch)[:, None] + np.arange(steps)[None, :]).astype("float32")[..., None]
+    text_mask = np.arange(steps)[None, :] < (1 + np.arange(batch) % steps)[:, None]
+    layer = layers.ModalityDropout(rate=0.0, scramble_rate=0.5, seed=5)
+    a, _, t, tm = layer(audio, np.ones((batch, 3), bool), text, text_mask, training=True)
+    np.testing.assert_array_equal(a.numpy(), audio)
+    t, tm = t.numpy()[..., 0], tm.numpy()
+    source = (t // 100).astype(int)
+    np.testing.assert_array_equal(t % 100, np.broadcast_to(np.arange(steps), t.shape))  # same position
+    np.testing.assert_array_equal(tm, text_mask[source, np.arange(steps)[None, :]])  # mask travels along
+    scrambled = (source != np.arange(batch)[:, None]).any(axis=1)
+    assert 0.25 < scrambled.mean() < 0.75
+    assert all(len(set(row)) > 1 for row in source[scrambled])  # words from several transcripts
+    _, _, t_inf, _ = layer(audio, np.ones((batch, 3), bool), text, text_mask, training=False)
+    np.testing.assert_array_equal(t_inf.numpy()[..., 0], text[..., 0])
+    with pytest.raises(ValueError, match="scramble_rate"):
+        layers.ModalityDropout(scramble_rate=1.0)

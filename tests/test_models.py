@@ -6,6 +6,7 @@ CPU; the paper preset gets one forward/backward step on 32 frames (~10 s).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -261,6 +262,20 @@ def test_fusion_without_transcript_predicts_from_audio(models):
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
     other_audio = make_batch(seed=5, token_lengths=(0, 0, 0))
     assert np.abs(run(models["fusion"], other_audio) - probabilities).max() > 1e-4
+
+
+def test_voice_share_mixes_the_answer_with_the_transcript_and_the_answer_from_the_voice_alone(models):
+    fusion = models["fusion"]
+    assert FUSION.voice_share == 0.5
+    backbones = fusion.get_layer("audio_backbone"), fusion.get_layer("text_backbone")
+    unmixed = build_fusion_model(*backbones, dataclasses.replace(FUSION, voice_share=0.0), N_CLASSES)
+    unmixed.set_weights(fusion.get_weights())  # the voice-only pass adds no weights
+    batch = make_batch(token_lengths=(9, 3, 4))
+    blanked = {**batch, "token_ids": np.zeros_like(batch["token_ids"])}
+    expected = 0.5 * run(unmixed, batch) + 0.5 * run(unmixed, blanked)
+    np.testing.assert_allclose(run(fusion, batch), expected, atol=ATOL)
+    np.testing.assert_allclose(run(fusion, blanked), run(unmixed, blanked), atol=ATOL)
+    assert np.abs(run(unmixed, batch) - run(unmixed, blanked)).max() > 1e-3  # the transcript matters
 
 
 @pytest.mark.parametrize("training", [False, True])

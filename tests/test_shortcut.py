@@ -22,8 +22,6 @@ def _ua(report: dict, model: str) -> float:
     return report["models"][model]["emotion"]["balanced_accuracy"]
 
 
-@pytest.mark.xfail(strict=True, reason="not met yet: fusion loses 0.038 UA to audio_clf with the fixed "
-                                      "test sentence (docs/real_speech.md); strict, so it flips when fixed")
 def test_fusion_keeps_listening_when_the_training_transcript_is_a_shortcut(tmp_path):
     from evaluate import main as evaluate
     from kemdy_tf.data import scenarios, synthetic

@@ -23,6 +23,7 @@ from kemdy_tf.config import FusionConfig
 from kemdy_tf.models.layers import (
     ConcatenateSteps,
     MaskedStatisticsPooling,
+    MixProbabilities,
     ModalityDropout,
     NonEmptyMask,
     PackMaskedSteps,
@@ -100,7 +101,8 @@ def build_fusion_model(
         masks["text"] = TokenPaddingMask(pad_id=PAD_ID, name="text_mask")(inputs["token_ids"])
     if len(modalities) == 2:
         sequences["audio"], masks["audio"], sequences["text"], masks["text"] = ModalityDropout(
-            rate=fusion_cfg.modality_dropout, swap_rate=fusion_cfg.text_swap, name="modality_dropout"
+            rate=fusion_cfg.modality_dropout, swap_rate=fusion_cfg.text_swap,
+            scramble_rate=fusion_cfg.text_scramble, name="modality_dropout"
         )(sequences["audio"], masks["audio"], sequences["text"], masks["text"])
 
     width = max(sequences[m].shape[-1] for m in modalities)
@@ -108,28 +110,55 @@ def build_fusion_model(
         raise ValueError(
             f"fusion width {width} (the wider backbone) must be divisible by fusion.n_heads ({fusion_cfg.n_heads})"
         )
-    projected = [keras.layers.Dense(width, name=f"{m}_projection")(sequences[m]) for m in modalities]
-    if len(modalities) == 2:
-        sequence = ConcatenateSteps(name="concat_sequences")(projected)
-        mask = ConcatenateSteps(name="concat_masks")([masks[m] for m in modalities])
-    else:
-        sequence, mask = projected[0], masks[modalities[0]]
-
-    sequence, mask = PackMaskedSteps(name="pack_real_steps")(sequence, mask)
-    mask = NonEmptyMask(name="fusion_mask")(mask)
-    sequence = ZeroMaskedSteps(name="zero_padded_steps")(sequence, mask)
-    sequence = keras_hub.layers.TransformerEncoder(
-        intermediate_dim=FEEDFORWARD_MULTIPLE * width, num_heads=fusion_cfg.n_heads,
-        dropout=fusion_cfg.dropout, name="fusion_attention",
-    )(sequence, padding_mask=mask)
-    summary = keras.layers.LSTM(fusion_cfg.lstm_units, name="lstm")(sequence, mask=mask)
-    if fusion_cfg.statistics_pooling:
-        statistics = MaskedStatisticsPooling(name="statistics_pooling")(sequence, mask)
-        summary = keras.layers.Concatenate(name="summary")([summary, statistics])
-    summary = keras.layers.Dropout(fusion_cfg.dropout, name="head_dropout")(summary)
-    emotion = keras.layers.Dense(n_classes, activation="softmax", name="emotion")(summary)
+    projected = {m: keras.layers.Dense(width, name=f"{m}_projection")(sequences[m]) for m in modalities}
+    head = _FusionHead(width, fusion_cfg, n_classes)
+    emotion = head([projected[m] for m in modalities], [masks[m] for m in modalities])
+    if len(modalities) == 2 and fusion_cfg.voice_share > 0.0:
+        # The same head on the audio steps alone is exactly its answer with the
+        # transcript blanked; mixing it in keeps the voice's share of every answer.
+        voice_only = head([projected["audio"]], [masks["audio"]], suffix="_voice_only")
+        emotion = MixProbabilities(fusion_cfg.voice_share, name="voice_share")(emotion, voice_only)
     default_name = "fusion" if len(modalities) == 2 else f"{modalities[0]}_clf"
     return keras.Model(inputs, {"emotion": emotion}, name=name or default_name)
+
+
+class _FusionHead:
+    """The layers after the projections, made once so they can be applied twice.
+
+    Sequences and masks are concatenated along time; real steps are packed to the
+    front; an example left with no real step gets one zero step; then attention, the
+    LSTM (+ statistics pooling), dropout and the softmax.
+    """
+
+    def __init__(self, width: int, fusion_cfg: FusionConfig, n_classes: int):
+        self.concat_sequences = ConcatenateSteps(name="concat_sequences")
+        self.concat_masks = ConcatenateSteps(name="concat_masks")
+        self.pack = PackMaskedSteps(name="pack_real_steps")
+        self.non_empty = NonEmptyMask(name="fusion_mask")
+        self.zero = ZeroMaskedSteps(name="zero_padded_steps")
+        self.attention = keras_hub.layers.TransformerEncoder(
+            intermediate_dim=FEEDFORWARD_MULTIPLE * width, num_heads=fusion_cfg.n_heads,
+            dropout=fusion_cfg.dropout, name="fusion_attention",
+        )
+        self.lstm = keras.layers.LSTM(fusion_cfg.lstm_units, name="lstm")
+        self.statistics = (MaskedStatisticsPooling(name="statistics_pooling")
+                           if fusion_cfg.statistics_pooling else None)
+        self.dropout = keras.layers.Dropout(fusion_cfg.dropout, name="head_dropout")
+        self.classify = keras.layers.Dense(n_classes, activation="softmax", name="emotion")
+
+    def __call__(self, sequences: list, masks: list, suffix: str = ""):
+        if len(sequences) > 1:
+            sequence, mask = self.concat_sequences(sequences), self.concat_masks(masks)
+        else:
+            sequence, mask = sequences[0], masks[0]
+        sequence, mask = self.pack(sequence, mask)
+        mask = self.non_empty(mask)
+        sequence = self.zero(sequence, mask)
+        sequence = self.attention(sequence, padding_mask=mask)
+        summary = self.lstm(sequence, mask=mask)
+        if self.statistics is not None:
+            summary = keras.layers.Concatenate(name=f"summary{suffix}")([summary, self.statistics(sequence, mask)])
+        return self.classify(self.dropout(summary))
 
 
 def _check_modalities(modalities, audio_backbone, text_backbone, n_classes) -> tuple[str, ...]:

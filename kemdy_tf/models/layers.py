@@ -240,10 +240,17 @@ class ModalityDropout(keras.layers.Layer):
     they teach the model to follow the voice when the words and the voice disagree,
     instead of reading and never listening.
 
+    With probability `scramble_rate` an example's transcript becomes a word salad: each
+    step is taken from a random example of the batch at the same position. Such text
+    names no class consistently, which teaches the model that words it cannot place
+    (an unseen sentence, a recogniser's garbled transcript) carry no evidence.
+
     Args:
         rate: probability, per example, of blanking one modality (0 <= rate < 1).
         swap_rate: probability, per example, of pairing its audio with another
             example's transcript (0 <= swap_rate < 1).
+        scramble_rate: probability, per example, of replacing its transcript by a
+            word salad of the batch's transcripts (0 <= scramble_rate < 1).
         seed: seed of the layer's random stream (None: a random seed).
         **kwargs: standard `keras.layers.Layer` arguments.
 
@@ -262,27 +269,34 @@ class ModalityDropout(keras.layers.Layer):
         >>> a, am, t, tm = drop(audio, audio_mask, text, text_mask, training=True)
     """
 
-    def __init__(self, rate: float = 0.15, swap_rate: float = 0.0, seed: int | None = None, **kwargs):
+    def __init__(self, rate: float = 0.15, swap_rate: float = 0.0, seed: int | None = None,
+                 scramble_rate: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        for label, value in (("rate", rate), ("swap_rate", swap_rate)):
+        for label, value in (("rate", rate), ("swap_rate", swap_rate), ("scramble_rate", scramble_rate)):
             if not 0.0 <= float(value) < 1.0:
                 raise ValueError(f"ModalityDropout {label} must be in [0, 1), got {value!r}")
         self.rate = float(rate)
         self.swap_rate = float(swap_rate)
+        self.scramble_rate = float(scramble_rate)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, audio_sequence, audio_mask, text_sequence, text_mask, training=None):
         audio_mask = ops.cast(audio_mask, "bool")
         text_mask = ops.cast(text_mask, "bool")
-        if not training or (self.rate == 0.0 and self.swap_rate == 0.0):
+        if not training or (self.rate == 0.0 and self.swap_rate == 0.0 and self.scramble_rate == 0.0):
             return audio_sequence, audio_mask, text_sequence, text_mask
         batch = ops.shape(audio_mask)[0]
-        draw = keras.random.uniform((batch, 3), seed=self.seed_generator)
+        draw = keras.random.uniform((batch, 4), seed=self.seed_generator)
         if self.swap_rate > 0.0:
             swap = (draw[:, 2] < self.swap_rate)[:, None]
             text_mask = ops.where(swap, ops.roll(text_mask, 1, axis=0), text_mask)
             text_sequence = ops.where(swap[..., None], ops.roll(text_sequence, 1, axis=0), text_sequence)
+        if self.scramble_rate > 0.0:
+            scramble = (draw[:, 3] < self.scramble_rate)[:, None]
+            salad, salad_mask = self._word_salad(text_sequence, text_mask, batch)
+            text_mask = ops.where(scramble, salad_mask, text_mask)
+            text_sequence = ops.where(scramble[..., None], salad, text_sequence)
         drop = draw[:, 0] < self.rate
         pick_audio = draw[:, 1] < 0.5
         has_audio = ops.any(audio_mask, axis=1)
@@ -297,6 +311,15 @@ class ModalityDropout(keras.layers.Layer):
         text_sequence = ops.where(keep_text[..., None], text_sequence, ops.zeros_like(text_sequence))
         return audio_sequence, audio_mask, text_sequence, text_mask
 
+    def _word_salad(self, text_sequence, text_mask, batch):
+        """Step t of example b taken from step t of a random example of the batch."""
+        steps = ops.shape(text_mask)[1]
+        source = keras.random.randint((steps, batch), 0, batch, seed=self.seed_generator)
+        by_step = ops.transpose(text_sequence, (1, 0, 2))  # [steps, batch, features]
+        salad = ops.take_along_axis(by_step, source[..., None], axis=1)
+        salad_mask = ops.take_along_axis(ops.transpose(text_mask), source, axis=1)
+        return ops.transpose(salad, (1, 0, 2)), ops.transpose(salad_mask)
+
     def compute_output_spec(self, audio_sequence, audio_mask, text_sequence, text_mask, training=None):
         return (
             keras.KerasTensor(audio_sequence.shape, dtype=audio_sequence.dtype),
@@ -306,7 +329,41 @@ class ModalityDropout(keras.layers.Layer):
         )
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "swap_rate": self.swap_rate, "seed": self.seed}
+        return {**super().get_config(), "rate": self.rate, "swap_rate": self.swap_rate,
+                "scramble_rate": self.scramble_rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MixProbabilities(keras.layers.Layer):
+    """`(1 - weight) * first + weight * second`: a mixture of two class distributions.
+
+    The fusion model mixes its answer with the transcript and its answer from the
+    voice alone (`fusion.voice_share`), so the voice always holds that share of the
+    vote: a transcript can move at most the rest of the probability mass.
+
+    Args:
+        weight: the second distribution's share, 0 <= weight <= 1.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+        >>> MixProbabilities(0.5)(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])).numpy()
+        array([[0.5, 0.5]], dtype=float32)
+    """
+
+    def __init__(self, weight: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= float(weight) <= 1.0:
+            raise ValueError(f"MixProbabilities weight must be in [0, 1], got {weight!r}")
+        self.weight = float(weight)
+
+    def call(self, first, second):
+        return (1.0 - self.weight) * ops.cast(first, self.compute_dtype) + self.weight * ops.cast(second, self.compute_dtype)
+
+    def compute_output_spec(self, first, second):
+        return keras.KerasTensor(first.shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -347,6 +404,7 @@ CUSTOM_LAYERS = (
     PackMaskedSteps,
     ConcatenateSteps,
     ModalityDropout,
+    MixProbabilities,
     SegmentIds,
 )
 
