@@ -206,24 +206,29 @@ function encodeWav(samples, sampleRate) {
 
 // === Predict ===
 
-async function predict() {
-  if (!state.clip) return;
+/** POST the current clip (and `fields`) to `url`; the JSON answer, or an Error with the server's reason. */
+async function postClip(url, fields = {}) {
   const form = new FormData();
   form.append("audio", state.clip.blob, state.clip.name);
+  for (const [name, value] of Object.entries(fields)) form.append(name, value);
+  const response = await fetch(url, { method: "POST", body: form });
+  let body;
+  try {
+    body = await response.json();
+  } catch {
+    throw new Error(`HTTP ${response.status} (no JSON body)`);
+  }
+  if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+  return body;
+}
+
+async function predict() {
+  if (!state.clip) return;
   const text = $("text").value.trim();
-  if (text) form.append("text", text);
   $("predict").disabled = true;
   setStatus("예측 중… (predicting)", "busy");
   try {
-    const response = await fetch("/api/predict", { method: "POST", body: form });
-    let body;
-    try {
-      body = await response.json();
-    } catch {
-      throw new Error(`HTTP ${response.status} (no JSON body)`);
-    }
-    if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
-    render(body);
+    render(await postClip("/api/predict", text ? { text } : {}));
     setStatus("");
   } catch (error) {
     setStatus(`오류 (error): ${error.message}`, "error");
@@ -236,19 +241,10 @@ async function predict() {
 
 async function transcribe() {
   if (!state.clip) return;
-  const form = new FormData();
-  form.append("audio", state.clip.blob, state.clip.name);
   $("transcribe").disabled = true;
   $("transcribe-status").textContent = "전사 중… (transcribing)";
   try {
-    const response = await fetch("/api/transcribe", { method: "POST", body: form });
-    let body;
-    try {
-      body = await response.json();
-    } catch {
-      throw new Error(`HTTP ${response.status} (no JSON body)`);
-    }
-    if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+    const body = await postClip("/api/transcribe");
     $("text").value = [...body.transcript].slice(0, $("text").maxLength).join("");
     updateTextCount();
     $("transcribe-status").textContent = body.transcript
