@@ -2,6 +2,7 @@
 
     nice -n 10 python bench/stt.py                        # 10 and 60 min, STT on 2 min
     python bench/stt.py --minutes 10 60 --stt-minutes 2 --model saved_models/kemdy
+    python bench/stt.py --write 1 demo.wav                 # only write a recording (docs/stt.md)
 
 Prints:
 * STT: the Vosk model's load time and real-time factor (seconds of computing per
@@ -155,6 +156,8 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, nargs="+", default=[10, 60], help="long-file lengths, audio-only")
     parser.add_argument("--stt-minutes", type=float, default=2, help="long-file length with STT (0: skip)")
     parser.add_argument("--model", help="an export (default: an untrained small-preset one, built now)")
+    parser.add_argument("--write", nargs=2, metavar=("MINUTES", "WAV"),
+                        help="only write a recording of MINUTES (espeak-ng sentences and pauses) to WAV")
     parser.add_argument("--child", nargs=2, metavar=("WAV", "MODEL"), help=argparse.SUPPRESS)
     parser.add_argument("--stt", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -165,6 +168,9 @@ def main(argv=None) -> int:
     from kemdy_tf import stt
 
     clips = korean_clips()
+    if args.write:
+        write_recording(Path(args.write[1]), float(args.write[0]), clips)
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench_stt_") as folder:
         folder = Path(folder)
         model = Path(args.model) if args.model else build_export(folder)
