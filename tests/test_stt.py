@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,3 +78,40 @@ def test_espeak_korean_is_transcribed_under_the_error_bound():
 def test_other_sample_rates_are_resampled_and_silence_gives_no_words():
     recognizer = stt.recognizer()
     assert recognizer.transcribe(np.zeros(44100, np.float32), 44100).text == ""
+
+
+# === evaluate.py's deployment row ===
+
+
+def test_evaluation_adds_the_fusion_row_fed_machine_transcripts_and_their_error_rate(trained_run, tmp_path):
+    """A 'recogniser' that returns the references exactly gives fusion's own numbers and CER 0;
+    one that hears nothing gives the blanked-transcript numbers and CER 1."""
+    import pandas as pd
+
+    from kemdy_tf.evaluation import evaluate_workdir
+    from kemdy_tf.evaluation.runs import load_models, load_run, split_dataset
+    from kemdy_tf.evaluation.transcribed import stt_predictions
+
+    table = pd.read_csv(trained_run / "table.csv", keep_default_na=False)
+    references = dict(zip(table["wav_path"], table["text"]))
+    report = evaluate_workdir(trained_run, out_dir=tmp_path, with_sweeps=False, with_folds=False,
+                              transcribe=references.get)
+    assert report["stt"]["models"] == ["fusion_stt"] and report["stt"]["cer"] == 0
+    assert report["stt"]["clips"] == report["n"] == len(report["stt"]["transcripts"])
+    assert "fusion_stt" in report["models"] and any("character error rate" in n for n in report["notes"])
+    assert "speech-recognition transcript" in Path(report["paths"]["markdown"]).read_text(encoding="utf-8")
+    predictions = pd.read_csv(report["paths"]["predictions"])
+    probs = [c for c in predictions if c.startswith("prob_")]
+
+    def probabilities(frame, model):
+        return frame[frame["model"] == model].set_index("segment_id")[probs].sort_index()
+
+    pd.testing.assert_frame_equal(probabilities(predictions, "fusion_stt"), probabilities(predictions, "fusion"),
+                                  atol=1e-5)
+    run = load_run(trained_run)
+    test = run.require_features(run.split("test"), "test split")
+    deaf, summary = stt_predictions(load_models(trained_run), test, lambda t: split_dataset(run, t),
+                                    list(run.config.data.classes), lambda path: "")
+    assert summary["cer"] == 1.0 and list(deaf["model"].unique()) == ["fusion_stt"]
+    pd.testing.assert_frame_equal(probabilities(deaf, "fusion_stt"), probabilities(predictions, "fusion_no_text"),
+                                  atol=1e-5)
