@@ -83,6 +83,7 @@ def test_other_sample_rates_are_resampled_and_silence_gives_no_words():
 # === evaluate.py's deployment row ===
 
 
+@pytest.mark.slow  # a whole evaluation (about a minute) for an opt-in flag
 def test_evaluation_adds_the_fusion_row_fed_machine_transcripts_and_their_error_rate(trained_run, tmp_path):
     """A 'recogniser' that returns the references exactly gives fusion's own numbers and CER 0;
     one that hears nothing gives the blanked-transcript numbers and CER 1."""
