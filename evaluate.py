@@ -32,6 +32,9 @@ def parse_args(argv=None):
                    help="the feature cache, if training used --cache-dir (default WORKDIR/../cache)")
     p.add_argument("--no-sweeps", action="store_true", help="leave WORKDIR/sweeps/ out")
     p.add_argument("--no-folds", action="store_true", help="leave WORKDIR/folds/ out")
+    p.add_argument("--stt", action="store_true",
+                   help="add the deployment row: the fusion model fed Vosk transcripts of the split's audio, "
+                        "with their character error rate (needs requirements-stt.txt; minutes: about real time)")
     return p.parse_args(argv)
 
 
@@ -41,10 +44,18 @@ def main(argv=None) -> int:
     from kemdy_tf.evaluation import EvaluationError, evaluate_workdir
     from kemdy_tf.evaluation.report import headline_markdown
 
+    from kemdy_tf.stt import SttUnavailable
+
     try:
+        transcribe = None
+        if args.stt:
+            from kemdy_tf.evaluation.transcribed import vosk_transcriber
+
+            transcribe = vosk_transcriber()
         report = evaluate_workdir(args.workdir, args.split, args.out, args.cache_dir,
-                                  with_sweeps=not args.no_sweeps, with_folds=not args.no_folds)
-    except (EvaluationError, ValueError, FileNotFoundError) as err:
+                                  with_sweeps=not args.no_sweeps, with_folds=not args.no_folds,
+                                  transcribe=transcribe)
+    except (EvaluationError, ValueError, FileNotFoundError, SttUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(headline_markdown(report))

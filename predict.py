@@ -4,6 +4,8 @@
     python predict.py --wav clip.wav --text-file clip.txt --json
     python predict.py --wav clips/ --out predictions.csv
     python predict.py --manifest clips.csv --model saved_models/kemdy/3 --out predictions.csv
+    python predict.py --wav long.wav --out timeline.csv      # + timeline.png
+
 
 `--model` is an export's base folder (the highest version is used) or one version
 folder. Audio: any format and rate librosa reads, stereo averaged to mono. A
@@ -12,11 +14,22 @@ optional `text` column (the manifest format of kemdy_tf.data.manifest; other
 columns are ignored). Transcripts are cleaned of KEMDy noise tags, as in training.
 
 Decisions:
+* no transcript given: speech recognition (kemdy_tf.stt, Vosk) transcribes the clip
+  when it is installed, and the output says which transcript was used (given / speech
+  recognition). `--no-stt`, or `--text ""`, keeps a clip audio-only on purpose; a
+  manifest's empty `text` cell is "none on purpose" too (a manifest without a `text`
+  column is transcribed).
 * no transcript: the audio-only path (empty text = all-zero token ids, the fusion
   model with the text blanked, as trained by modality dropout); valence is not
   reported then, because it is read from the transcript alone.
-* audio longer than the model's window (max_frames frames, ~16.4 s): truncated to
-  the window, with a warning; training truncated long clips the same way.
+* one --wav FILE longer than the model's window (max_frames frames, ~16.4 s): a
+  timeline. The recording is streamed, cut at pauses into segments that fit the
+  window (kemdy_tf.timeline), and each segment is transcribed and predicted; --out
+  writes one CSV row per segment (start, end, transcript, emotion, probabilities,
+  arousal, valence) and a plot beside it (--plot names another PNG). A single
+  --text cannot be shared out among segments, so it is refused there.
+* files of a folder or manifest longer than the window: truncated to the window,
+  with a warning; training truncated long clips the same way.
 * silence (peak below -60 dBFS), audio shorter than 0.5 s, a WAV whose header
   promises more audio than the file holds (truncated), samples beyond full scale
   (a float WAV at +-50) or clipped: a warning each; the prediction is still made
@@ -63,7 +76,8 @@ def _native_stderr_silenced():
 
 
 with _native_stderr_silenced():  # importing kemdy_tf starts TensorFlow
-    from kemdy_tf.inference import PredictError, Prediction, first_line, load_model, predict_files, write_csv
+    from kemdy_tf.inference import (PredictError, Prediction, first_line, load_model, predict_files,
+                                    predict_timeline, write_csv)
 
 
 # === Command line ===
@@ -115,7 +129,44 @@ def _read_manifest(path) -> tuple[list[str], list]:
     return wavs, texts
 
 
-def _format(prediction: Prediction) -> str:
+def _speech_recognizer(args, texts):
+    """The recogniser for files given no transcript; None (and why) when not used."""
+    from kemdy_tf import stt
+
+    if args.no_stt or all(t is not None for t in texts):
+        return None, "--no-stt" if args.no_stt else None
+    reason = stt.unavailable_reason()
+    return (None, reason) if reason else (stt.recognizer(), None)
+
+
+def _long_recording(args, model):
+    """The opened recording when --wav is one file longer than the model's window, else None."""
+    from kemdy_tf import timeline
+    from kemdy_tf.data.audio import AudioError
+
+    if args.wav is None or Path(args.wav).is_dir():
+        return None
+    try:
+        audio = timeline.open_audio(args.wav, model.sample_rate)
+    except AudioError:
+        return None  # predict_files reports the file's error as before
+    return audio if audio.duration > model.window_samples / model.sample_rate else None
+
+
+def _missing_text(no_stt_reason: str | None) -> str:
+    if no_stt_reason == "--no-stt":
+        return "(none: --no-stt; emotion from the audio alone, no valence)"
+    if no_stt_reason:
+        return f"(missing: {no_stt_reason}; emotion from the audio alone, no valence)"
+    return "(missing: emotion from the audio alone, no valence)"
+
+
+def _text_line(prediction: Prediction, no_stt_reason: str | None) -> str:
+    source = {"given": "given", "stt": "speech recognition"}.get(prediction.transcript_source)
+    return f"{prediction.transcript}  ({source})" if prediction.transcript else _missing_text(no_stt_reason)
+
+
+def _format(prediction: Prediction, no_stt_reason: str | None = None) -> str:
     if prediction.error:
         return f"{prediction.file}\n  error     {prediction.error}"
     probs = "  ".join(f"{c} {p:.3f}" for c, p in prediction.probabilities.items())
@@ -129,9 +180,21 @@ def _format(prediction: Prediction) -> str:
         f"  probs     {probs}",
         f"  arousal   {arousal}",
         f"  valence   {valence}",
-        f"  text      {prediction.transcript or '(missing: emotion from the audio alone, no valence)'}",
+        f"  text      {_text_line(prediction, no_stt_reason)}",
     ]
     return "\n".join(lines)  # warnings go to stderr
+
+
+def _format_timeline(file: str, rows: list[Prediction], no_stt_reason: str | None) -> str:
+    if not rows:
+        return f"{file}\n  no speech found (every part is quieter than the pause threshold)"
+    lines = [f"{file}: {len(rows)} segments"]
+    for r in rows:
+        arousal = "n/a" if r.arousal is None else f"{r.arousal:.2f}"
+        valence = "n/a" if r.valence is None else f"{r.valence:.2f}"
+        lines.append(f"  {r.start:8.2f}-{r.end:8.2f} s  {r.emotion:<8} arousal {arousal}  valence {valence}  "
+                     f"text {_text_line(r, no_stt_reason)}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -140,24 +203,29 @@ def main(argv=None) -> int:
     source.add_argument("--wav", help="an audio file, or a folder of audio files")
     source.add_argument("--manifest", help="CSV with a `path` column and an optional `text` column")
     text = parser.add_mutually_exclusive_group()
-    text.add_argument("--text", help="the transcript of --wav FILE (omit: audio-only)")
+    text.add_argument("--text", help="the transcript of --wav FILE (omit: speech recognition when installed, "
+                                     "else audio-only; \"\": audio-only)")
     text.add_argument("--text-file", help="a UTF-8 file holding the transcript of --wav FILE")
     parser.add_argument("--model", default="saved_models/kemdy",
                         help="export base folder (highest version) or a version folder")
     parser.add_argument("--json", action="store_true", help="print JSON (an object, or a list for many files)")
-    parser.add_argument("--out", help="also write a CSV with one row per file")
+    parser.add_argument("--no-stt", action="store_true",
+                        help="no speech recognition: files without a transcript are predicted audio-only")
+    parser.add_argument("--out", help="also write a CSV with one row per file (a long recording: per segment)")
+    parser.add_argument("--plot", help="a long recording's timeline PNG (default: --out with .png)")
     args = parser.parse_args(argv)
 
     try:
         wavs, texts = _inputs(args)
         with _native_stderr_silenced():
             model = load_model(args.model)
-        predictions = predict_files(wavs, texts, model)
+        recording = _long_recording(args, model)
+        if recording is not None:
+            return _timeline(args, model, recording, texts[0])
+        stt, no_stt_reason = _speech_recognizer(args, texts)
+        predictions = predict_files(wavs, texts, model, stt=stt)
         if args.out:
-            try:
-                write_csv(predictions, model.classes, args.out)
-            except OSError as error:
-                raise PredictError(f"cannot write {args.out}: {error.strerror}") from None
+            _write(args.out, lambda: write_csv(predictions, model.classes, args.out))
     except PredictError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -172,8 +240,47 @@ def main(argv=None) -> int:
         single = args.wav is not None and not Path(args.wav).is_dir()
         print(json.dumps(items[0] if single else items, ensure_ascii=False, indent=2))
     else:
-        print("\n\n".join(_format(p) for p in predictions))
+        print("\n\n".join(_format(p, no_stt_reason) for p in predictions))
     return 1 if any(p.error for p in predictions) else 0
+
+
+def _write(path, write) -> None:
+    try:
+        write()
+    except OSError as error:
+        raise PredictError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _timeline(args, model, recording, text) -> int:
+    """A long recording: its segments printed (or as JSON), --out's CSV and the plot."""
+    from kemdy_tf import timeline
+    from kemdy_tf.data.audio import AudioError
+
+    if text is not None and not (isinstance(text, str) and not text.strip()):
+        window = model.window_samples / model.sample_rate
+        raise PredictError(f"{args.wav} lasts {recording.duration:.1f} s, longer than the model's {window:.1f} s "
+                           "window: it becomes a timeline of segments, each with its own transcript, and one "
+                           "--text cannot be shared out among them; drop --text (speech recognition transcribes "
+                           "each segment) or pass --no-stt for audio-only")
+    stt, no_stt_reason = _speech_recognizer(args, [None if text is None else ""])
+    try:
+        rows = predict_timeline(args.wav, model, stt=stt, audio=recording)
+    except AudioError as error:
+        raise PredictError(str(error)) from None
+    plot = args.plot or (str(Path(args.out).with_suffix(".png")) if args.out else None)
+    if args.out:
+        _write(args.out, lambda: timeline.write_csv(rows, model.classes, args.out))
+    if plot:
+        _write(plot, lambda: timeline.plot(rows, model.classes, plot, title=Path(args.wav).name))
+    for r in rows:
+        for warning in r.warnings:
+            print(f"warning: {args.wav} {r.start:.2f}-{r.end:.2f} s: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"file": args.wav, "duration_seconds": round(recording.duration, 3),
+                          "segments": [r.to_dict() for r in rows]}, ensure_ascii=False, indent=2))
+    else:
+        print(_format_timeline(args.wav, rows, no_stt_reason))
+    return 0
 
 
 if __name__ == "__main__":

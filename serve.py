@@ -5,8 +5,9 @@
     python serve.py --host 0.0.0.0                    # reachable from other machines (see docs/web.md)
 
 The page records from the microphone only in a secure context: http://127.0.0.1 or
-http://localhost, or HTTPS. The API (POST /api/predict, GET /api/health, the schema
-at /openapi.json) is described in docs/web.md.
+http://localhost, or HTTPS. The API (POST /api/predict, POST /api/transcribe, GET
+/api/health, the schema at /openapi.json) is described in docs/web.md; speech
+recognition and long uploads' timelines in docs/stt.md.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def main(argv=None) -> int:
                         help="clips decoded and predicted at once (more wait their turn)")
     parser.add_argument("--max-queue", type=int, default=defaults.max_queue,
                         help="requests that may wait for a turn; beyond them: 503 busy with Retry-After")
+    parser.add_argument("--no-stt", action="store_true",
+                        help="no speech recognition (/api/transcribe answers 503; long uploads' segments are "
+                             "predicted audio-only); default: on when requirements-stt.txt is installed")
     args = parser.parse_args(argv)
     try:
         limits = Limits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_seconds,
@@ -63,7 +67,7 @@ def main(argv=None) -> int:
 
     try:
         with predict._native_stderr_silenced():
-            app = create_app(args.model, limits)
+            app = create_app(args.model, limits, speech_recognition=False if args.no_stt else None)
     except predict.PredictError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

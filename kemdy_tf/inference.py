@@ -21,6 +21,13 @@ Decisions:
 * a file that cannot be used (missing, unreadable, empty): its `Prediction` carries
   `error`, and the other files are still predicted.
 * transcripts are cleaned of KEMDy noise tags, as in training.
+* no transcript given and a speech recogniser passed (`stt=kemdy_tf.stt.recognizer()`):
+  the clip's window is transcribed and that transcript is used; `transcript_source`
+  says "given", "stt" or None (audio-only). An empty string given on purpose stays
+  audio-only: only None (not given) is transcribed.
+* a recording longer than the window: `predict_timeline` cuts it at pauses
+  (kemdy_tf.timeline, streamed) and predicts every segment; each Prediction carries
+  the segment's `start` and `end` in seconds.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ class Prediction:
         arousal: 1 (relaxed) .. 5 (aroused).
         valence: 1 (negative) .. 5 (positive); None when the transcript is missing.
         transcript: the cleaned transcript used; None when missing.
+        transcript_source: "given", "stt" (speech recognition), or None (audio-only).
+        start, end: the segment's place in the recording (seconds); None for a whole clip.
         warnings: silent, too short, truncated file, beyond full scale or clipped,
             longer than the model's window.
         error: why the file could not be predicted (then every number is None).
@@ -68,8 +77,11 @@ class Prediction:
     arousal: float | None = None
     valence: float | None = None
     transcript: str | None = None
+    transcript_source: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
+    start: float | None = None
+    end: float | None = None
 
     @property
     def transcript_missing(self) -> bool:
@@ -78,6 +90,8 @@ class Prediction:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["transcript_missing"] = self.transcript_missing
+        if self.start is None:  # a whole clip: no place in a recording
+            del out["start"], out["end"]
         return out
 
 
@@ -181,20 +195,25 @@ def _load_version(path: str) -> ExportedModel:
 # === Predicting files ===
 
 
-def predict_files(wavs, texts=None, model="saved_models/kemdy", batch_size: int = BATCH_SIZE) -> list[Prediction]:
+def predict_files(wavs, texts=None, model="saved_models/kemdy", batch_size: int = BATCH_SIZE,
+                  stt=None) -> list[Prediction]:
     """Predict every audio file; a file that cannot be used gets a Prediction with `error`.
 
     Args:
         wavs: audio file paths.
-        texts: one transcript per file (None or "" = missing), or None for none at all.
+        texts: one transcript per file (None = not given, "" = none on purpose), or None
+            for none at all.
         model: an `ExportedModel` (load it once with `load_model`), or an export path.
         batch_size: clips per call of the SavedModel.
+        stt: a `kemdy_tf.stt.Recognizer` that transcribes the files given no transcript
+            (None: those are predicted audio-only).
 
     Returns:
         One `Prediction` per file, in order.
 
     Raises:
-        PredictError: the model cannot be loaded, or a transcript is not valid UTF-8.
+        PredictError: the model cannot be loaded, a transcript is not valid UTF-8, or
+            speech recognition fails.
     """
     from kemdy_tf.data.audio import AudioError
 
@@ -207,13 +226,15 @@ def predict_files(wavs, texts=None, model="saved_models/kemdy", batch_size: int 
     results = [Prediction(file=w) for w in wavs]
     ready = []  # (result, wave)
     for result, text in zip(results, texts):
-        result.transcript = _clean(_transcript(text, result.file))
+        _set_transcript(result, text)
         try:
             wave, warnings = load_clip(result.file, model)
         except AudioError as error:
             result.error = error.reason
             continue
         result.warnings += warnings
+        if text is None and stt is not None:
+            transcribe_into(result, wave[: model.window_samples], model.sample_rate, stt)
         ready.append((result, wave))
     _predict_ready(ready, model, batch_size)
     return results
@@ -232,9 +253,82 @@ def predict_wave(wave: np.ndarray, text, model: ExportedModel, file: str, warnin
     Raises:
         PredictError: the transcript is not valid UTF-8.
     """
-    result = Prediction(file=file, transcript=_clean(_transcript(text, file)), warnings=list(warnings))
+    result = Prediction(file=file, warnings=list(warnings))
+    _set_transcript(result, text)
     _predict_ready([(result, wave)], model, 1)
     return result
+
+
+def _set_transcript(result: Prediction, text) -> None:
+    result.transcript = _clean(_transcript(text, result.file))
+    result.transcript_source = None if result.transcript is None else "given"
+
+
+def transcribe_into(result: Prediction, wave: np.ndarray, sample_rate: int, stt) -> None:
+    """Fill `result.transcript` from speech recognition of `wave` (a warning when it hears no word).
+
+    Raises:
+        PredictError: speech recognition is not installed or fails.
+    """
+    from kemdy_tf.stt import SttUnavailable
+
+    try:
+        heard = stt.transcribe(wave, sample_rate).text
+    except SttUnavailable as error:
+        raise PredictError(str(error)) from None
+    result.transcript = _clean(heard)
+    if result.transcript is None:
+        result.warnings.append("speech recognition heard no words: audio-only")
+    else:
+        result.transcript_source = "stt"
+
+
+# === Long recordings ===
+
+
+def predict_timeline(path, model: ExportedModel, stt=None, batch_size: int = BATCH_SIZE,
+                     audio=None) -> list[Prediction]:
+    """One Prediction per speech segment of a recording of any length (kemdy_tf.timeline).
+
+    The file is streamed: its loudness is read in blocks, then each batch of segments
+    is read, (transcribed,) predicted and dropped, so memory does not grow with the
+    recording's length (bench/stt.py measures it).
+
+    Args:
+        path: the recording.
+        model: the loaded export.
+        stt: a `kemdy_tf.stt.Recognizer` for each segment's transcript, or None (audio-only).
+        batch_size: segments per call of the SavedModel.
+        audio: the recording already opened (`timeline.open_audio` or `timeline.DecodedAudio`);
+            default: open `path`.
+
+    Returns:
+        The segments' predictions in time order, `start` and `end` set (seconds); []
+        when the recording holds no speech.
+
+    Raises:
+        kemdy_tf.data.audio.AudioError: the file cannot be read.
+        PredictError: speech recognition fails.
+    """
+    from kemdy_tf import timeline
+
+    audio = audio if audio is not None else timeline.open_audio(path, model.sample_rate)
+    window = model.window_samples / model.sample_rate
+    spans = timeline.find_spans(audio, window)
+    rows = []
+    for first in range(0, len(spans), batch_size):
+        ready = []
+        for span in spans[first : first + batch_size]:
+            wave = audio.read(span, model.sample_rate)[: model.window_samples]
+            result = Prediction(file=str(path), start=span.start, end=span.end)
+            result.warnings += [w for w in audio_warnings(wave, model.sample_rate, model.window_samples)
+                                if not w.startswith("very short")]  # a short segment is a short phrase
+            if stt is not None:
+                transcribe_into(result, wave, model.sample_rate, stt)
+            ready.append((result, wave))
+        _predict_ready(ready, model, batch_size)
+        rows += [result for result, _ in ready]
+    return rows
 
 
 def load_clip(path, model: ExportedModel) -> tuple[np.ndarray, list[str]]:
@@ -327,7 +421,7 @@ def audio_warnings(wave: np.ndarray, sample_rate: int, window_samples: int) -> l
 def write_csv(predictions: list[Prediction], classes: list[str], path) -> None:
     """One row per file: emotion, prob_<class>..., arousal, valence, transcript, warnings, error."""
     columns = ["file", "emotion", *[f"prob_{c}" for c in classes], "arousal", "valence",
-               "transcript_missing", "transcript", "warnings", "error"]
+               "transcript_missing", "transcript", "transcript_source", "warnings", "error"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
@@ -338,7 +432,8 @@ def write_csv(predictions: list[Prediction], classes: list[str], path) -> None:
             "arousal": "" if p.arousal is None else p.arousal,
             "valence": "" if p.valence is None else p.valence,
             "transcript_missing": p.transcript_missing if not p.error else "",
-            "transcript": p.transcript or "", "warnings": "; ".join(p.warnings), "error": p.error or "",
+            "transcript": p.transcript or "", "transcript_source": p.transcript_source or "",
+            "warnings": "; ".join(p.warnings), "error": p.error or "",
         })
     Path(path).write_text(buffer.getvalue(), encoding="utf-8")
 

@@ -16,6 +16,8 @@ import soundfile as sf
 from kemdy_tf import export
 from kemdy_tf.data.audio import load_audio, samples_for_frames
 from test_export import build_tiny_run, keras_reference
+from test_stt import needs_espeak, needs_stt, speak
+from test_timeline import burst, join
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("predict", ROOT / "predict.py")
@@ -113,7 +115,7 @@ def test_short_truncated_and_out_of_scale_clips_are_predicted_with_warnings(setu
 
 def test_cli_folder_to_csv_reports_bad_files_and_exits_nonzero(setup, tmp_path, capsys):
     out = tmp_path / "predictions.csv"
-    code = predict.main(["--wav", str(setup["clips"]), "--model", str(setup["base"]), "--out", str(out)])
+    code = predict.main(["--wav", str(setup["clips"]), "--model", str(setup["base"]), "--out", str(out), "--no-stt"])
     err = capsys.readouterr().err.strip().splitlines()
 
     assert code == 1
@@ -180,3 +182,95 @@ def test_cli_process_stderr_is_one_line_not_a_traceback(setup):
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"error: {setup['clips'] / 'e_empty.wav'}: empty file (0 bytes)"]
+
+
+# === Long recordings: a timeline ===
+
+
+def test_cli_long_recording_writes_a_timeline_csv_and_plot(setup, tmp_path, capsys):
+    """Three phrases and a stretch longer than the (2 s) window: rows per segment, none over the window."""
+    wave, truth = join([burst(1.0), burst(1.5, freq=330.0), burst(5.0, freq=260.0), burst(0.8)], [0.8, 1.2, 1.0, 0.5])
+    sf.write(tmp_path / "long.wav", np.stack([wave, wave], axis=1), 16000)  # stereo: mixed down as for clips
+    out = tmp_path / "timeline.csv"
+    code = predict.main(["--wav", str(tmp_path / "long.wav"), "--model", str(setup["base"]), "--out", str(out),
+                         "--no-stt"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "segments" in printed and "--no-stt" in printed
+
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    classes = setup["config"].data.classes
+    assert list(rows[0])[:5] == ["start", "end", "transcript", "transcript_source", "emotion"]
+    assert {f"prob_{c}" for c in classes} | {"arousal", "valence"} <= set(rows[0])
+    window = samples_for_frames(MAX_FRAMES, setup["config"].features) / 16000
+    starts, ends = [float(r["start"]) for r in rows], [float(r["end"]) for r in rows]
+    assert all(0 < e - s <= window for s, e in zip(starts, ends))
+    assert all(e <= s for e, s in zip(ends, starts[1:]))
+    # Every true phrase start is a segment start (the 5 s one is cut further inside).
+    assert all(min(abs(s - start) for s in starts) < 0.3 for start, _ in truth)
+    assert len(rows) >= len(truth) + 2
+    for row in rows:
+        assert row["emotion"] in classes and row["transcript"] == "" and row["valence"] == ""
+        assert sum(float(row[f"prob_{c}"]) for c in classes) == pytest.approx(1, abs=1e-4)
+    assert (tmp_path / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The same rows as JSON, and a segment predicted alone gives the same numbers.
+    code = predict.main(["--wav", str(tmp_path / "long.wav"), "--model", str(setup["base"]), "--json", "--no-stt"])
+    segments = json.loads(capsys.readouterr().out)["segments"]
+    assert [s["start"] for s in segments] == starts
+    first = wave[round(starts[0] * 16000) : round(ends[0] * 16000)]
+    (alone,) = predict.predict_files([_write(tmp_path / "first.wav", first)], [""], setup["model"])
+    assert alone.probabilities == pytest.approx(segments[0]["probabilities"], abs=1e-5)
+
+
+def test_cli_long_recording_refuses_one_text_for_many_segments(setup, tmp_path, capsys):
+    sf.write(tmp_path / "long.wav", tone(5.0, 16000), 16000)
+    code = predict.main(["--wav", str(tmp_path / "long.wav"), "--model", str(setup["base"]), "--text", "안녕"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "timeline of segments" in err[0] and "--no-stt" in err[0]
+
+
+# === Speech recognition when no transcript is given ===
+
+
+def test_cli_says_when_speech_recognition_is_not_installed(setup, monkeypatch, capsys):
+    from kemdy_tf import stt
+
+    monkeypatch.setattr(stt, "unavailable_reason", lambda: "speech-to-text is not installed: no vosk; pip install X")
+    code = predict.main(["--wav", str(setup["clips"] / "b_mono.flac"), "--model", str(setup["base"])])
+    out = capsys.readouterr().out
+    assert code == 0 and "speech-to-text is not installed" in out and "no valence" in out
+    assert "valence   n/a" in out
+
+
+@needs_stt
+@needs_espeak
+def test_cli_transcribes_a_clip_given_no_text_and_says_so(setup, tmp_path, capsys):
+    sf.write(tmp_path / "talk.wav", np.pad(speak("감사합니다", trim=True), 1600), 16000)  # within the 2 s window
+    argv = ["--wav", str(tmp_path / "talk.wav"), "--model", str(setup["base"])]
+    assert predict.main([*argv, "--json"]) == 0
+    heard = json.loads(capsys.readouterr().out)
+    assert heard["transcript_source"] == "stt" and heard["transcript"] and heard["valence"] is not None
+    # The fusion model was fed that transcript: the same as giving it with --text.
+    assert predict.main([*argv, "--json", "--text", heard["transcript"]]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert given["transcript_source"] == "given" and given["probabilities"] == heard["probabilities"]
+    assert predict.main(argv) == 0
+    assert "(speech recognition)" in capsys.readouterr().out
+    # --text "" and --no-stt keep the clip audio-only on purpose.
+    for extra in (["--text", ""], ["--no-stt"]):
+        assert predict.main([*argv, "--json", *extra]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["transcript"] is None and out["transcript_source"] is None and out["valence"] is None
+
+
+@needs_stt
+@needs_espeak
+def test_cli_timeline_transcribes_each_segment(setup, tmp_path, capsys):
+    sentences = ["지금 너무 화가 나요", "감사합니다"]
+    wave, truth = join([speak(s, trim=True) for s in sentences], [1.0, 0.5])
+    sf.write(tmp_path / "talk.wav", wave, 16000)
+    assert predict.main(["--wav", str(tmp_path / "talk.wav"), "--model", str(setup["base"]), "--json"]) == 0
+    segments = json.loads(capsys.readouterr().out)["segments"]
+    assert len(segments) == 2
+    assert all(s["transcript_source"] == "stt" and s["transcript"] and s["valence"] is not None for s in segments)
+    assert [s["start"] for s in segments] == pytest.approx([start for start, _ in truth], abs=0.3)

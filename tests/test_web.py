@@ -28,6 +28,8 @@ from kemdy_tf.data import synthetic
 from kemdy_tf.data.audio import load_audio, log_mel
 from kemdy_tf.web.app import STATIC_DIR, Limits, create_app
 from test_export import build_tiny_run
+from test_stt import needs_espeak, needs_stt, speak
+from test_timeline import join
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_FRAMES = 128  # a ~4 s window keeps the tiny model fast
@@ -71,7 +73,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
     base = make_export(root)
     wav, transcript = synthetic_clip(root)
-    app = create_app(base, LIMITS)
+    app = create_app(base, LIMITS, speech_recognition=False)  # on in the STT tests below only
     return {"root": root, "base": base, "app": app, "wav": wav, "transcript": transcript,
             "predict": inference}
 
@@ -114,7 +116,8 @@ def test_predict_gives_the_fields_and_numbers_of_predict_py_json(client, setup):
     predict = setup["predict"]
     [reference] = predict.predict_files([wav], [transcript], setup["app"].state.model)
     expected = reference.to_dict()
-    assert set(body) == set(expected) | {"duration_seconds", "spectrogram"}
+    assert set(body) == set(expected) | {"duration_seconds", "spectrogram", "segments"}
+    assert body["segments"] is None and body["transcript_source"] == "given"  # fits the window: no timeline
     assert body["file"] == "세션01_발화.wav"  # the upload's name, Korean intact
     assert body["transcript"] == transcript and not body["transcript_missing"]
     assert body["emotion"] == expected["emotion"] and body["error"] is None
@@ -162,6 +165,39 @@ def test_a_clip_longer_than_the_window_is_truncated_with_a_warning(client, setup
     assert any("truncated" in w for w in body["warnings"])
     assert body["spectrogram"]["frames"] == MAX_FRAMES
     assert body["duration_seconds"] == pytest.approx(6.0, abs=1e-3)
+    # ... and its timeline: pieces that fit the window, the first predicted as the top-level answer.
+    segments = body["segments"]
+    window = setup["app"].state.model.window_samples / 16000
+    assert len(segments) >= 2 and all(0 < s["end"] - s["start"] <= window for s in segments)
+    assert segments[0]["start"] == pytest.approx(0, abs=0.1) and segments[-1]["end"] == pytest.approx(6.0, abs=0.1)
+    assert all(s["transcript"] is None and s["valence"] is None for s in segments)  # no STT on this server
+    assert set(segments[0]["probabilities"]) == set(body["probabilities"])
+
+
+def test_transcribe_without_speech_recognition_is_a_503_saying_so(client):
+    response = client.post("/api/transcribe", files={"audio": ("clip.wav", encode(tone(1.0)), "audio/wav")})
+    assert response.status_code == 503
+    assert response.json()["error"] == "stt_unavailable" and "off" in response.json()["detail"]
+    assert client.get("/api/health").json()["stt"] is False
+
+
+@needs_stt
+@needs_espeak
+def test_transcribe_and_a_long_upload_use_speech_recognition(setup):
+    from fastapi.testclient import TestClient
+
+    app = create_app(setup["base"], LIMITS)  # speech recognition on: it is installed
+    wave, truth = join([speak("지금 너무 화가 나요", trim=True), speak("감사합니다", trim=True)], [1.5, 1.5])
+    with TestClient(app) as stt_client:
+        assert stt_client.get("/api/health").json()["stt"] is True
+        response = stt_client.post("/api/transcribe", files={"audio": ("talk.wav", encode(wave), "audio/wav")})
+        assert response.status_code == 200, response.text
+        heard = response.json()
+        assert heard["transcript"] and heard["words"] and heard["file"] == "talk.wav"
+        assert all(0 <= w["start"] <= w["end"] <= len(wave) / 16000 for w in heard["words"])
+        segments = post(stt_client, "talk.wav", encode(wave)).json()["segments"]
+    assert [s["start"] for s in segments] == pytest.approx([start for start, _ in truth], abs=0.3)
+    assert all(s["transcript_source"] == "stt" and s["transcript"] and s["valence"] is not None for s in segments)
 
 
 def test_silence_is_predicted_with_a_warning(client):

@@ -198,3 +198,60 @@ def test_a_refused_upload_shows_the_servers_reason(page, served):
     status = page.inner_text("#status")
     assert "가짜.wav" in status and "not audio" in status
     assert page.is_hidden("#results")
+
+
+def test_a_long_upload_shows_the_timeline_of_its_segments(page, served):
+    import soundfile as sf
+
+    from test_timeline import burst, join
+
+    window = served["app"].state.model.window_samples / 16000
+    wave, truth = join([burst(3.0, freq=f) for f in (180, 240, 300, 200, 260, 320)], [2.0] * 6)
+    assert len(wave) / 16000 > window  # longer than the model hears at once, whichever export serves
+    sf.write(served["root"] / "긴_녹음.wav", wave, 16000)
+    page.set_input_files("#audio-file", str(served["root"] / "긴_녹음.wav"))
+    page.fill("#text", "그냥 그래요")  # a given text: the segments are not transcribed (keeps the test fast)
+    with page.expect_response(lambda r: r.url.endswith("/api/predict")) as answer:
+        page.click("#predict")
+    assert answer.value.status == 200, answer.value.text()
+    segments = answer.value.json()["segments"]
+    assert [s["start"] for s in segments] == pytest.approx([start for start, _ in truth], abs=0.3)
+    expect(page.locator("#timeline-panel")).to_be_visible()
+    bands = page.locator("#timeline rect.band")
+    expect(bands).to_have_count(len(segments))
+    assert [bands.nth(i).get_attribute("data-emotion") for i in range(len(segments))] == [
+        s["emotion"] for s in segments]
+    expect(page.locator("#segments tbody tr")).to_have_count(len(segments))
+    expect(page.locator("#timeline polyline.arousal")).to_have_count(1)
+    # A short clip afterwards hides the timeline again.
+    page.set_input_files("#audio-file", str(served["wav"]))
+    with page.expect_response(lambda r: r.url.endswith("/api/predict")):
+        page.click("#predict")
+    expect(page.locator("#timeline-panel")).to_be_hidden()
+
+
+def test_the_transcribe_button_fills_the_text_box(page, served):
+    import soundfile as sf
+
+    from kemdy_tf import stt
+    from test_stt import speak
+
+    if not stt.available():
+        expect(page.locator("#transcribe")).to_be_disabled()
+        pytest.skip(stt.unavailable_reason())
+    import shutil
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
+    sf.write(served["root"] / "말.wav", speak("지금 너무 화가 나요", trim=True), 16000)
+    page.set_input_files("#audio-file", str(served["root"] / "말.wav"))
+    with page.expect_response(lambda r: r.url.endswith("/api/transcribe")) as answer:
+        page.click("#transcribe")
+    assert answer.value.status == 200, answer.value.text()
+    heard = answer.value.json()["transcript"]
+    assert heard
+    expect(page.locator("#text")).to_have_value(heard)
+    expect(page.locator("#text-count")).to_have_text(str(len(heard)))
+    with page.expect_response(lambda r: r.url.endswith("/api/predict")) as answer:
+        page.click("#predict")
+    assert answer.value.json()["transcript"] == heard
+    expect(page.locator("#transcript-used")).to_contain_text(heard)

@@ -6,6 +6,7 @@
     plots.py    confusion matrices, per-class recall, training curves, sweeps (PNG)
     report.py   report.json, report.md, predictions.csv
     runs.py     a whole workdir: models, curves, sweeps, folds (what evaluate.py calls)
+    transcribed.py  the deployment row: audio+text models fed speech-recognition transcripts, their CER
 
 Definitions of every figure: docs/metrics.md.
 """

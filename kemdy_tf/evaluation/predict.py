@@ -29,19 +29,20 @@ def input_names(model) -> list[str]:
     return [tensor.name for tensor in model.inputs]
 
 
-def model_variants(models: typing.Mapping[str, object]) -> dict[str, tuple[object, bool]]:
+def model_variants(models: typing.Mapping[str, object], blank_variants: bool = True) -> dict[str, tuple[object, bool]]:
     """`{name: (model, blank_transcript)}`: every model, plus `<name>_no_text` for audio+text models."""
     variants = {}
     for name, model in models.items():
         variants[name] = (model, False)
         names = input_names(model)
-        if "token_ids" in names and "log_mel" in names:
+        if blank_variants and "token_ids" in names and "log_mel" in names:
             variants[name + NO_TEXT_SUFFIX] = (model, True)
     return variants
 
 
 def predict_split(models: typing.Mapping[str, object], dataset: typing.Iterable,
-                  classes: typing.Sequence[str], table: pd.DataFrame | None = None) -> pd.DataFrame:
+                  classes: typing.Sequence[str], table: pd.DataFrame | None = None,
+                  blank_variants: bool = True) -> pd.DataFrame:
     """Predictions of every model (and no-text variant) on every element of `dataset`.
 
     Args:
@@ -52,6 +53,7 @@ def predict_split(models: typing.Mapping[str, object], dataset: typing.Iterable,
             `arousal`, `valence`.
         classes: the run's class names (`config.data.classes`).
         table: the split's utterance table; supplies the tied `labels` of each segment.
+        blank_variants: also run `<name>_no_text` for the models that read both inputs.
 
     Returns:
         The long predictions table described in the module docstring, models in the
@@ -61,7 +63,7 @@ def predict_split(models: typing.Mapping[str, object], dataset: typing.Iterable,
         ValueError: when a model has an input the features lack, an output of unknown
             name, or an emotion output whose width differs from `len(classes)`.
     """
-    variants = model_variants(models)
+    variants = model_variants(models, blank_variants)
     for name, (model, _) in variants.items():
         missing = [n for n in input_names(model) if n not in MODEL_INPUTS]
         if missing:

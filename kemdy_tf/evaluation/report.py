@@ -16,6 +16,7 @@ import pandas as pd
 
 from kemdy_tf import classical, stages as stages_lib
 from kemdy_tf.evaluation.predict import NO_TEXT_SUFFIX
+from kemdy_tf.evaluation.transcribed import STT_SUFFIX
 from kemdy_tf.json_safe import to_json_safe  # noqa: F401  (part of this module's API)
 from kemdy_tf.scoring import HEADLINE, HEADLINE_NAMES
 
@@ -41,6 +42,8 @@ def describe(model: str) -> str:
         return f"{descriptions[model]} (`{model}`)"
     if model.endswith(NO_TEXT_SUFFIX):
         return f"{model[:-len(NO_TEXT_SUFFIX)]}, transcript blanked (`{model}`)"
+    if model.endswith(STT_SUFFIX):
+        return f"{model[:-len(STT_SUFFIX)]}, speech-recognition transcript (`{model}`)"
     return f"`{model}`"
 
 

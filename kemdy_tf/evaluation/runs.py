@@ -75,7 +75,7 @@ def load_models(workdir: str | pathlib.Path) -> dict:
 # === Evaluating ===
 
 def evaluate_workdir(workdir: str | pathlib.Path, split: str = "test", out_dir=None, cache_dir=None,
-                     with_sweeps: bool = True, with_folds: bool = True) -> dict:
+                     with_sweeps: bool = True, with_folds: bool = True, transcribe=None) -> dict:
     """Evaluate everything a workdir holds and write the report into `out_dir`.
 
     Args:
@@ -85,6 +85,9 @@ def evaluate_workdir(workdir: str | pathlib.Path, split: str = "test", out_dir=N
             default `WORKDIR/eval_<split>`.
         cache_dir: the feature cache, when training used `--cache-dir`.
         with_sweeps, with_folds: also report `sweeps/` and `folds/`.
+        transcribe: `wav path -> transcript` (`transcribed.vosk_transcriber()`): adds the
+            deployment rows `<model>_stt` (audio+text models fed these transcripts) and
+            the transcripts' character error rate (`report["stt"]`); None: left out.
 
     Returns:
         The report (as written to report.json), with `"paths"` of the files written.
@@ -104,8 +107,13 @@ def evaluate_workdir(workdir: str | pathlib.Path, split: str = "test", out_dir=N
     predictions = None
 
     if stage_folders(workdir, "model.keras"):
-        predictions, scores = evaluate_models(workdir, split, cache_dir)
+        predictions, scores = evaluate_models(workdir, split, cache_dir, transcribe)
         report.update(scores, label_policy=LABEL_POLICY)
+        if report.get("stt", {}).get("models"):
+            report["notes"].append(
+                f"{', '.join(report['stt']['models'])}: fed speech-recognition transcripts instead of the "
+                f"references (the deployment case); their character error rate against the references is "
+                f"{report['stt']['cer']:.3f} over {report['stt']['clips']} clips (spaces and punctuation stripped).")
         report["plots"] = _model_plots(predictions, scores, out_dir)
     elif (workdir / "run.json").exists():
         report["notes"].append(f"{workdir} holds no trained model (no <stage>/model.keras).")
@@ -126,8 +134,9 @@ def evaluate_workdir(workdir: str | pathlib.Path, split: str = "test", out_dir=N
     return report
 
 
-def evaluate_models(workdir: pathlib.Path, split: str, cache_dir=None) -> tuple[pd.DataFrame, dict]:
-    """Predict with every stage model on the split and score it next to the baselines."""
+def evaluate_models(workdir: pathlib.Path, split: str, cache_dir=None, transcribe=None) -> tuple[pd.DataFrame, dict]:
+    """Predict with every stage model on the split and score it next to the baselines
+    (and, given `transcribe`, the deployment rows: see `transcribed.py`)."""
     run = load_run(workdir, cache_dir)
     table = run.split(split)
     if table.empty:
@@ -137,16 +146,25 @@ def evaluate_models(workdir: pathlib.Path, split: str, cache_dir=None) -> tuple[
     except run_lib.RunError as error:
         raise EvaluationError(str(error)) from None
     classes = list(run.config.data.classes)
-    predictions = predict_split(load_models(workdir), split_dataset(run, table), classes, table=table)
+    models = load_models(workdir)
+    predictions = predict_split(models, split_dataset(run, table), classes, table=table)
     reference = predictions[predictions["model"] == predictions["model"].iloc[0]]
     predictions = pd.concat([predictions, *classical.prediction_frames(workdir, reference, table, classes)],
                             ignore_index=True)
+    stt_summary = None
+    if transcribe is not None:
+        from kemdy_tf.evaluation.transcribed import stt_predictions
+
+        frame, stt_summary = stt_predictions(models, table, lambda t: split_dataset(run, t), classes, transcribe)
+        predictions = pd.concat([predictions, frame], ignore_index=True)
     train = original_rows(run.split("train"))
     if train.empty:
         raise EvaluationError(f"{workdir / 'table.csv'} has no training rows: the baselines need them")
     scores = metrics.score_predictions(
         predictions, classes, train_emotions=list(train["emotion"]),
         train_means={t: float(train[t].mean()) for t in ("arousal", "valence") if t in train})
+    if stt_summary is not None:
+        scores["stt"] = stt_summary
     return predictions, scores
 
 

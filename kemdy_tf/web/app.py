@@ -4,7 +4,10 @@ Routes:
     GET  /               the page (static/index.html; its script, style and recorder
                          worklet under /static, nothing from a CDN)
     POST /api/predict    multipart `audio` (a file) + optional `text` -> the fields of
-                         `predict.py --json`, plus `duration_seconds` and `spectrogram`
+                         `predict.py --json`, plus `duration_seconds`, `spectrogram` and,
+                         for audio longer than the model's window, `segments` (the timeline)
+    POST /api/transcribe multipart `audio` -> `transcript` and timed `words` (speech
+                         recognition, kemdy_tf.stt; 503 `stt_unavailable` when not installed)
     GET  /api/health     model and limits, for the page and for monitoring
     GET  /openapi.json   the schema FastAPI generates (/docs and /redoc are off: their
                          Swagger/ReDoc assets come from a CDN)
@@ -28,6 +31,13 @@ Design notes:
   predicts.
 * The `text` field must be UTF-8: its bytes are checked before anything decodes them
   (Starlette would silently fall back to Latin-1 and predict on mojibake).
+* Long uploads (up to `Limits.max_seconds`, 5 minutes by default): the top-level
+  fields describe the first window, as before, and `segments` holds the timeline
+  (`inference.predict_timeline` on the decoded upload: cut at pauses, every segment
+  predicted). Segments are transcribed by speech recognition when the server has it
+  and no text was sent (one text cannot be shared out among segments). A clip that
+  fits the window is never transcribed behind the user's back: the page's
+  "transcribe" button (/api/transcribe) fills the text box, which the user can correct.
 * Size is capped twice: the whole body before it is parsed (the file cap plus room
   for the form: a declared Content-Length is checked first, a streamed body is
   stopped by FastAPI's per-route `max_body_size`), then the file itself.
@@ -38,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import io
@@ -87,6 +98,7 @@ ERROR_CODES = {
     "unsupported_type": "415: the declared content type is not an accepted audio type",
     "not_audio": "422: the bytes are not audio the server can decode",
     "text_too_long": "422: the transcript has more than max_text_chars characters",
+    "stt_unavailable": "503: speech recognition is not installed on the server (pip install -r requirements-stt.txt)",
     "invalid_request": "422: a form field is missing or malformed",
     "bad_request": "400: the body could not be parsed (other 4xx: the HTTP status, e.g. not_found)",
     "busy": "503: more than max_queue requests are already waiting; retry after the Retry-After seconds",
@@ -98,8 +110,11 @@ class Limits:
     """What one request may send.
 
     Attributes:
-        max_bytes: largest audio file, in bytes.
-        max_seconds: longest audio, in seconds (after decoding).
+        max_bytes: largest audio file, in bytes (32 MB: five minutes of a browser's 48 kHz
+            16-bit mono recording is 28.8 MB).
+        max_seconds: longest audio, in seconds (after decoding); 5 minutes, so that an
+            upload's timeline and speech recognition (real-time factor ~1 on 2 cores)
+            answer within minutes. Longer recordings: `predict.py --wav long.wav`.
         max_text_chars: longest transcript, in characters (Unicode code points).
         max_concurrent: clips decoded and predicted at the same time; further
             requests wait their turn (bounds memory under load).
@@ -109,8 +124,8 @@ class Limits:
             quarter of a minute).
     """
 
-    max_bytes: int = 10 * 1024 * 1024
-    max_seconds: float = 60.0
+    max_bytes: int = 32 * 1024 * 1024
+    max_seconds: float = 300.0
     max_text_chars: int = 500
     max_concurrent: int = 2
     max_queue: int = 16
@@ -149,6 +164,18 @@ class Spectrogram(BaseModel):
     db_max: float
 
 
+class Segment(BaseModel):
+    start: float = Field(description="seconds from the upload's start")
+    end: float
+    emotion: str | None
+    probabilities: dict[str, float]
+    arousal: float | None
+    valence: float | None = Field(description="null without a transcript")
+    transcript: str | None
+    transcript_source: str | None = Field(description='"stt" (speech recognition) or null (audio-only)')
+    warnings: list[str]
+
+
 class PredictResponse(BaseModel):
     file: str = Field(description="the uploaded file's name")
     emotion: str | None
@@ -156,11 +183,29 @@ class PredictResponse(BaseModel):
     arousal: float | None = Field(description="1 (relaxed) .. 5 (aroused)")
     valence: float | None = Field(description="1 (negative) .. 5 (positive); null without a transcript")
     transcript: str | None = Field(description="the cleaned transcript used; null when missing")
+    transcript_source: str | None = Field(description='"given" or null (audio-only)')
     transcript_missing: bool
     warnings: list[str]
     error: str | None
     duration_seconds: float
     spectrogram: Spectrogram
+    segments: list[Segment] | None = Field(
+        description="the timeline (audio longer than the model's window, cut at pauses); null for a clip "
+                    "that fits the window")
+
+
+class Word(BaseModel):
+    word: str
+    start: float = Field(description="seconds from the upload's start")
+    end: float
+    confidence: float
+
+
+class TranscribeResponse(BaseModel):
+    file: str
+    transcript: str = Field(description="the words heard, joined by spaces (\"\" when none)")
+    words: list[Word]
+    duration_seconds: float
 
 
 class HealthResponse(BaseModel):
@@ -168,8 +213,10 @@ class HealthResponse(BaseModel):
     model: str = Field(description="export base folder name / version")
     classes: list[str]
     sample_rate: int
-    window_seconds: float = Field(description="audio the model hears; longer clips are truncated")
+    window_seconds: float = Field(description="audio the model hears at once; longer uploads get a timeline")
     limits: dict[str, float]
+    stt: bool = Field(description="whether /api/transcribe works (speech recognition is installed)")
+    stt_detail: str | None = Field(description="why speech recognition is not available; null when it is")
 
 
 # === The work behind /api/predict ===
@@ -181,10 +228,11 @@ class Predictor:
     Args:
         model: an `inference.ExportedModel` (from `inference.load_model`).
         limits: the request limits.
+        stt: a `kemdy_tf.stt.Recognizer` (transcribe, long uploads' segments), or None.
     """
 
-    def __init__(self, model: inference.ExportedModel, limits: Limits):
-        self.model, self.limits = model, limits
+    def __init__(self, model: inference.ExportedModel, limits: Limits, stt=None):
+        self.model, self.limits, self.stt = model, limits, stt
         self._slots = threading.BoundedSemaphore(limits.max_concurrent)
 
     def __call__(self, filename: str, content_type: str | None, fileobj, text: str | None) -> dict:
@@ -193,10 +241,56 @@ class Predictor:
         Raises:
             WebError: the upload breaks a limit or is not audio.
         """
+        from kemdy_tf.timeline import DecodedAudio
+
         limits = self.limits
         if text is not None and len(text) > limits.max_text_chars:
             raise WebError(422, "text_too_long", f"the transcript has {len(text)} characters; "
                            f"at most {limits.max_text_chars} are accepted")
+        with self._decoded(filename, content_type, fileobj) as (wave, warnings):
+            try:
+                prediction = inference.predict_wave(wave, text, self.model, filename, warnings)
+                segments = None
+                if len(wave) > self.model.window_samples:
+                    given = text is not None and text.strip()
+                    rows = inference.predict_timeline(filename, self.model, stt=None if given else self.stt,
+                                                      audio=DecodedAudio(wave, self.model.sample_rate, filename))
+                    segments = [_segment(row) for row in rows]
+            except inference.PredictError as error:
+                raise WebError(422, "invalid_request", f"{filename}: {error}") from None
+            spectrogram = self.spectrogram(wave)
+        result = prediction.to_dict()
+        result.update(file=filename, duration_seconds=round(len(wave) / self.model.sample_rate, 3),
+                      spectrogram=spectrogram, segments=segments)
+        return result
+
+    def transcribe(self, filename: str, content_type: str | None, fileobj) -> dict:
+        """The transcript of one upload, as the JSON object /api/transcribe returns.
+
+        Raises:
+            WebError: speech recognition is not installed, or the upload breaks a limit or is not audio.
+        """
+        from kemdy_tf import stt
+
+        if self.stt is None:
+            raise WebError(503, "stt_unavailable", stt.unavailable_reason() or "speech recognition is off on this "
+                           "server (create_app(..., speech_recognition=False))")
+        with self._decoded(filename, content_type, fileobj) as (wave, _):
+            try:
+                heard = self.stt.transcribe(wave, self.model.sample_rate)
+            except stt.SttUnavailable as error:
+                raise WebError(503, "stt_unavailable", str(error)) from None
+        return {"file": filename, **heard.to_dict(), "transcript": heard.text,
+                "duration_seconds": round(len(wave) / self.model.sample_rate, 3)}
+
+    @contextlib.contextmanager
+    def _decoded(self, filename: str, content_type: str | None, fileobj):
+        """(wave, warnings) of a checked upload, inside one of the `max_concurrent` slots.
+
+        Raises:
+            WebError: the upload breaks a limit or is not audio.
+        """
+        limits = self.limits
         declared = (content_type or "application/octet-stream").split(";")[0].strip().lower()
         if declared not in ALLOWED_CONTENT_TYPES:
             raise WebError(415, "unsupported_type", f"{filename}: content type {declared!r} is not accepted; "
@@ -221,16 +315,7 @@ class Predictor:
                 shutil.copyfileobj(fileobj, out)
             self._check_declared_duration(upload, filename)
             with self._slots:
-                wave, warnings = self._decode(upload, filename)
-                try:
-                    prediction = inference.predict_wave(wave, text, self.model, filename, warnings)
-                except inference.PredictError as error:
-                    raise WebError(422, "invalid_request", f"{filename}: {error}") from None
-                spectrogram = self.spectrogram(wave)
-        result = prediction.to_dict()
-        result.update(file=filename, duration_seconds=round(len(wave) / self.model.sample_rate, 3),
-                      spectrogram=spectrogram)
-        return result
+                yield self._decode(upload, filename)
 
     def _check_declared_duration(self, path: Path, filename: str) -> None:
         """Refuse a clip whose header announces too long a duration, before decoding it."""
@@ -277,6 +362,11 @@ class Predictor:
             "max_hz": features.sample_rate / 2,
             "db_min": round(float(mel.min()), 2), "db_max": round(top, 2),
         }
+
+
+def _segment(row: inference.Prediction) -> dict:
+    """One timeline row as the API's `Segment`."""
+    return {key: value for key, value in row.to_dict().items() if key in Segment.model_fields}
 
 
 def _bytes(count: int) -> str:
@@ -398,12 +488,15 @@ def _error_response(error: WebError) -> JSONResponse:
 # === The application ===
 
 
-def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Limits | None = None) -> FastAPI:
+def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Limits | None = None,
+               speech_recognition: bool | None = None) -> FastAPI:
     """The web application, with the export at `model_path` loaded (once, now).
 
     Args:
         model_path: an export's base folder (its highest version) or one version folder.
-        limits: request limits; default `Limits()` (10 MB, 60 s, 500 characters).
+        limits: request limits; default `Limits()` (32 MB, 300 s, 500 characters).
+        speech_recognition: /api/transcribe and the transcripts of long uploads' segments
+            (kemdy_tf.stt); None: on when installed. Its model loads on the first use.
 
     Returns:
         A FastAPI app; serve it with uvicorn (serve.py) or test it with TestClient.
@@ -411,10 +504,17 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
     Raises:
         inference.PredictError: `model_path` is not a loadable kemdy_tf export.
     """
+    from kemdy_tf import stt as stt_lib
+
     limits = limits or Limits()
     model = inference.load_model(model_path)
+    stt_off = "speech recognition is off on this server" if speech_recognition is False else None
+    stt_detail = stt_off or stt_lib.unavailable_reason()
+    if speech_recognition and stt_detail:
+        raise inference.PredictError(stt_detail)
+    recognizer = None if stt_detail else stt_lib.recognizer()
     model.predict([np.zeros(model.sample_rate // 2, np.float32)], [""])  # warm-up: the first request is not slower
-    predictor = Predictor(model, limits)
+    predictor = Predictor(model, limits, recognizer)
     admission = Admission(limits)
     workers = concurrent.futures.ThreadPoolExecutor(limits.max_concurrent, thread_name_prefix="kemdy-predict")
 
@@ -455,6 +555,15 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
 
     error_responses = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503)}
 
+    async def admitted(work):
+        """`work()` on the worker pool, once admitted (or the 503 `busy`)."""
+        admission.enter()
+        start = time.monotonic()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(workers, work)
+        finally:
+            admission.leave(time.monotonic() - start)
+
     strict = APIRouter(route_class=StrictFormRoute)  # the text field's bytes are checked (see StrictFormRequest)
 
     @strict.post("/api/predict", response_model=PredictResponse, responses=error_responses, max_body_size=max_body,
@@ -468,15 +577,18 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
     ):
         _check_text_encoding(request)
         filename = os.path.basename(audio.filename or "") or "upload"
-        admission.enter()
-        start = time.monotonic()
-        try:
-            work = functools.partial(predictor, filename, audio.content_type, audio.file, text)
-            return await asyncio.get_running_loop().run_in_executor(workers, work)
-        finally:
-            admission.leave(time.monotonic() - start)
+        return await admitted(functools.partial(predictor, filename, audio.content_type, audio.file, text))
 
     app.include_router(strict)
+
+    @app.post("/api/transcribe", response_model=TranscribeResponse, responses=error_responses, max_body_size=max_body,
+              summary="Transcribe one clip (speech recognition)")
+    async def transcribe_clip(
+        audio: UploadFile = File(description=f"WAV, FLAC, Ogg or MP3; at most {limits.max_bytes / 2**20:g} MB "
+                                             f"and {limits.max_seconds:g} s"),
+    ):
+        filename = os.path.basename(audio.filename or "") or "upload"
+        return await admitted(functools.partial(predictor.transcribe, filename, audio.content_type, audio.file))
 
     @app.get("/api/health", response_model=HealthResponse, summary="Model and limits")
     def health():
@@ -485,6 +597,7 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
             "classes": list(model.classes), "sample_rate": model.sample_rate,
             "window_seconds": round(model.window_samples / model.sample_rate, 3),
             "limits": {k: float(v) for k, v in dataclasses.asdict(limits).items()},
+            "stt": recognizer is not None, "stt_detail": stt_detail,
         }
 
     @app.get("/", include_in_schema=False)

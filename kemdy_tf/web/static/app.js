@@ -24,6 +24,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("record").addEventListener("click", () => (state.recording ? stopRecording() : startRecording()));
   $("text").addEventListener("input", updateTextCount);
   $("predict").addEventListener("click", predict);
+  $("transcribe").addEventListener("click", transcribe);
   loadHealth();
 });
 
@@ -43,6 +44,15 @@ async function loadHealth() {
     `(모델은 처음 ${windowSeconds.toFixed(1)} 초를 듣습니다)`;
   $("text").maxLength = limits.max_text_chars;
   $("text-max").textContent = limits.max_text_chars;
+  if (!state.health.stt) {
+    $("transcribe").title = state.health.stt_detail || "speech recognition is not available";
+    $("transcribe-status").textContent = "음성 인식 없음 (speech recognition not installed on the server)";
+  }
+  updateTranscribeButton();
+}
+
+function updateTranscribeButton() {
+  $("transcribe").disabled = !(state.clip && state.health && state.health.stt);
 }
 
 function megabytes(bytes) {
@@ -72,6 +82,7 @@ function setClip(blob, name) {
   player.src = URL.createObjectURL(blob);
   player.hidden = false;
   $("predict").disabled = false;
+  updateTranscribeButton();
 }
 
 function onFileChosen(event) {
@@ -195,29 +206,54 @@ function encodeWav(samples, sampleRate) {
 
 // === Predict ===
 
-async function predict() {
-  if (!state.clip) return;
+/** POST the current clip (and `fields`) to `url`; the JSON answer, or an Error with the server's reason. */
+async function postClip(url, fields = {}) {
   const form = new FormData();
   form.append("audio", state.clip.blob, state.clip.name);
+  for (const [name, value] of Object.entries(fields)) form.append(name, value);
+  const response = await fetch(url, { method: "POST", body: form });
+  let body;
+  try {
+    body = await response.json();
+  } catch {
+    throw new Error(`HTTP ${response.status} (no JSON body)`);
+  }
+  if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+  return body;
+}
+
+async function predict() {
+  if (!state.clip) return;
   const text = $("text").value.trim();
-  if (text) form.append("text", text);
   $("predict").disabled = true;
   setStatus("예측 중… (predicting)", "busy");
   try {
-    const response = await fetch("/api/predict", { method: "POST", body: form });
-    let body;
-    try {
-      body = await response.json();
-    } catch {
-      throw new Error(`HTTP ${response.status} (no JSON body)`);
-    }
-    if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
-    render(body);
+    render(await postClip("/api/predict", text ? { text } : {}));
     setStatus("");
   } catch (error) {
     setStatus(`오류 (error): ${error.message}`, "error");
   } finally {
     $("predict").disabled = false;
+  }
+}
+
+// === Transcribe: speech recognition fills the text box (the user may correct it) ===
+
+async function transcribe() {
+  if (!state.clip) return;
+  $("transcribe").disabled = true;
+  $("transcribe-status").textContent = "전사 중… (transcribing)";
+  try {
+    const body = await postClip("/api/transcribe");
+    $("text").value = [...body.transcript].slice(0, $("text").maxLength).join("");
+    updateTextCount();
+    $("transcribe-status").textContent = body.transcript
+      ? `전사 완료: ${body.words.length} 단어 (transcribed; check and correct it)`
+      : "들린 단어가 없습니다 (no words heard)";
+  } catch (error) {
+    $("transcribe-status").textContent = `전사 오류 (error): ${error.message}`;
+  } finally {
+    updateTranscribeButton();
   }
 }
 
@@ -238,8 +274,64 @@ function render(result) {
   drawProbabilities($("prob-chart"), result.probabilities, result.emotion);
   drawArousalValence($("av-plane"), result.arousal, result.valence);
   drawSpectrogram($("spectrogram"), result.spectrogram);
+  renderTimeline(result.segments, result.duration_seconds);
   const { png, ...spectrogramAxes } = result.spectrogram;  // the image is drawn, not listed
   $("json").textContent = JSON.stringify({ ...result, spectrogram: spectrogramAxes }, null, 2);
+}
+
+// === Timeline of a long upload ===
+
+function renderTimeline(segments, duration) {
+  const panel = $("timeline-panel");
+  panel.hidden = !segments;
+  if (!segments) return;
+  $("timeline-count").textContent = `${segments.length} 구간 (segments)`;
+  drawTimeline($("timeline"), segments, duration);
+  const number = (v) => (v === null || v === undefined ? "–" : v.toFixed(2));
+  $("segments").tBodies[0].replaceChildren(...segments.map((s) => {
+    const row = element("tr");
+    row.append(
+      element("td", { className: "num" }, `${s.start.toFixed(2)} s`),
+      element("td", { className: "num" }, `${s.end.toFixed(2)} s`),
+      element("td", {}, emotionName(s.emotion)),
+      element("td", { className: "num" }, number(s.arousal)),
+      element("td", { className: "num" }, number(s.valence)),
+      element("td", {}, s.transcript || "—"),
+    );
+    return row;
+  }));
+}
+
+/** Emotion bands over time (top) and arousal / valence curves (1..5) below, x in seconds. */
+function drawTimeline(chart, segments, duration) {
+  const width = 900, left = 48, right = 12, bandTop = 6, bandHeight = 26, top = 44, bottom = 196;
+  const sx = (t) => left + (t / Math.max(duration, 1e-6)) * (width - left - right);
+  const sy = (v) => bottom - ((Math.max(1, Math.min(5, v)) - 1) / 4) * (bottom - top);
+  chart.setAttribute("viewBox", `0 0 ${width} ${bottom + 26}`);
+  chart.replaceChildren();
+  for (let v = 1; v <= 5; v++) {
+    chart.append(svg("line", { class: "grid", x1: left, y1: sy(v), x2: width - right, y2: sy(v) }),
+                 svg("text", { class: "muted", x: left - 8, y: sy(v) + 4, "text-anchor": "end" }, v));
+  }
+  const step = duration > 600 ? 60 : duration > 120 ? 30 : duration > 40 ? 10 : duration > 15 ? 5 : 1;
+  for (let t = 0; t <= duration + 1e-9; t += step) {
+    chart.append(svg("text", { class: "muted", x: sx(t), y: bottom + 18, "text-anchor": "middle" }, `${t} s`));
+  }
+  for (const s of segments) {
+    const known = EMOTION_KO[s.emotion] ? s.emotion : "other";
+    const band = svg("rect", { class: `band band-${known}`, x: sx(s.start), y: bandTop,
+                               width: Math.max(1, sx(s.end) - sx(s.start)), height: bandHeight,
+                               "data-emotion": s.emotion, "data-start": s.start, "data-end": s.end });
+    band.append(svg("title", {}, `${s.start.toFixed(1)}–${s.end.toFixed(1)} s: ${emotionName(s.emotion)}`));
+    chart.append(band);
+  }
+  for (const name of ["arousal", "valence"]) {
+    const points = segments.filter((s) => s[name] !== null && s[name] !== undefined)
+      .map((s) => `${sx((s.start + s.end) / 2).toFixed(1)},${sy(s[name]).toFixed(1)}`);
+    if (points.length) chart.append(svg("polyline", { class: `curve ${name}`, points: points.join(" ") }));
+  }
+  chart.append(svg("text", { class: "muted", x: width - right, y: top - 4, "text-anchor": "end" },
+                   "— 각성 arousal   — 정서가 valence (1–5)"));
 }
 
 // === Drawing ===
