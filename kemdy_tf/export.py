@@ -1,6 +1,7 @@
 """A trained run as one SavedModel in TF Serving's layout: `saved_models/kemdy/<version>/`.
 
     python -m kemdy_tf.export --workdir runs/small [--out saved_models/kemdy] [--version N]
+    python -m kemdy_tf.export --workdir runs/small --litert   # LiteRT for devices: kemdy_tf/litert.py
 
 One SavedModel holds the three models of a run (fusion -> emotion, audio encoder ->
 arousal, text encoder -> valence) behind two signatures:
@@ -448,13 +449,33 @@ def _check_written(folder: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kemdy_tf.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, type=Path, help="a trained run's folder")
-    parser.add_argument("--out", type=Path, default=Path("saved_models/kemdy"), help="base folder of the versions")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="base folder of the versions (default saved_models/kemdy, with --litert "
+                             "saved_models/kemdy_litert)")
     parser.add_argument("--version", type=int, default=None, help="version number (default: next free)")
     parser.add_argument("--features-only", action="store_true",
                         help="only the `features` signature: no TF Text op, loads without tensorflow_text")
+    parser.add_argument("--xla-bucket", type=int, default=None, metavar="FRAMES",
+                        help="compile the models with XLA, frames padded to a multiple of FRAMES (e.g. 64); "
+                             "TF Serving then needs --xla_cpu_compilation_enabled=true (docs/serving.md)")
+    parser.add_argument("--litert", action="store_true",
+                        help="write a LiteRT (.tflite) model for devices instead (kemdy_tf/litert.py)")
     args = parser.parse_args(argv)
     try:
-        target = export_run(args.workdir, args.out, args.version, features_only=args.features_only)
+        if args.litert:
+            from kemdy_tf import litert
+
+            if args.features_only or args.xla_bucket:
+                raise ExportError("--litert takes neither --features-only nor --xla-bucket")
+            models, config, tokenizer_path = load_run_models(args.workdir)
+            target = litert.export_litert(models["audio"], models["text"], models["fusion"], tokenizer_path,
+                                          config, args.out or litert.DEFAULT_OUT, args.version,
+                                          source=str(args.workdir.resolve()))
+            print(f"exported {args.workdir} to {target / litert.MODEL_FILE} "
+                  f"({(target / litert.MODEL_FILE).stat().st_size:,} bytes)")
+            return 0
+        target = export_run(args.workdir, args.out or Path("saved_models/kemdy"), args.version,
+                            features_only=args.features_only, xla_bucket=args.xla_bucket)
     except ExportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
