@@ -386,8 +386,6 @@ def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, feat
               untrained=()) -> dict:
     import sentencepiece as spm
 
-    import tensorflow as tf
-
     features = config.features
     processor = spm.SentencePieceProcessor(model_file=str(tokenizer_path))
     numeric_outputs = {
@@ -420,7 +418,21 @@ def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, feat
             "needs": "TF Text ops (import tensorflow_text before tf.saved_model.load)",
         }
     return {
-        "format": "kemdy_tf export",
+        **provenance("kemdy_tf export", config, classes, source, untrained),
+        "features": {**config.to_dict()["features"], "log_mel": log_mel_settings},
+        "window_seconds": features.max_frames * features.hop_length / features.sample_rate,
+        "tokenizer": {"asset": TOKENIZER_ASSET, "max_tokens": features.max_tokens,
+                      "vocabulary_size": int(processor.vocab_size()), "pad_id": int(processor.pad_id())},
+        "signatures": signatures,
+    }
+
+
+def provenance(kind: str, config: RunConfig, classes, source, untrained) -> dict:
+    """The metadata every export kind starts with: what wrote it, from what, predicting what."""
+    import tensorflow as tf
+
+    return {
+        "format": kind,
         "kemdy_tf_version": kemdy_tf.__version__,
         "tensorflow_version": tf.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -428,11 +440,6 @@ def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, feat
         "preset": config.preset,
         "classes": list(classes),
         "ratings_trained": [name for name in ("arousal", "valence") if name not in untrained],
-        "features": {**config.to_dict()["features"], "log_mel": log_mel_settings},
-        "window_seconds": features.max_frames * features.hop_length / features.sample_rate,
-        "tokenizer": {"asset": TOKENIZER_ASSET, "max_tokens": features.max_tokens,
-                      "vocabulary_size": int(processor.vocab_size()), "pad_id": int(processor.pad_id())},
-        "signatures": signatures,
     }
 
 

@@ -168,22 +168,11 @@ def token_ids(text: str, tokenizer_path: str | os.PathLike, max_tokens: int) -> 
 
 
 def _metadata(config: RunConfig, classes, source, untrained) -> dict:
-    import datetime
-
-    import tensorflow as tf
-
-    import kemdy_tf
+    from kemdy_tf.export import provenance
 
     features = config.features
     return {
-        "format": "kemdy_tf LiteRT export",
-        "kemdy_tf_version": kemdy_tf.__version__,
-        "tensorflow_version": tf.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": source,
-        "preset": config.preset,
-        "classes": list(classes),
-        "ratings_trained": [name for name in ("arousal", "valence") if name not in untrained],
+        **provenance("kemdy_tf LiteRT export", config, classes, source, untrained),
         "features": config.to_dict()["features"],
         "signature": {
             "name": SIGNATURE,
