@@ -83,6 +83,18 @@ def keras_reference(models, tokenizer, config, waves, texts) -> dict:
     }
 
 
+def rest_bodies(waves, texts, reference) -> tuple[dict, dict]:
+    """REST row-format bodies for `serving_default` (the clips) and `features` (their reference features)."""
+    width = max(len(w) for w in waves)  # row format needs equal lengths: pad client-side
+    waveform_body = {"signature_name": "serving_default", "instances": [
+        {"waveform": np.pad(w, (0, width - len(w))).tolist(), "waveform_length": len(w), "text": t}
+        for w, t in zip(waves, texts)]}
+    features_body = {"signature_name": "features", "instances": [
+        {"log_mel": reference["log_mel"][i].tolist(), "frame_count": int(reference["frame_count"][i]),
+         "token_ids": reference["token_ids"][i].tolist()} for i in range(len(waves))]}
+    return waveform_body, features_body
+
+
 def clips(rate: int, seconds=(1.0, 0.4, 1.7)) -> list[np.ndarray]:
     rng = np.random.default_rng(3)
     out = []
@@ -158,13 +170,7 @@ def test_rest_requests_match_the_keras_models(run, tmp_path):
     waves = clips(config.features.sample_rate)
     texts = ["정말 화가 나요", "", "오늘 날씨가 좋네요 깜짝"]
     reference = keras_reference(run["models"], run["tokenizer"], config, waves, texts)
-    width = max(len(w) for w in waves)  # row format needs equal lengths: pad client-side
-    waveform_body = {"signature_name": "serving_default", "instances": [
-        {"waveform": np.pad(w, (0, width - len(w))).tolist(), "waveform_length": len(w), "text": t}
-        for w, t in zip(waves, texts)]}
-    features_body = {"signature_name": "features", "instances": [
-        {"log_mel": reference["log_mel"][i].tolist(), "frame_count": int(reference["frame_count"][i]),
-         "token_ids": reference["token_ids"][i].tolist()} for i in range(len(waves))]}
+    waveform_body, features_body = rest_bodies(waves, texts, reference)
 
     result = run_client(tmp_path, {"export": str(run["export"]), "import_tf_text": True,
                                    "requests": [waveform_body, features_body]})
@@ -172,6 +178,27 @@ def test_rest_requests_match_the_keras_models(run, tmp_path):
     assert "kemdy_tf" not in result["modules"] and "keras_hub" not in result["modules"]
     for response in result["responses"]:
         assert_matches(response, reference, classes)
+
+
+def test_xla_export_matches_the_keras_models(run, tmp_path):
+    """--xla-bucket: the models compiled with XLA on frames padded to a bucket (masked)."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  serving_default's SentencePiece ops
+
+    config, models = run["config"], run["models"]
+    target = export.export_models(models["audio"], models["text"], models["fusion"],
+                                  run["root"] / "run" / "tokenizer.model", config, tmp_path, xla_bucket=64)
+    assert export.read_metadata(target)["inference"]["xla_bucket"] == 64
+    waves = clips(config.features.sample_rate, seconds=(0.9, 1.5))  # 29 and 47 frames: one bucket, one compile
+    texts = ["기분이 좋아요", ""]
+    reference = keras_reference(models, run["tokenizer"], config, waves, texts)
+    serve = tf.saved_model.load(str(target)).signatures["serving_default"]
+    for i, (wave, text) in enumerate(zip(waves, texts)):
+        out = serve(waveform=tf.constant(wave[None]), waveform_length=tf.constant([len(wave)]),
+                    text=tf.constant([text]))
+        np.testing.assert_allclose(out["emotion_probs"][0], reference["emotion_probs"][i], atol=1e-4)
+        np.testing.assert_allclose(out["arousal"][0], reference["arousal"][i], atol=1e-4)
+        np.testing.assert_allclose(out["valence"][0], reference["valence"][i], atol=1e-4)
 
 
 def test_features_signature_needs_no_tf_text(run, tmp_path):

@@ -17,10 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from test_export import assert_matches, build_tiny_run, clips, keras_reference, run_client
+from test_export import assert_matches, build_tiny_run, clips, keras_reference, rest_bodies, run_client
 
 from kemdy_tf import export
 
@@ -56,13 +55,7 @@ def test_exports_answer_rest_requests_under_tensorflow_2_20(tmp_path):
     waves = clips(config.features.sample_rate)
     texts = ["정말 화가 나요", "", "오늘 날씨가 좋네요 깜짝"]
     reference = keras_reference(models, tokenizer, config, waves, texts)
-    width = max(len(w) for w in waves)
-    waveform_body = {"signature_name": "serving_default", "instances": [
-        {"waveform": np.pad(w, (0, width - len(w))).tolist(), "waveform_length": len(w), "text": t}
-        for w, t in zip(waves, texts)]}
-    features_body = {"signature_name": "features", "instances": [
-        {"log_mel": reference["log_mel"][i].tolist(), "frame_count": int(reference["frame_count"][i]),
-         "token_ids": reference["token_ids"][i].tolist()} for i in range(len(waves))]}
+    waveform_body, features_body = rest_bodies(waves, texts, reference)
 
     for name, path in exports.items():
         full = name != "features only"
