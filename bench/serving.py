@@ -67,13 +67,8 @@ def measure(config: RunConfig, tokenizer_path, work: Path, *, calls: int, batch:
     models = build_models(config, vocabulary)
     wave = clip(seconds, config.features.sample_rate)
     example = Example(wave, tokenizer, config)
-    predict = timed_calls(lambda: models["fusion"].predict(example.features, verbose=0), predict_calls, warmup=3)
-    predict_p50 = percentile(predict, 50)
-    exports, serves = {}, {}
-    for name, bucket in EXPORTS.items():
-        exports[name], serves[name] = export_latency(models, tokenizer_path, config, work / name, example,
-                                                     calls=calls, xla_bucket=bucket)
-        exports[name]["speedup_vs_keras_predict"] = predict_p50 / (exports[name]["p50_ms"] / 1e3)
+    exports, serves, predict_p50 = compare_exports(models, tokenizer_path, config, work, example, calls=calls,
+                                                   predict_calls=predict_calls)
 
     many = {k: tf.repeat(v, batch, axis=0) for k, v in example.serving_inputs.items()}
     batch_rates = {}
@@ -91,7 +86,7 @@ def measure(config: RunConfig, tokenizer_path, work: Path, *, calls: int, batch:
         "weights": "untrained (random init, seed 0): latency does not depend on them",
         "preset": config.preset, "clip_seconds": seconds, "transcript_words": len(TRANSCRIPT.split()),
         "calls": calls, "target_export": "xla",
-        # The target rows: the fastest export (--xla-bucket 64).
+        # The target rows: the fastest export of the small preset (--xla-bucket 64).
         "p50_ms": best["p50_ms"], "p99_ms": best["p99_ms"],
         "speedup_vs_keras_predict": best["speedup_vs_keras_predict"],
         "keras_predict_calls": predict_calls, "keras_predict_p50_ms": 1e3 * predict_p50,
@@ -101,8 +96,14 @@ def measure(config: RunConfig, tokenizer_path, work: Path, *, calls: int, batch:
     if litert_calls:
         result["litert"] = litert_latency(models, tokenizer_path, config, work / "litert", example, litert_calls)
     if paper_config is not None and paper_calls:
-        result["paper"] = paper_latency(paper_config, tokenizer_path, vocabulary, work / "paper", seconds,
-                                        calls=paper_calls, predict_calls=max(paper_calls // 4, 3))
+        paper_models = build_models(paper_config, vocabulary)
+        paper_example = Example(clip(seconds, paper_config.features.sample_rate), load_tokenizer(
+            str(tokenizer_path), paper_config.features.max_tokens), paper_config)
+        paper_exports, _, paper_predict = compare_exports(
+            paper_models, tokenizer_path, paper_config, work / "paper", paper_example, calls=paper_calls,
+            predict_calls=max(paper_calls // 4, 3), warmup=2)
+        result["paper"] = {"exports": paper_exports, "keras_predict_p50_ms": 1e3 * paper_predict,
+                           "calls": paper_calls}
     return result
 
 
@@ -123,9 +124,51 @@ class Example:
         self.features["frame_mask"] = np.ones(self.features["log_mel"].shape[:2], bool)
 
 
-def export_latency(models: dict, tokenizer_path, config: RunConfig, out: Path, example: Example, *, calls: int,
-                   xla_bucket: int | None):
-    """Export, load, first call, then p50/p99 of `calls` calls at batch 1: (figures, the signature)."""
+def compare_exports(models: dict, tokenizer_path, config: RunConfig, work: Path, example: Example, *, calls: int,
+                    predict_calls: int, warmup: int = 10):
+    """Each export of `EXPORTS` and `fusion.predict`, timed in turns (one call of each per round,
+    `predict` every few rounds), so a neighbour's load falls on all of them alike.
+
+    Returns:
+        ({name: figures}, {name: serving signature}, fusion.predict p50 seconds).
+    """
+    exports, serves = {}, {}
+    for name, bucket in EXPORTS.items():
+        exports[name], serves[name] = load_export(models, tokenizer_path, config, work / name, example,
+                                                  xla_bucket=bucket)
+    fusion = models["fusion"]
+    functions = {name: (lambda serve=serve: serve(**example.serving_inputs)["emotion_probs"].numpy())
+                 for name, serve in serves.items()}
+    functions["predict"] = lambda: fusion.predict(example.features, verbose=0)
+    times = interleaved_calls(functions, {**{name: calls for name in serves}, "predict": predict_calls}, warmup)
+    predict_p50 = percentile(times["predict"], 50)
+    for name, figures in exports.items():
+        figures.update(calls=calls, p50_ms=1e3 * percentile(times[name], 50),
+                       p99_ms=1e3 * percentile(times[name], 99), mean_ms=1e3 * statistics.mean(times[name]))
+        figures["speedup_vs_keras_predict"] = predict_p50 / (figures["p50_ms"] / 1e3)
+    return exports, serves, predict_p50
+
+
+def interleaved_calls(functions: dict, repeats: dict, warmup: int) -> dict:
+    """{name: seconds of each timed call}: rounds of one call of each function, a function with
+    fewer repeats called every few rounds; `warmup` untimed calls of each first."""
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    rounds = max(repeats.values())
+    times = {name: [] for name in functions}
+    for index in range(rounds):
+        for name, function in functions.items():
+            if index % max(rounds // repeats[name], 1) == 0 and len(times[name]) < repeats[name]:
+                start = time.perf_counter()
+                function()
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def load_export(models: dict, tokenizer_path, config: RunConfig, out: Path, example: Example, *,
+                xla_bucket: int | None):
+    """Export, load and call once (an XLA export compiles then): (figures, the serving signature)."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  registers the SentencePiece ops of serving_default
 
@@ -141,15 +184,9 @@ def export_latency(models: dict, tokenizer_path, config: RunConfig, out: Path, e
     start = time.perf_counter()
     probs = serve(**example.serving_inputs)["emotion_probs"].numpy()
     first_s = time.perf_counter() - start
-    latency = timed_calls(lambda: serve(**example.serving_inputs)["emotion_probs"].numpy(), calls, warmup=10)
     reference = np.asarray(models["fusion"](example.features, training=False)["emotion"])
-    return {
-        "path": str(version), "xla_bucket": xla_bucket, "export_s": export_s, "load_s": load_s,
-        "first_call_s": first_s, "calls": calls,
-        "p50_ms": 1e3 * percentile(latency, 50), "p99_ms": 1e3 * percentile(latency, 99),
-        "mean_ms": 1e3 * statistics.mean(latency),
-        "max_abs_diff_vs_keras": float(np.max(np.abs(probs - reference))),
-    }, serve
+    return {"path": str(version), "xla_bucket": xla_bucket, "export_s": export_s, "load_s": load_s,
+            "first_call_s": first_s, "max_abs_diff_vs_keras": float(np.max(np.abs(probs - reference)))}, serve
 
 
 def litert_latency(models: dict, tokenizer_path, config: RunConfig, out: Path, example: Example, calls: int) -> dict:
@@ -168,23 +205,6 @@ def litert_latency(models: dict, tokenizer_path, config: RunConfig, out: Path, e
             "window_frames": config.features.max_frames,
             "p50_ms": 1e3 * percentile(latency, 50), "p99_ms": 1e3 * percentile(latency, 99),
             "max_abs_diff_vs_keras": float(np.max(np.abs(probs - reference)))}
-
-
-def paper_latency(config: RunConfig, tokenizer_path, vocabulary: int, work: Path, seconds: float, *, calls: int,
-                  predict_calls: int) -> dict:
-    """The paper preset's exports at batch 1, beside the small preset's (fewer calls: it is slow)."""
-    from kemdy_tf.models.tokenizer import load_tokenizer
-
-    models = build_models(config, vocabulary)
-    example = Example(clip(seconds, config.features.sample_rate),
-                      load_tokenizer(str(tokenizer_path), config.features.max_tokens), config)
-    predict = timed_calls(lambda: models["fusion"].predict(example.features, verbose=0), predict_calls, warmup=1)
-    exports = {}
-    for name, bucket in EXPORTS.items():
-        exports[name], _ = export_latency(models, tokenizer_path, config, work / name, example, calls=calls,
-                                          xla_bucket=bucket)
-        exports[name]["speedup_vs_keras_predict"] = percentile(predict, 50) / (exports[name]["p50_ms"] / 1e3)
-    return {"exports": exports, "keras_predict_p50_ms": 1e3 * percentile(predict, 50), "calls": calls}
 
 
 def component_latency(models: dict, tokenizer_path, config: RunConfig, wave, serve_features, features: dict,
