@@ -133,6 +133,7 @@ MODES = {
         note={}),
 }
 PRESETS = ("small", "paper")
+DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 SECTIONS = ("ceiling", "training", "pipeline", "serving", "memory", "accuracy")
 
 
@@ -141,7 +142,7 @@ def parse_args(argv=None):
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="sizes that finish in < 10 min on 2 cores")
     size.add_argument("--tiny", action="store_true", help="toy sizes, every section (smoke test)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md",
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="markdown file to write (the JSON goes beside it, same name .json)")
     parser.add_argument("--main-run", default=str(REPO / "runs" / "synthetic"),
                         help="the lead's trained run to take small-preset accuracy from ('none': train a short run)")
@@ -155,6 +156,9 @@ def parse_args(argv=None):
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         parser.error(f"--sections: unknown {unknown}; choose from {','.join(SECTIONS)}")
+    if set(args.sections) != set(SECTIONS) and args.out == DEFAULT_OUT:
+        # The generated block would hold only these sections: the page's other figures would be lost.
+        parser.error("--sections writes a partial report: give it its own --out (not docs/benchmarks.md)")
     return args
 
 
