@@ -101,7 +101,7 @@ MODES = {
         full_length_flops=(),
         long_set=dict(sessions=1, scripts=1, utterances=(3, 3), duration=(0.5, 1.0)),
         memory_sessions=3, utterances=(2, 2),
-        serving_calls=20, serving_batch=4, serving_batch_calls=2, paper_serving_calls=0, litert_calls=3,
+        serving_calls=20, serving_batch=4, serving_batch_calls=2, paper_serving_calls=0, litert_calls=0,
         predict_calls=3, accuracy_epochs=1,
         note={"small": "tiny mode: toy model sizes, 16 frames, batch 4, bfloat16 variant only (smoke test only)",
               "paper": "tiny mode: toy model sizes, 24 frames, batch 4 (smoke test only)"},
