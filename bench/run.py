@@ -3,6 +3,7 @@
     python bench/run.py --quick                 # < 10 min on 2 cores; writes docs/benchmarks.{md,json}
     python bench/run.py                         # full sizes (paper preset at 512 frames: an hour or more)
     python bench/run.py --tiny --out /tmp/b.md  # every section at toy sizes (the CI smoke test)
+    python bench/run.py --quick --sections serving --out /tmp/serving.md   # one section (and the data sets)
 
 Sections (each speed is printed beside a reference measured in the same run):
   1. ceiling    float32 (and bfloat16) matmul GFLOP/s of this machine
@@ -12,8 +13,9 @@ Sections (each speed is printed beside a reference measured in the same run):
                 share of its stage's step; the cost of a batch of a new length)
   3. pipeline   feature-cache build (2 workers) vs a one-process librosa loop; a cached
                 tf.data epoch vs the train step's consumption
-  4. serving    exported serving_default p50/p99 at batch 1, throughput at batch 32,
-                vs keras predict
+  4. serving    exported serving_default p50/p99 at batch 1 (graph mode and XLA exports,
+                small and paper presets), throughput at batch 32, the LiteRT export's
+                size and latency, vs keras predict
   5. memory     peak RSS of a training epoch at N vs 4N utterances (subprocesses)
   6. accuracy   time per epoch and synthetic test macro-F1 per preset
 
@@ -80,6 +82,8 @@ class Mode:
     serving_calls: int
     serving_batch: int
     serving_batch_calls: int
+    paper_serving_calls: int  # the paper preset's exports, beside the small preset's
+    litert_calls: int  # the small preset's LiteRT export in the interpreter
     predict_calls: int
     accuracy_epochs: int
     note: dict  # preset -> what this mode changes
@@ -97,7 +101,8 @@ MODES = {
         full_length_flops=(),
         long_set=dict(sessions=1, scripts=1, utterances=(3, 3), duration=(0.5, 1.0)),
         memory_sessions=3, utterances=(2, 2),
-        serving_calls=20, serving_batch=4, serving_batch_calls=2, predict_calls=3, accuracy_epochs=1,
+        serving_calls=20, serving_batch=4, serving_batch_calls=2, paper_serving_calls=0, litert_calls=0,
+        predict_calls=3, accuracy_epochs=1,
         note={"small": "tiny mode: toy model sizes, 16 frames, batch 4, bfloat16 variant only (smoke test only)",
               "paper": "tiny mode: toy model sizes, 24 frames, batch 4 (smoke test only)"},
         smoke=True),
@@ -109,7 +114,8 @@ MODES = {
         full_length_flops=("paper",),
         long_set=dict(sessions=3, scripts=3, utterances=(16, 20), duration=(3.0, 8.0)),
         memory_sessions=3, utterances=(16, 20),
-        serving_calls=200, serving_batch=32, serving_batch_calls=8, predict_calls=30, accuracy_epochs=2,
+        serving_calls=200, serving_batch=32, serving_batch_calls=8, paper_serving_calls=20, litert_calls=50,
+        predict_calls=30, accuracy_epochs=2,
         note={"paper": "--quick: paper batches have 128 frames, not the preset's 512 (4 s of audio, not 16 s), "
                        "and only the bfloat16 variant; run without --quick for 512 frames and more variants"}),
     "full": Mode(
@@ -122,10 +128,13 @@ MODES = {
         full_length_flops=(),
         long_set=dict(sessions=3, scripts=3, utterances=(16, 20), duration=(3.0, 8.0)),
         memory_sessions=4, utterances=(16, 20),
-        serving_calls=500, serving_batch=32, serving_batch_calls=20, predict_calls=50, accuracy_epochs=4,
+        serving_calls=500, serving_batch=32, serving_batch_calls=20, paper_serving_calls=50, litert_calls=200,
+        predict_calls=50, accuracy_epochs=4,
         note={}),
 }
 PRESETS = ("small", "paper")
+DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
+SECTIONS = ("ceiling", "training", "pipeline", "serving", "memory", "accuracy")
 
 
 def parse_args(argv=None):
@@ -133,13 +142,24 @@ def parse_args(argv=None):
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="sizes that finish in < 10 min on 2 cores")
     size.add_argument("--tiny", action="store_true", help="toy sizes, every section (smoke test)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md",
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="markdown file to write (the JSON goes beside it, same name .json)")
     parser.add_argument("--main-run", default=str(REPO / "runs" / "synthetic"),
                         help="the lead's trained run to take small-preset accuracy from ('none': train a short run)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--keep-work", action="store_true", help="do not delete the scratch folder")
-    return parser.parse_args(argv)
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)}); the data sets "
+                             "are always made; pipeline needs training, accuracy needs training and memory")
+    args = parser.parse_args(argv)
+    args.sections = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--sections: unknown {unknown}; choose from {','.join(SECTIONS)}")
+    if set(args.sections) != set(SECTIONS) and args.out == DEFAULT_OUT:
+        # The generated block would hold only these sections: the page's other figures would be lost.
+        parser.error("--sections writes a partial report: give it its own --out (not docs/benchmarks.md)")
+    return args
 
 
 def main(argv=None) -> int:
@@ -150,7 +170,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        results = run_all(mode, work, main_run)
+        results = run_all(mode, work, main_run, args.sections)
     finally:
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)
@@ -170,7 +190,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_all(mode: Mode, work: Path, main_run: Path | None) -> dict:
+def run_all(mode: Mode, work: Path, main_run: Path | None, sections=SECTIONS) -> dict:
     from bench import machine
 
     monitor = machine.LoadMonitor()
@@ -194,15 +214,19 @@ def run_all(mode: Mode, work: Path, main_run: Path | None) -> dict:
 
     data = section("data sets", lambda: make_datasets(mode, work))
     try:
-        if mode.smoke:
+        if mode.smoke and "memory" in sections:
             start_memory(mode, data, work)
-        results["ceiling"] = section("ceiling", lambda: ceiling(mode))
-        results["training"] = section("training", lambda: training_section(mode, data, results["ceiling"]))
-        results["pipeline"] = section("pipeline", lambda: pipeline_section(mode, data, work, results["training"]))
-        results["serving"] = section("serving", lambda: serving_section(mode, data, work))
-        results["memory"] = section("memory", lambda: memory_section(mode, data, work))
-        results["accuracy"] = section("accuracy", lambda: accuracy_section(mode, data, work, main_run,
-                                                                           results["training"], results["memory"]))
+        steps = {
+            "ceiling": lambda: ceiling(mode),
+            "training": lambda: training_section(mode, data, results["ceiling"]),
+            "pipeline": lambda: pipeline_section(mode, data, work, results["training"]),
+            "serving": lambda: serving_section(mode, data, work),
+            "memory": lambda: memory_section(mode, data, work),
+            "accuracy": lambda: accuracy_section(mode, data, work, main_run, results["training"], results["memory"]),
+        }
+        for name in SECTIONS:
+            if name in sections:
+                results[name] = section(name, steps[name])
     finally:
         for child in data.pop("memory_children", {}).values():  # a failed run leaves no child behind
             if child.poll() is None:
@@ -397,7 +421,9 @@ def serving_section(mode: Mode, data: dict, work: Path) -> dict:
 
     return serving.measure(config_of(mode, "small"), data["tokenizer"], work / "serving",
                            calls=mode.serving_calls, batch=mode.serving_batch,
-                           batch_calls=mode.serving_batch_calls, predict_calls=mode.predict_calls)
+                           batch_calls=mode.serving_batch_calls, predict_calls=mode.predict_calls,
+                           paper_config=config_of(mode, "paper"), paper_calls=mode.paper_serving_calls,
+                           litert_calls=mode.litert_calls)
 
 
 # === 5. Memory ===

@@ -1,6 +1,7 @@
 """A trained run as one SavedModel in TF Serving's layout: `saved_models/kemdy/<version>/`.
 
     python -m kemdy_tf.export --workdir runs/small [--out saved_models/kemdy] [--version N]
+    python -m kemdy_tf.export --workdir runs/small --litert   # LiteRT for devices: kemdy_tf/litert.py
 
 One SavedModel holds the three models of a run (fusion -> emotion, audio encoder ->
 arousal, text encoder -> valence) behind two signatures:
@@ -31,6 +32,10 @@ Design notes:
   so loading this SavedModel needs `import tensorflow_text` (stock TF Serving has TF
   Text ops built in). Where TF Text is missing, `features_only=True` writes a
   SavedModel with only the `features` signature, loadable by bare TensorFlow.
+* Each backbone runs once per request, its sequence feeding the fusion head and its
+  encoder's head (`kemdy_tf.inference_graph`); `xla_bucket` (`--xla-bucket 64`)
+  compiles the models with XLA on frames padded to buckets. The metadata records both
+  (`inference`).
 * Atomic: the SavedModel is written to a hidden temporary folder next to the target
   and renamed into place, so TF Serving (which polls the base folder) never sees a
   partial version and an interrupted export leaves no version folder. An existing
@@ -128,6 +133,7 @@ def export_run(
     out: str | os.PathLike = "saved_models/kemdy",
     version: int | None = None,
     features_only: bool = False,
+    xla_bucket: int | None = None,
 ) -> Path:
     """Export a trained run (`audio/`, `text/`, `fusion/` model.keras, tokenizer.model, run.json).
 
@@ -136,12 +142,31 @@ def export_run(
         out: the base folder; the SavedModel goes to `out/<version>/`.
         version: version number; default the next free one.
         features_only: write only the `features` signature (no TF Text op anywhere).
+        xla_bucket: compile the models with XLA, frames padded to a multiple of this
+            (see `kemdy_tf.inference_graph`); the TF Serving binary then needs
+            `--xla_cpu_compilation_enabled=true`. None: plain graph mode.
 
     Returns:
         The new version folder.
 
     Raises:
         ExportError: a run file is missing or unreadable, or the version exists.
+    """
+    models, config, tokenizer_path = load_run_models(workdir)
+    return export_models(
+        models["audio"], models["text"], models["fusion"], tokenizer_path, config, out,
+        version=version, features_only=features_only, source=str(Path(workdir).resolve()),
+        xla_bucket=xla_bucket,
+    )
+
+
+def load_run_models(workdir: str | os.PathLike) -> tuple[dict, RunConfig, Path]:
+    """`({"audio", "text", "fusion": Keras model or None}, config, tokenizer path)` of a trained run.
+
+    An encoder is None when its model is absent and the corpus has no ratings for it.
+
+    Raises:
+        ExportError: a run file is missing or unreadable, or the run cannot be served.
     """
     import keras
 
@@ -158,7 +183,6 @@ def export_run(
         # clip has no speaker statistics, so in-graph features would not match training.
         raise ExportError(f"{workdir} was trained with features.speaker_norm=true; the SavedModel "
                           "cannot normalise an unknown speaker, so this run cannot be exported")
-    tokenizer_path = run.tokenizer_path
     models = {}
     for stage in stages_lib.with_requirements(EXPORTED_STAGE):
         path = run.model_path(stage)
@@ -173,10 +197,7 @@ def export_run(
             models[stage] = keras.saving.load_model(path, compile=False)
         except Exception as error:
             raise ExportError(f"cannot load {path}: {type(error).__name__}: {error}") from error
-    return export_models(
-        models["audio"], models["text"], models["fusion"], tokenizer_path, config, out,
-        version=version, features_only=features_only, source=str(workdir.resolve()),
-    )
+    return models, config, run.tokenizer_path
 
 
 def export_models(
@@ -189,6 +210,7 @@ def export_models(
     version: int | None = None,
     features_only: bool = False,
     source: str | None = None,
+    xla_bucket: int | None = None,
 ) -> Path:
     """Write the three Keras models as one SavedModel version under `out` (atomically).
 
@@ -202,6 +224,7 @@ def export_models(
         version: version number; default the next free one.
         features_only: only the `features` signature (see the module docstring).
         source: where the models came from, recorded in the metadata.
+        xla_bucket: XLA with frames padded to a multiple of this (see `export_run`).
 
     Returns:
         The new version folder `out/<version>`.
@@ -211,6 +234,28 @@ def export_models(
     """
     import tensorflow as tf
 
+    def write(folder: Path) -> None:
+        with tempfile.TemporaryDirectory() as staging:
+            root, signatures = build_serving_module(
+                audio_encoder, text_encoder, fusion, tokenizer_path, config,
+                staging=Path(staging), features_only=features_only, source=source, xla_bucket=xla_bucket,
+            )
+            tf.saved_model.save(root, str(folder), signatures=signatures)
+        _check_written(folder)
+
+    return write_version(out, version, write)
+
+
+def write_version(out: str | os.PathLike, version: int | None, write) -> Path:
+    """`write(folder)` into a hidden temporary folder under `out`, then rename it to `out/<version>`.
+
+    TF Serving (which polls the base folder) never sees a partial version, an
+    interrupted write leaves no version folder, and an existing version is never
+    overwritten.
+
+    Raises:
+        ExportError: the version exists or is negative.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if version is None:
@@ -224,13 +269,7 @@ def export_models(
 
     partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=out))
     try:
-        with tempfile.TemporaryDirectory() as staging:
-            root, signatures = build_serving_module(
-                audio_encoder, text_encoder, fusion, tokenizer_path, config,
-                staging=Path(staging), features_only=features_only, source=source,
-            )
-            tf.saved_model.save(root, str(partial), signatures=signatures)
-        _check_written(partial)
+        write(partial)
         partial.chmod(0o755)  # mkdtemp makes it private; TF Serving may run as another user
         os.rename(partial, target)  # atomic; fails if the version appeared meanwhile
     except BaseException:
@@ -241,7 +280,7 @@ def export_models(
 
 def build_serving_module(
     audio_encoder, text_encoder, fusion, tokenizer_path, config: RunConfig,
-    staging: Path, features_only: bool = False, source: str | None = None,
+    staging: Path, features_only: bool = False, source: str | None = None, xla_bucket: int | None = None,
 ):
     """The trackable to save and its signatures `{name: concrete function}`.
 
@@ -250,6 +289,7 @@ def build_serving_module(
     import tensorflow as tf
 
     from kemdy_tf.frontend import check_recipe, waveform_to_log_mel
+    from kemdy_tf.inference_graph import InferenceGraph
     from kemdy_tf.models.tokenizer import load_tokenizer
 
     features = config.features
@@ -259,22 +299,11 @@ def build_serving_module(
         raise ExportError(f"the fusion model predicts {n_classes} classes, the run config names "
                           f"{len(classes)}: {classes}")
     class_names = tf.constant(classes)
+    models = InferenceGraph(audio_encoder, text_encoder, fusion, features.max_frames, xla_bucket=xla_bucket)
 
     def predict(log_mel, frame_count, token_ids):
-        # Same preparation as training batches: at most max_frames, zero padding, bool mask.
-        log_mel = log_mel[:, : features.max_frames]
-        frames = tf.shape(log_mel)[1]
-        frame_count = tf.clip_by_value(tf.cast(frame_count, tf.int32), 0, frames)
-        frame_mask = tf.range(frames)[tf.newaxis, :] < frame_count[:, tf.newaxis]
-        log_mel = tf.where(frame_mask[:, :, tf.newaxis], log_mel, 0.0)
-        feeds = {"log_mel": log_mel, "frame_mask": frame_mask, "token_ids": token_ids}
-        probs = _call(fusion, feeds, "emotion")
-        return {
-            "emotion_probs": probs,
-            "emotion": tf.gather(class_names, tf.argmax(probs, axis=-1)),
-            "arousal": _rating(audio_encoder, feeds, "arousal", probs),
-            "valence": _rating(text_encoder, feeds, "valence", probs),
-        }
+        outputs = models(log_mel, frame_count, token_ids)
+        return {**outputs, "emotion": tf.gather(class_names, tf.argmax(outputs["emotion_probs"], axis=-1))}
 
     @tf.function(input_signature=[
         tf.TensorSpec([None, None, features.n_mels], tf.float32, name="log_mel"),
@@ -302,6 +331,7 @@ def build_serving_module(
     untrained = [name for name, encoder in (("arousal", audio_encoder), ("valence", text_encoder)) if encoder is None]
     metadata = _metadata(config, classes, tokenizer_path, check_recipe(features), features_only, source,
                          untrained)
+    metadata["inference"] = {"xla_bucket": xla_bucket, "backbone_run_once": models.shared}
     (staging / METADATA_ASSET).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
     shutil.copyfile(tokenizer_path, staging / TOKENIZER_ASSET)
 
@@ -343,24 +373,6 @@ def weight_bytes(*models) -> int:
 # === Helpers ===
 
 
-def _call(model, feeds: dict, output: str):
-    """`model(its inputs from feeds)[output]`, in inference mode."""
-    spec = model.input
-    inputs = {name: feeds[name] for name in spec} if isinstance(spec, dict) else feeds[spec.name]
-    result = model(inputs, training=False)
-    return result[output] if isinstance(result, dict) else result
-
-
-def _rating(encoder, feeds: dict, output: str, like):
-    """An encoder's rating [batch], or NaN for every example when the run has no encoder
-    for it (a corpus without arousal/valence labels)."""
-    import tensorflow as tf
-
-    if encoder is None:
-        return tf.fill(tf.shape(like)[:1], float("nan"))
-    return _call(encoder, feeds, output)[:, 0]
-
-
 def _output_width(model, output: str) -> int:
     spec = model.output
     spec = spec[output] if isinstance(spec, dict) else spec
@@ -377,8 +389,6 @@ def _unique(variables) -> list:
 def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, features_only, source,
               untrained=()) -> dict:
     import sentencepiece as spm
-
-    import tensorflow as tf
 
     features = config.features
     processor = spm.SentencePieceProcessor(model_file=str(tokenizer_path))
@@ -412,7 +422,21 @@ def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, feat
             "needs": "TF Text ops (import tensorflow_text before tf.saved_model.load)",
         }
     return {
-        "format": "kemdy_tf export",
+        **provenance("kemdy_tf export", config, classes, source, untrained),
+        "features": {**config.to_dict()["features"], "log_mel": log_mel_settings},
+        "window_seconds": features.max_frames * features.hop_length / features.sample_rate,
+        "tokenizer": {"asset": TOKENIZER_ASSET, "max_tokens": features.max_tokens,
+                      "vocabulary_size": int(processor.vocab_size()), "pad_id": int(processor.pad_id())},
+        "signatures": signatures,
+    }
+
+
+def provenance(kind: str, config: RunConfig, classes, source, untrained) -> dict:
+    """The metadata every export kind starts with: what wrote it, from what, predicting what."""
+    import tensorflow as tf
+
+    return {
+        "format": kind,
         "kemdy_tf_version": kemdy_tf.__version__,
         "tensorflow_version": tf.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -420,11 +444,6 @@ def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, feat
         "preset": config.preset,
         "classes": list(classes),
         "ratings_trained": [name for name in ("arousal", "valence") if name not in untrained],
-        "features": {**config.to_dict()["features"], "log_mel": log_mel_settings},
-        "window_seconds": features.max_frames * features.hop_length / features.sample_rate,
-        "tokenizer": {"asset": TOKENIZER_ASSET, "max_tokens": features.max_tokens,
-                      "vocabulary_size": int(processor.vocab_size()), "pad_id": int(processor.pad_id())},
-        "signatures": signatures,
     }
 
 
@@ -441,13 +460,33 @@ def _check_written(folder: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kemdy_tf.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, type=Path, help="a trained run's folder")
-    parser.add_argument("--out", type=Path, default=Path("saved_models/kemdy"), help="base folder of the versions")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="base folder of the versions (default saved_models/kemdy, with --litert "
+                             "saved_models/kemdy_litert)")
     parser.add_argument("--version", type=int, default=None, help="version number (default: next free)")
     parser.add_argument("--features-only", action="store_true",
                         help="only the `features` signature: no TF Text op, loads without tensorflow_text")
+    parser.add_argument("--xla-bucket", type=int, default=None, metavar="FRAMES",
+                        help="compile the models with XLA, frames padded to a multiple of FRAMES (e.g. 64); "
+                             "TF Serving then needs --xla_cpu_compilation_enabled=true (docs/serving.md)")
+    parser.add_argument("--litert", action="store_true",
+                        help="write a LiteRT (.tflite) model for devices instead (kemdy_tf/litert.py)")
     args = parser.parse_args(argv)
     try:
-        target = export_run(args.workdir, args.out, args.version, features_only=args.features_only)
+        if args.litert:
+            from kemdy_tf import litert
+
+            if args.features_only or args.xla_bucket:
+                raise ExportError("--litert takes neither --features-only nor --xla-bucket")
+            models, config, tokenizer_path = load_run_models(args.workdir)
+            target = litert.export_litert(models["audio"], models["text"], models["fusion"], tokenizer_path,
+                                          config, args.out or litert.DEFAULT_OUT, args.version,
+                                          source=str(args.workdir.resolve()))
+            print(f"exported {args.workdir} to {target / litert.MODEL_FILE} "
+                  f"({(target / litert.MODEL_FILE).stat().st_size:,} bytes)")
+            return 0
+        target = export_run(args.workdir, args.out or Path("saved_models/kemdy"), args.version,
+                            features_only=args.features_only, xla_bucket=args.xla_bucket)
     except ExportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -62,7 +62,7 @@ def frame_count(num_samples, features: FeatureConfig):
     return tf.minimum(frames, features.max_frames)
 
 
-def waveform_to_log_mel(waveform, waveform_length, features: FeatureConfig):
+def waveform_to_log_mel(waveform, waveform_length, features: FeatureConfig, whole_window: bool = False):
     """Log-mel spectrograms of a batch of padded mono waveforms.
 
     Args:
@@ -70,16 +70,21 @@ def waveform_to_log_mel(waveform, waveform_length, features: FeatureConfig):
             clip's length is ignored.
         waveform_length: int [batch], valid samples per clip (clipped to [0, samples]).
         features: the run's feature settings (n_fft, hop_length, n_mels, max_frames).
+        whole_window: always return `max_frames` frames (a static shape, which the
+            LiteRT export needs), zero past each clip's frames.
 
     Returns:
-        `(log_mel, frames)`: float32 [batch, max(frames), n_mels] in dB, zero past each
-        clip's frames; int32 [batch] frames per clip (`frame_count`).
+        `(log_mel, frames)`: float32 [batch, max(frames) or max_frames, n_mels] in dB,
+        zero past each clip's frames; int32 [batch] frames per clip (`frame_count`).
     """
     check_recipe(features)
     waveform = tf.convert_to_tensor(waveform, tf.float32)
     # Samples past this never reach the first max_frames frames (see audio.log_mel).
     needed = audio.samples_for_frames(features.max_frames, features)
     waveform = waveform[:, :needed]
+    if whole_window:  # pad to exactly `needed` samples; the reshape makes that width static
+        waveform = tf.pad(waveform, [[0, 0], [0, needed - tf.shape(waveform)[1]]])
+        waveform = tf.reshape(waveform, [-1, needed])
     samples = tf.shape(waveform)[1]
     length = tf.clip_by_value(tf.cast(waveform_length, tf.int32), 0, samples)
 
@@ -102,7 +107,10 @@ def waveform_to_log_mel(waveform, waveform_length, features: FeatureConfig):
     db = 10.0 * tf.math.log(tf.maximum(mel, audio.AMIN)) / np.log(10.0)  # ref=1.0: no offset
 
     frames = frame_count(length, features)
-    kept = tf.maximum(tf.reduce_max(frames), 0)  # 0 for an empty batch
+    if whole_window:
+        kept = features.max_frames
+    else:
+        kept = tf.maximum(tf.reduce_max(frames), 0)  # 0 for an empty batch
     db = db[:, :kept]
     valid = (tf.range(kept)[tf.newaxis, :] < frames[:, tf.newaxis])[:, :, tf.newaxis]
     # top_db floor relative to each clip's loudest bin over its own kept frames.

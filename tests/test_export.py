@@ -23,6 +23,7 @@ from kemdy_tf.config import make_config
 from kemdy_tf.data import schema
 
 VENV_BIN = Path(sys.executable).parent
+SERVING_CLIENT = Path(__file__).resolve().parents[1] / "scripts" / "serving_client.py"
 TEXTS = ["안녕하세요 반갑습니다", "오늘 날씨가 정말 좋네요", "정말 화가 나요", "너무 슬퍼서 울었어요",
          "깜짝 놀랐어요 진짜", "그냥 그래요", "기분이 좋아요", "왜 그랬어요"]
 TINY = [*TINY_MODEL, "features.vocab_size=60"]  # conftest's model sizes, a vocabulary these texts fill
@@ -82,6 +83,18 @@ def keras_reference(models, tokenizer, config, waves, texts) -> dict:
     }
 
 
+def rest_bodies(waves, texts, reference) -> tuple[dict, dict]:
+    """REST row-format bodies for `serving_default` (the clips) and `features` (their reference features)."""
+    width = max(len(w) for w in waves)  # row format needs equal lengths: pad client-side
+    waveform_body = {"signature_name": "serving_default", "instances": [
+        {"waveform": np.pad(w, (0, width - len(w))).tolist(), "waveform_length": len(w), "text": t}
+        for w, t in zip(waves, texts)]}
+    features_body = {"signature_name": "features", "instances": [
+        {"log_mel": reference["log_mel"][i].tolist(), "frame_count": int(reference["frame_count"][i]),
+         "token_ids": reference["token_ids"][i].tolist()} for i in range(len(waves))]}
+    return waveform_body, features_body
+
+
 def clips(rate: int, seconds=(1.0, 0.4, 1.7)) -> list[np.ndarray]:
     rng = np.random.default_rng(3)
     out = []
@@ -91,86 +104,11 @@ def clips(rate: int, seconds=(1.0, 0.4, 1.7)) -> list[np.ndarray]:
     return out
 
 
-# What TF Serving's REST API does with a row-format request, in a process that never
-# imports kemdy_tf: each instance is a dict of named inputs, values are stacked per
-# input (a ragged waveform fails, as in TF Serving), strings become UTF-8 bytes, numbers
-# take the signature's dtype; the response is {"predictions": [one dict per instance]}.
-SERVING_CLIENT = r'''
-import json, os, sys
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-import numpy as np
-import tensorflow as tf
-job = json.load(open(sys.argv[1]))
-if job["import_tf_text"]:
-    import tensorflow_text  # registers the SentencePiece ops serving_default uses
-from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow.python.framework import op_def_registry
-
-
-def to_tensors(signature, instances):
-    specs = signature.structured_input_signature[1]
-    if any(set(inst) != set(specs) for inst in instances):
-        raise ValueError(f"each instance needs exactly the inputs {sorted(specs)}")
-    tensors = {}
-    for name, spec in specs.items():
-        values = [inst[name] for inst in instances]
-        if spec.dtype == tf.string:
-            values = [v.encode("utf-8") for v in values]
-            tensors[name] = tf.constant(values, tf.string)
-        else:
-            tensors[name] = tf.constant(np.array(values, dtype=spec.dtype.as_numpy_dtype))
-    return tensors
-
-
-def to_json(value):
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return value.tolist() if hasattr(value, "tolist") else value
-
-
-def foreign_ops(path, signature_name):
-    """Op types reachable from a signature that bare TensorFlow does not register."""
-    saved = saved_model_pb2.SavedModel()
-    saved.ParseFromString(open(os.path.join(path, "saved_model.pb"), "rb").read())
-    graph = saved.meta_graphs[0].graph_def
-    library = {f.signature.name: f for f in graph.library.function}
-    nodes = {n.name: n for n in graph.node}
-    todo = [nodes[t.name.split(":")[0]] for t in saved.meta_graphs[0].signature_def[signature_name].outputs.values()]
-    seen, ops = set(), set()
-    while todo:
-        node = todo.pop()
-        ops.add(node.op)
-        called = [node.op] + [a.func.name for a in node.attr.values() if a.func.name]
-        called += [f.name for a in node.attr.values() for f in a.list.func]
-        for name in called:
-            if name in library and name not in seen:
-                seen.add(name)
-                todo.extend(library[name].node_def)
-    return sorted(op for op in ops if op not in library and op_def_registry.get(op) is None)
-
-
-loaded = tf.saved_model.load(job["export"])
-responses = []
-for body in job["requests"]:
-    signature = loaded.signatures[body.get("signature_name", "serving_default")]
-    outputs = signature(**to_tensors(signature, body["instances"]))
-    outputs = {k: v.numpy() for k, v in outputs.items()}
-    batch = len(body["instances"])
-    responses.append({"predictions": [{k: to_json(v[i]) for k, v in outputs.items()} for i in range(batch)]})
-result = {
-    "responses": responses,
-    "modules": sorted(m for m in ("kemdy_tf", "tensorflow_text", "keras_hub") if m in sys.modules),
-    "foreign_ops": {name: foreign_ops(path, sig) for name, (path, sig) in job.get("inspect", {}).items()},
-}
-json.dump(result, open(sys.argv[2], "w"))
-'''
-
-
-def run_client(tmp_path, job: dict) -> dict:
-    job_file, result_file, script = tmp_path / "job.json", tmp_path / "result.json", tmp_path / "client.py"
+def run_client(tmp_path, job: dict, python=sys.executable) -> dict:
+    """scripts/serving_client.py on `job` in a fresh process of `python` (see its docstring)."""
+    job_file, result_file = tmp_path / "job.json", tmp_path / "result.json"
     job_file.write_text(json.dumps(job))
-    script.write_text(SERVING_CLIENT)
-    done = subprocess.run([sys.executable, str(script), str(job_file), str(result_file)],
+    done = subprocess.run([str(python), str(SERVING_CLIENT), str(job_file), str(result_file)],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(result_file.read_text())
@@ -220,9 +158,11 @@ def test_writes_tf_serving_layout_with_metadata_assets(run):
 
 def test_stores_each_weight_once(run):
     # export_run loads the three .keras files, so each model holds its own copy of the
-    # backbones: the export must hold exactly the three models' weights, not twice that.
-    expected = sum(export.weight_bytes(m) for m in run["models"].values())
-    assert export.saved_variable_bytes(run["export"]) == expected
+    # backbones; their weights are equal (frozen in the fusion stage), so the export
+    # runs and stores each backbone once: the weights of the in-memory models, which share them.
+    assert export.saved_variable_bytes(run["export"]) == export.weight_bytes(*run["models"].values())
+    assert export.read_metadata(run["export"])["inference"]["backbone_run_once"] == {
+        "audio_backbone": True, "text_backbone": True}
 
 
 def test_rest_requests_match_the_keras_models(run, tmp_path):
@@ -230,13 +170,7 @@ def test_rest_requests_match_the_keras_models(run, tmp_path):
     waves = clips(config.features.sample_rate)
     texts = ["정말 화가 나요", "", "오늘 날씨가 좋네요 깜짝"]
     reference = keras_reference(run["models"], run["tokenizer"], config, waves, texts)
-    width = max(len(w) for w in waves)  # row format needs equal lengths: pad client-side
-    waveform_body = {"signature_name": "serving_default", "instances": [
-        {"waveform": np.pad(w, (0, width - len(w))).tolist(), "waveform_length": len(w), "text": t}
-        for w, t in zip(waves, texts)]}
-    features_body = {"signature_name": "features", "instances": [
-        {"log_mel": reference["log_mel"][i].tolist(), "frame_count": int(reference["frame_count"][i]),
-         "token_ids": reference["token_ids"][i].tolist()} for i in range(len(waves))]}
+    waveform_body, features_body = rest_bodies(waves, texts, reference)
 
     result = run_client(tmp_path, {"export": str(run["export"]), "import_tf_text": True,
                                    "requests": [waveform_body, features_body]})
@@ -244,6 +178,27 @@ def test_rest_requests_match_the_keras_models(run, tmp_path):
     assert "kemdy_tf" not in result["modules"] and "keras_hub" not in result["modules"]
     for response in result["responses"]:
         assert_matches(response, reference, classes)
+
+
+def test_xla_export_matches_the_keras_models(run, tmp_path):
+    """--xla-bucket: the models compiled with XLA on frames padded to a bucket (masked)."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  serving_default's SentencePiece ops
+
+    config, models = run["config"], run["models"]
+    target = export.export_models(models["audio"], models["text"], models["fusion"],
+                                  run["root"] / "run" / "tokenizer.model", config, tmp_path, xla_bucket=64)
+    assert export.read_metadata(target)["inference"]["xla_bucket"] == 64
+    waves = clips(config.features.sample_rate, seconds=(0.9, 1.5))  # 29 and 47 frames: one bucket, one compile
+    texts = ["기분이 좋아요", ""]
+    reference = keras_reference(models, run["tokenizer"], config, waves, texts)
+    serve = tf.saved_model.load(str(target)).signatures["serving_default"]
+    for i, (wave, text) in enumerate(zip(waves, texts)):
+        out = serve(waveform=tf.constant(wave[None]), waveform_length=tf.constant([len(wave)]),
+                    text=tf.constant([text]))
+        np.testing.assert_allclose(out["emotion_probs"][0], reference["emotion_probs"][i], atol=1e-4)
+        np.testing.assert_allclose(out["arousal"][0], reference["arousal"][i], atol=1e-4)
+        np.testing.assert_allclose(out["valence"][0], reference["valence"][i], atol=1e-4)
 
 
 def test_features_signature_needs_no_tf_text(run, tmp_path):
