@@ -235,11 +235,16 @@ def build_text_backbone(preset: str, pad_id: int, max_tokens: int, name: str = "
     Returns:
         `keras.Model`: token_ids [B, T] (pad 0) -> [B, T, hidden], pad tokens zero.
     """
-    hub = load_backbone(preset)
+    return wrap_text_backbone(load_backbone(preset), pad_id, max_tokens, name=name, source=preset)
+
+
+def wrap_text_backbone(hub, pad_id: int, max_tokens: int, name: str = "text_backbone",
+                       source: str = "the backbone") -> keras.Model:
+    """`build_text_backbone` for a keras-hub backbone already in memory (e.g. built from its config)."""
     family = family_of(TEXT_FAMILIES, type(hub))
     longest = getattr(hub, "max_sequence_length", None)
     if longest is not None and max_tokens > longest:
-        raise BackboneError(f"features.max_tokens={max_tokens} exceeds the {longest} positions of {preset!r}")
+        raise BackboneError(f"features.max_tokens={max_tokens} exceeds the {longest} positions of {source!r}")
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     padding_mask = TokenPaddingMask(pad_id=PAD_ID, name="padding_mask")(token_ids)
     own_ids = BackboneTokenIds(pad_id, name="backbone_token_ids")(token_ids)
@@ -261,11 +266,16 @@ def build_audio_backbone(preset: str, n_mels: int, max_frames: int, name: str = 
         `keras.Model`: {log_mel [B, F, n_mels], frame_mask [B, F]} -> [B, F, hidden],
         padded frames zero; padded frames change nothing else.
     """
-    hub = load_backbone(preset)
+    return wrap_audio_backbone(load_backbone(preset), n_mels, max_frames, name=name, source=preset)
+
+
+def wrap_audio_backbone(hub, n_mels: int, max_frames: int, name: str = "audio_backbone",
+                        source: str = "the backbone") -> keras.Model:
+    """`build_audio_backbone` for a keras-hub backbone already in memory."""
     family = family_of(AUDIO_FAMILIES, type(hub))
     longest = family.max_frames(hub)
     if max_frames > longest:
-        raise BackboneError(f"features.max_frames={max_frames} exceeds the {longest} frames {preset!r} takes")
+        raise BackboneError(f"features.max_frames={max_frames} exceeds the {longest} frames {source!r} takes")
     log_mel = keras.Input(shape=(None, n_mels), dtype="float32", name="log_mel")
     frame_mask = keras.Input(shape=(None,), dtype="bool", name="frame_mask")
     x = family.sequence(hub, log_mel, frame_mask)
@@ -345,27 +355,7 @@ class ConverterFeatures:
 
 def _plain(config: dict) -> dict:
     """The JSON-safe scalar entries of a layer config (its sizes, not its dtype policy)."""
-    return {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool)) and k not in ("name",)}
-
-
-def audio_front_end(config):
-    """The run's audio feature recipe: None for the seed log-mel, else `ConverterFeatures`."""
-    if not config.audio.backbone:
-        return None
-    return ConverterFeatures(load_audio_converter(config.audio.backbone), config.features.max_frames)
-
-
-def resolve_features(config):
-    """`config` with `features.n_mels` and `sample_rate` taken from the audio preset's converter.
-
-    A Whisper preset decides its own mel bins (80, or 128 for large-v3) and rate (16 kHz);
-    a config naming the seed's 128 would otherwise not fit its convolutions.
-    """
-    front_end = audio_front_end(config)
-    if front_end is None:
-        return config
-    features = dataclasses.replace(config.features, n_mels=front_end.n_mels, sample_rate=front_end.sample_rate)
-    return dataclasses.replace(config, features=features)
+    return {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool)) and k not in ("name", "trainable")}
 
 
 # === What a stage builds (the stage builders' hook; kemdy_tf.stages) ===
