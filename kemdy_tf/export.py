@@ -421,7 +421,7 @@ def _metadata(config: RunConfig, classes, front, features_only, source, untraine
         "classes": list(classes),
         "ratings_trained": [name for name in ("arousal", "valence") if name not in untrained],
         "features": {**config.to_dict()["features"], "log_mel": front.log_mel_settings},
-        "window_seconds": front.window_seconds,
+        "window_seconds": features.max_frames * features.hop_length / features.sample_rate,
         "tokenizer": front.tokenizer_metadata,
         "backbones": {"audio": config.audio.backbone, "text": config.text.backbone},
         "signatures": signatures,
@@ -452,7 +452,6 @@ class ServingFrontEnd(typing.NamedTuple):
     tokenizer: typing.Callable
     log_mel_settings: dict
     log_mel_doc: str
-    window_seconds: float
     token_ids_doc: str
     tokenizer_metadata: dict
     assets: dict  # asset file name -> source file
@@ -478,14 +477,10 @@ def serving_front_end(config: RunConfig, tokenizer_path, audio_front_end=None) -
         return ServingFrontEnd(
             lambda wave, length: waveform_to_log_mel(wave, length, features),
             lambda: load_run_tokenizer(tokenizer_path, features.max_tokens),
-            check_recipe(features), "kemdy_tf.data.audio.log_mel",
-            features.max_frames * features.hop_length / features.sample_rate,
-            kind, tokenizer_metadata, assets)
+            check_recipe(features), "kemdy_tf.data.audio.log_mel", kind, tokenizer_metadata, assets)
     return ServingFrontEnd(
         audio_front_end.in_graph, lambda: load_run_tokenizer(tokenizer_path, features.max_tokens),
-        audio_front_end.settings, f"{audio_front_end.settings['front_end']} features ({config.audio.backbone})",
-        audio_front_end.frame_count(10**9) * audio_front_end.stride / audio_front_end.sample_rate,
-        kind, tokenizer_metadata, assets)
+        audio_front_end.settings, f"{audio_front_end.settings['front_end']} features ({config.audio.backbone})", kind, tokenizer_metadata, assets)
 
 
 # === Command line ===

@@ -227,10 +227,9 @@ def _save_audio_converter(workdir: Path, config: RunConfig) -> RunConfig:
         converter = keras.saving.serialize_keras_object(load_audio_converter(config.audio.backbone))
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(converter, indent=2), encoding="utf-8"))
     front_end = load_audio_front_end(workdir, config)
-    features = dataclasses.replace(config.features, n_mels=front_end.n_mels, sample_rate=front_end.sample_rate)
+    features = dataclasses.replace(config.features, **front_end.feature_fields())
     if features != config.features:
-        log.info("audio.backbone %s: features.n_mels=%d, sample_rate=%d (its converter's)",
-                 config.audio.backbone, features.n_mels, features.sample_rate)
+        log.info("audio.backbone %s: features %s (its converter's)", config.audio.backbone, front_end.feature_fields())
     return dataclasses.replace(config, features=features)
 
 
@@ -406,8 +405,11 @@ def _check_same_data(run_json: Path, source: dict, config: RunConfig) -> None:
         if before != mine[section]["backbone"]:
             raise RunError(f"{run_json.parent} was prepared with {section}.backbone={before!r}, "
                            f"not {mine[section]['backbone']!r}; use a new --workdir")
-    if config.audio.backbone:  # n_mels and sample_rate are the converter's (_save_audio_converter)
-        mine["features"] = {**mine["features"], **{k: stored["config"]["features"][k] for k in ("n_mels", "sample_rate")}}
+    if config.audio.backbone:  # these feature fields are the converter's (_save_audio_converter)
+        from kemdy_tf.models.backbones import ConverterFeatures
+
+        mine["features"] = {**mine["features"], **{k: stored["config"]["features"][k]
+                                                   for k in ConverterFeatures.FEATURE_FIELDS}}
     for section in ("data", "features"):
         if RunConfig.from_dict(stored["config"]).to_dict()[section] != mine[section]:
             raise RunError(

@@ -9,6 +9,7 @@ seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -176,8 +177,10 @@ def stage_models(tmp_path_factory, presets, tiny_model_overrides):
 
     root = tmp_path_factory.mktemp("backbone_stages")
     config = make_config("small", [*tiny_model_overrides, f"text.backbone={presets['xlm_roberta']}",
-                                   f"audio.backbone={presets['whisper']}", "features.n_mels=80",
-                                   "features.max_frames=160", "features.max_tokens=24"])
+                                   f"audio.backbone={presets['whisper']}", "features.max_frames=160",
+                                   "features.max_tokens=24"])
+    front_end = backbones.ConverterFeatures(backbones.load_audio_converter(config.audio.backbone), 160)
+    config.features = dataclasses.replace(config.features, **front_end.feature_fields())  # as prepare_run does
     tokenizer = backbones.load_preset_tokenizer(config.text.backbone, config.features.max_tokens)
     run = _StandInRun(config, root, tokenizer)
     models = {}
@@ -186,7 +189,6 @@ def stage_models(tmp_path_factory, presets, tiny_model_overrides):
         if name != "fusion":
             run.model_path(name).parent.mkdir()
             models[name].save(run.model_path(name))
-    front_end = backbones.ConverterFeatures(backbones.load_audio_converter(config.audio.backbone), 160)
     return {"run": run, "models": models, "tokenizer_path": tokenizer.save(root / "tokenizer"),
             "front_end": front_end, "root": root}
 
@@ -215,6 +217,7 @@ def test_export_serves_raw_audio_and_text_through_the_presets_front_ends(stage_m
                                   config, tmp_path / "saved", audio_front_end=front_end)
     metadata = export.read_metadata(target)
     assert metadata["tokenizer"]["backbone_pad_id"] == 1 and metadata["features"]["log_mel"]["num_mels"] == 80
+    assert metadata["window_seconds"] == pytest.approx(1.6)  # 160 Whisper frames of 10 ms
     assert (target / "assets" / "vocabulary.spm").is_file()
 
     waves, texts = clips(config.features.sample_rate), ["정말 화가 나요", "", "오늘 날씨가 좋네요"]

@@ -300,6 +300,10 @@ class ConverterFeatures:
         max_frames: `features.max_frames`.
     """
 
+    # The FeatureConfig fields the converter decides (a run's config takes them from it, so
+    # everything that reads the config, e.g. the export's window, sees the real recipe).
+    FEATURE_FIELDS = ("n_mels", "sample_rate", "hop_length", "n_fft")
+
     def __init__(self, converter, max_frames: int):
         self.converter = converter
         self.max_frames = int(max_frames)
@@ -311,6 +315,11 @@ class ConverterFeatures:
                          "max_frames": self.max_frames}
         self.window_frames = int(converter.num_samples) // self.stride
         self._convert = None  # a tf.function, made on first use: keras-hub runs its TF path only in graphs
+
+    def feature_fields(self) -> dict:
+        """`FEATURE_FIELDS` as this converter sets them."""
+        return {"n_mels": self.n_mels, "sample_rate": self.sample_rate, "hop_length": self.stride,
+                "n_fft": int(self.converter.num_fft_bins)}
 
     def frame_count(self, num_samples):
         """Frames of a clip of `num_samples` samples (ints or tensors)."""
