@@ -16,8 +16,11 @@ Both return `emotion_probs` float32 [batch, classes], `emotion` string [batch] (
 most probable class name), `arousal` and `valence` float32 [batch] (1..5 scale).
 
 `assets/kemdy_tf.json` (class names, preset, feature and log-mel settings, signature
-descriptions) and `assets/tokenizer.model` (the SentencePiece model) travel with it,
-so a client needs nothing else.
+descriptions) and `assets/tokenizer.model` (the SentencePiece model; a run on a
+pretrained text backbone has `tokenizer.json` and its vocabulary file instead) travel
+with it, so a client needs nothing else. A run on pretrained backbones
+(docs/backbones.md) runs their tokenizer and audio converter in `serving_default`
+(`serving_front_end`).
 
 Design notes:
 * Written with `tf.saved_model.save` of a plain trackable, the object

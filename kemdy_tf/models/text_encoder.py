@@ -9,7 +9,8 @@ The backbone (everything up to the token sequence) is its own `keras.Model`, nes
 in the encoder under the name `text_backbone`, so the fusion model can reuse the
 pretrained weights: `encoder.get_layer("text_backbone")`. It can start from a
 pretrained token embedding or wrap a pretrained keras-hub backbone; see
-`build_text_backbone`.
+`build_text_backbone`. Runs reach pretrained keras-hub presets through
+`text.backbone` and `models.backbones`, which wraps them with `call_pretrained`.
 """
 
 from __future__ import annotations

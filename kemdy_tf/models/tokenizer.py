@@ -16,6 +16,10 @@ Choices:
       `vocabulary_size()` is the truth; size embeddings from it.
     * one training thread and a fixed random seed, so the same texts give the
       same model.
+
+A run on a pretrained text backbone (`text.backbone`, models.backbones) uses that
+preset's own tokenizer instead, packed the same way (`PresetTokenizer`: fixed length,
+pad id 0, an empty text all pad); `load_run_tokenizer` opens either.
 """
 
 from __future__ import annotations
