@@ -127,8 +127,11 @@ def test_whisper_backbone_ignores_padding_and_keeps_the_frame_rate(presets):
 
 
 def test_cached_converter_features_equal_the_served_ones(presets, tmp_path):
+    import pandas as pd
     import soundfile as sf
 
+    from kemdy_tf.config import FeatureConfig
+    from kemdy_tf.data.features import FeatureCache
     from kemdy_tf.models import backbones
 
     front_end = backbones.ConverterFeatures(backbones.load_audio_converter(presets["whisper"]), max_frames=150)
@@ -137,7 +140,10 @@ def test_cached_converter_features_equal_the_served_ones(presets, tmp_path):
     for i, wave in enumerate(waves):
         paths.append(tmp_path / f"{i}.wav")
         sf.write(paths[-1], wave, 16000, subtype="FLOAT")
-    cached = [front_end.compute_file(p) for p in paths]
+    cache = FeatureCache(tmp_path / "cache", FeatureConfig(), front_end=front_end)
+    assert cache.build(pd.DataFrame({"wav_path": [str(p) for p in paths]}), progress=False) == []
+    assert cache.folder.name.startswith("features-") and cache.n_mels == 80
+    cached = [cache.read(p) for p in paths]
     assert [len(c) for c in cached] == [71, 150]
     batch = np.zeros((2, 32000), np.float32)
     batch[0, :len(waves[0])], batch[0, len(waves[0]):] = waves[0], 9.0  # garbage past the clip
