@@ -1,7 +1,7 @@
 """Each supported pretrained backbone at its real size: parameters, a CPU training step, serving latency.
 
     nice -n 10 python -m bench.backbones                  # every row (minutes on 2 cores)
-    nice -n 10 python -m bench.backbones --only whisper_tiny_multi xlm_roberta_base_multi
+    nice -n 10 python -m bench.backbones --only whisper_tiny_multi xlm_roberta_base_multi seed_small
 
 No download: each keras-hub backbone is built from its preset's config values with
 random weights (the same shapes, so the same cost); the parameter count is checked
@@ -17,7 +17,7 @@ valence, `audio` -> arousal), and measures
   ids for text (the tokenizer, a string lookup, is not timed: its real vocabulary
   needs the download).
 
-The seed architectures (`small`, `paper` presets) are the first rows, for scale.
+The seed architectures (`small`, `paper` presets) are the last rows, for scale.
 """
 
 from __future__ import annotations
@@ -144,12 +144,15 @@ def seed_rows(args) -> list[dict]:
 
     rows = []
     for preset in ("small", "paper"):
+        if args.only and f"seed_{preset}" not in args.only:
+            continue
         config = make_config(preset, [f"features.max_tokens={args.tokens}"])
         vocab = config.features.vocab_size or 8000
         rows.append(text_row(f"seed ({preset})", build_text_backbone(config.text, config.features, vocab),
                              args, config))
         config.features.max_frames = int(1 + args.seconds * config.features.sample_rate // config.features.hop_length)
         rows.append(audio_row(f"seed ({preset})", build_audio_backbone(config.audio, config.features), args, config))
+        print(*(json.dumps(r) for r in rows[-2:]), sep="\n", flush=True)
     return rows
 
 
@@ -196,7 +199,8 @@ def table(rows: list[dict], args) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="*", default=[], help="preset names to measure (default: all)")
+    parser.add_argument("--only", nargs="*", default=[],
+                        help="rows to measure: preset names, seed_small, seed_paper (default: all)")
     parser.add_argument("--no-seed", action="store_true", help="skip the seed architecture rows")
     parser.add_argument("--train-batch", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=64, help="token ids per text (features.max_tokens)")
@@ -207,7 +211,7 @@ def main(argv=None) -> int:
     from kemdy_tf.logs import quiet_logs
 
     quiet_logs()
-    rows = ([] if args.no_seed or args.only else seed_rows(args)) + preset_rows(args)
+    rows = preset_rows(args) + ([] if args.no_seed else seed_rows(args))
     print(table(rows, args))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
