@@ -66,6 +66,12 @@ class AudioEncoderConfig:
     ff_dim: int = 128
     gru_units: int = 64
     dropout: float = 0.1
+    # A pretrained keras-hub audio backbone (models.backbones; docs/backbones.md): a preset
+    # name (downloads once, needs the network) or a local preset folder. Empty: the seed
+    # architecture above, trained from scratch. With one, the features are the preset's
+    # audio converter's (features.n_mels and sample_rate follow it) and conv/d_model/
+    # n_layers/n_heads/ff_dim are unused.
+    backbone: str = ""
 
 
 @dataclass
@@ -87,6 +93,10 @@ class TextEncoderConfig:
     weight_decay: float = 0.0  # AdamW decoupled weight decay (embeddings, biases, norms excluded)
     warmup_share: float = 0.0  # linear warmup over this share of all steps, then cosine decay
     label_smoothing: float = 0.0
+    # A pretrained keras-hub text backbone (models.backbones; docs/backbones.md): a preset
+    # name (downloads once, needs the network) or a local preset folder; its own tokenizer
+    # replaces the run's SentencePiece model. Empty: the seed architecture, from scratch.
+    backbone: str = ""
 
 
 @dataclass

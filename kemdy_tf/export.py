@@ -17,8 +17,11 @@ Both return `emotion_probs` float32 [batch, classes], `emotion` string [batch] (
 most probable class name), `arousal` and `valence` float32 [batch] (1..5 scale).
 
 `assets/kemdy_tf.json` (class names, preset, feature and log-mel settings, signature
-descriptions) and `assets/tokenizer.model` (the SentencePiece model) travel with it,
-so a client needs nothing else.
+descriptions) and `assets/tokenizer.model` (the SentencePiece model; a run on a
+pretrained text backbone has `tokenizer.json` and its vocabulary file instead) travel
+with it, so a client needs nothing else. A run on pretrained backbones
+(docs/backbones.md) runs their tokenizer and audio converter in `serving_default`
+(`serving_front_end`).
 
 Design notes:
 * Written with `tf.saved_model.save` of a plain trackable, the object
@@ -52,6 +55,7 @@ import re
 import shutil
 import sys
 import tempfile
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -152,16 +156,17 @@ def export_run(
     Raises:
         ExportError: a run file is missing or unreadable, or the version exists.
     """
-    models, config, tokenizer_path = load_run_models(workdir)
+    models, config, tokenizer_path, audio_front_end = load_run_models(workdir)
     return export_models(
         models["audio"], models["text"], models["fusion"], tokenizer_path, config, out,
         version=version, features_only=features_only, source=str(Path(workdir).resolve()),
-        xla_bucket=xla_bucket,
+        xla_bucket=xla_bucket, audio_front_end=audio_front_end,
     )
 
 
-def load_run_models(workdir: str | os.PathLike) -> tuple[dict, RunConfig, Path]:
-    """`({"audio", "text", "fusion": Keras model or None}, config, tokenizer path)` of a trained run.
+def load_run_models(workdir: str | os.PathLike) -> tuple[dict, RunConfig, Path, object]:
+    """`({"audio", "text", "fusion": Keras model or None}, config, tokenizer path, audio front end)`
+    of a trained run (the front end is None for the seed's log-mel, see `Run.audio_front_end`).
 
     An encoder is None when its model is absent and the corpus has no ratings for it.
 
@@ -197,7 +202,7 @@ def load_run_models(workdir: str | os.PathLike) -> tuple[dict, RunConfig, Path]:
             models[stage] = keras.saving.load_model(path, compile=False)
         except Exception as error:
             raise ExportError(f"cannot load {path}: {type(error).__name__}: {error}") from error
-    return models, config, run.tokenizer_path
+    return models, config, run.tokenizer_path, run.audio_front_end()
 
 
 def export_models(
@@ -211,6 +216,7 @@ def export_models(
     features_only: bool = False,
     source: str | None = None,
     xla_bucket: int | None = None,
+    audio_front_end=None,
 ) -> Path:
     """Write the three Keras models as one SavedModel version under `out` (atomically).
 
@@ -218,13 +224,15 @@ def export_models(
         audio_encoder: log_mel, frame_mask -> {"arousal": [B, 1]}.
         text_encoder: token_ids -> {"valence": [B, 1]}.
         fusion: log_mel, frame_mask, token_ids -> {"emotion": [B, classes]}.
-        tokenizer_path: the run's SentencePiece model.
+        tokenizer_path: the run's SentencePiece model, or its backbone tokenizer folder.
         config: the run's config (classes, feature settings, preset).
         out: base folder.
         version: version number; default the next free one.
         features_only: only the `features` signature (see the module docstring).
         source: where the models came from, recorded in the metadata.
         xla_bucket: XLA with frames padded to a multiple of this (see `export_run`).
+        audio_front_end: an audio backbone's converter features (`Run.audio_front_end()`);
+            None: the seed's log-mel.
 
     Returns:
         The new version folder `out/<version>`.
@@ -239,6 +247,7 @@ def export_models(
             root, signatures = build_serving_module(
                 audio_encoder, text_encoder, fusion, tokenizer_path, config,
                 staging=Path(staging), features_only=features_only, source=source, xla_bucket=xla_bucket,
+                audio_front_end=audio_front_end,
             )
             tf.saved_model.save(root, str(folder), signatures=signatures)
         _check_written(folder)
@@ -281,6 +290,7 @@ def write_version(out: str | os.PathLike, version: int | None, write) -> Path:
 def build_serving_module(
     audio_encoder, text_encoder, fusion, tokenizer_path, config: RunConfig,
     staging: Path, features_only: bool = False, source: str | None = None, xla_bucket: int | None = None,
+    audio_front_end=None,
 ):
     """The trackable to save and its signatures `{name: concrete function}`.
 
@@ -288,10 +298,9 @@ def build_serving_module(
     """
     import tensorflow as tf
 
-    from kemdy_tf.frontend import check_recipe, waveform_to_log_mel
     from kemdy_tf.inference_graph import InferenceGraph
-    from kemdy_tf.models.tokenizer import load_tokenizer
 
+    front = serving_front_end(config, tokenizer_path, audio_front_end)
     features = config.features
     classes = [str(c) for c in config.data.classes]
     n_classes = _output_width(fusion, "emotion")
@@ -319,9 +328,9 @@ def build_serving_module(
         tf.TensorSpec([None], tf.string, name="text"),
     ])
     def serving_fn(waveform, waveform_length, text):
-        log_mel, frame_count = waveform_to_log_mel(waveform, waveform_length, features)
+        log_mel, frame_count = front.audio(waveform, waveform_length)
         # Built while tracing, so its SentencePiece resource lives inside this function only.
-        tokenizer = load_tokenizer(tokenizer_path, features.max_tokens)
+        tokenizer = front.tokenizer()
         return predict(log_mel, frame_count, tokenizer(text))
 
     signatures = {FEATURES_SIGNATURE: features_fn.get_concrete_function()}
@@ -329,11 +338,11 @@ def build_serving_module(
         signatures[SERVING_SIGNATURE] = serving_fn.get_concrete_function()
 
     untrained = [name for name, encoder in (("arousal", audio_encoder), ("valence", text_encoder)) if encoder is None]
-    metadata = _metadata(config, classes, tokenizer_path, check_recipe(features), features_only, source,
-                         untrained)
+    metadata = _metadata(config, classes, front, features_only, source, untrained)
     metadata["inference"] = {"xla_bucket": xla_bucket, "backbone_run_once": models.shared}
     (staging / METADATA_ASSET).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
-    shutil.copyfile(tokenizer_path, staging / TOKENIZER_ASSET)
+    for name, path in front.assets.items():
+        shutil.copyfile(path, staging / name)
 
     root = tf.__internal__.tracking.AutoTrackable()
     # Each captured tf.Variable once (ExportArchive's attribute names, so
@@ -343,7 +352,7 @@ def build_serving_module(
     root.trainable_variables = [v for v in captured if v.trainable]
     root.non_trainable_variables = [v for v in captured if not v.trainable]
     root.metadata_file = tf.saved_model.Asset(str(staging / METADATA_ASSET))
-    root.tokenizer_file = tf.saved_model.Asset(str(staging / TOKENIZER_ASSET))
+    root.tokenizer_files = [tf.saved_model.Asset(str(staging / name)) for name in front.assets]
     # The functions are saved as signatures only: attached as attributes too, TF
     # would trace and store each a second time.
     return root, signatures
@@ -386,12 +395,8 @@ def _unique(variables) -> list:
     return list(seen.values())
 
 
-def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, features_only, source,
-              untrained=()) -> dict:
-    import sentencepiece as spm
-
+def _metadata(config: RunConfig, classes, front, features_only, source, untrained=()) -> dict:
     features = config.features
-    processor = spm.SentencePieceProcessor(model_file=str(tokenizer_path))
     numeric_outputs = {
         "emotion_probs": f"float32 [batch, {len(classes)}]: softmax over `classes`",
         "emotion": "string [batch]: the most probable class name",
@@ -404,9 +409,9 @@ def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, feat
         FEATURES_SIGNATURE: {
             "inputs": {
                 "log_mel": f"float32 [batch, frames <= {features.max_frames}, {features.n_mels}]: "
-                           "kemdy_tf.data.audio.log_mel, zero padded",
+                           f"{front.log_mel_doc}, zero padded",
                 "frame_count": "int32 [batch]: real frames per clip",
-                "token_ids": f"int32 [batch, {features.max_tokens}]: SentencePiece ids, pad 0",
+                "token_ids": f"int32 [batch, {features.max_tokens}]: {front.token_ids_doc}, pad 0",
             },
             "outputs": numeric_outputs,
         },
@@ -423,10 +428,10 @@ def _metadata(config: RunConfig, classes, tokenizer_path, log_mel_settings, feat
         }
     return {
         **provenance("kemdy_tf export", config, classes, source, untrained),
-        "features": {**config.to_dict()["features"], "log_mel": log_mel_settings},
+        "features": {**config.to_dict()["features"], "log_mel": front.log_mel_settings},
         "window_seconds": features.max_frames * features.hop_length / features.sample_rate,
-        "tokenizer": {"asset": TOKENIZER_ASSET, "max_tokens": features.max_tokens,
-                      "vocabulary_size": int(processor.vocab_size()), "pad_id": int(processor.pad_id())},
+        "tokenizer": front.tokenizer_metadata,
+        "backbones": {"audio": config.audio.backbone, "text": config.text.backbone},
         "signatures": signatures,
     }
 
@@ -448,10 +453,58 @@ def provenance(kind: str, config: RunConfig, classes, source, untrained) -> dict
 
 
 def _check_written(folder: Path) -> None:
-    missing = [name for name in ("saved_model.pb", "variables", f"assets/{METADATA_ASSET}",
-                                 f"assets/{TOKENIZER_ASSET}") if not (folder / name).exists()]
+    missing = [name for name in ("saved_model.pb", "variables", f"assets/{METADATA_ASSET}")
+               if not (folder / name).exists()]
+    missing += [f"assets/{name}" for name in read_metadata(folder)["tokenizer"]["assets"]
+                if not (folder / "assets" / name).exists()] if not missing else []
     if missing:
         raise ExportError(f"the SavedModel written to {folder} lacks {missing}")
+
+
+# === Front ends: raw audio and text -> model inputs, in the serving graph ===
+
+
+class ServingFrontEnd(typing.NamedTuple):
+    """What `serving_default` runs before the models, and how the export describes it.
+
+    `audio(waveform, waveform_length) -> (log_mel, frame_count)` and `tokenizer()` (built
+    while tracing) are the same front ends training used: the seed's log-mel and
+    SentencePiece model, or a pretrained backbone's converter and tokenizer.
+    """
+
+    audio: typing.Callable
+    tokenizer: typing.Callable
+    log_mel_settings: dict
+    log_mel_doc: str
+    token_ids_doc: str
+    tokenizer_metadata: dict
+    assets: dict  # asset file name -> source file
+
+
+def serving_front_end(config: RunConfig, tokenizer_path, audio_front_end=None) -> ServingFrontEnd:
+    """The run's front ends (`audio_front_end`: `Run.audio_front_end()`; None: the seed log-mel)."""
+    from kemdy_tf.frontend import check_recipe, waveform_to_log_mel
+    from kemdy_tf.models.tokenizer import PRESET_TOKENIZER_CONFIG, load_run_tokenizer
+
+    features, tokenizer_path = config.features, Path(tokenizer_path)
+    tokenizer = load_run_tokenizer(tokenizer_path, features.max_tokens)
+    if tokenizer_path.is_dir():  # a backbone's own tokenizer: its config and vocabulary files
+        assets = {PRESET_TOKENIZER_CONFIG: tokenizer_path / PRESET_TOKENIZER_CONFIG,
+                  **{p.name: p for p in sorted((tokenizer_path / "assets").iterdir())}}
+        kind = f"{type(tokenizer.tokenizer).__name__} ids (the backbone's, its pad id {tokenizer.pad_id} traded with 0)"
+        backbone_pad = {"backbone": config.text.backbone, "backbone_pad_id": tokenizer.pad_id}
+    else:
+        assets, kind, backbone_pad = {TOKENIZER_ASSET: tokenizer_path}, "SentencePiece ids", {}
+    tokenizer_metadata = {"assets": list(assets), "max_tokens": features.max_tokens,
+                          "vocabulary_size": tokenizer.vocabulary_size(), "pad_id": 0, **backbone_pad}
+    if audio_front_end is None:
+        return ServingFrontEnd(
+            lambda wave, length: waveform_to_log_mel(wave, length, features),
+            lambda: load_run_tokenizer(tokenizer_path, features.max_tokens),
+            check_recipe(features), "kemdy_tf.data.audio.log_mel", kind, tokenizer_metadata, assets)
+    return ServingFrontEnd(
+        audio_front_end.in_graph, lambda: load_run_tokenizer(tokenizer_path, features.max_tokens),
+        audio_front_end.settings, f"{audio_front_end.settings['front_end']} features ({config.audio.backbone})", kind, tokenizer_metadata, assets)
 
 
 # === Command line ===
@@ -478,7 +531,9 @@ def main(argv=None) -> int:
 
             if args.features_only or args.xla_bucket:
                 raise ExportError("--litert takes neither --features-only nor --xla-bucket")
-            models, config, tokenizer_path = load_run_models(args.workdir)
+            models, config, tokenizer_path, audio_front_end = load_run_models(args.workdir)
+            if audio_front_end is not None or config.text.backbone:
+                raise ExportError("--litert supports the from-scratch seed models only, not pretrained backbones")
             target = litert.export_litert(models["audio"], models["text"], models["fusion"], tokenizer_path,
                                           config, args.out or litert.DEFAULT_OUT, args.version,
                                           source=str(args.workdir.resolve()))

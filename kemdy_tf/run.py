@@ -4,7 +4,9 @@
       run.json          {"config": RunConfig.to_dict(), "source": {kind: path}, "cache_dir": DIR}
       table.csv         the utterance table with `split` (and `augmented_from`), written once
       skips.csv         the reader's skip report
-      tokenizer.model   SentencePiece model trained on the training split's transcripts
+      tokenizer.model   SentencePiece model trained on the training split's transcripts, or
+      tokenizer/        with text.backbone: that preset's own tokenizer (config + vocabulary)
+      audio_converter.json  with audio.backbone: that preset's audio converter (its feature recipe)
       <stage>/          one folder per registered stage (kemdy_tf.stages): model.keras,
                         history.csv, config.json, summary.json, backup/, logs/
 
@@ -39,6 +41,9 @@ from kemdy_tf.config import RunConfig
 log = logging.getLogger("kemdy_tf.run")
 
 RUN_JSON, TABLE_CSV, SKIPS_CSV, TOKENIZER = "run.json", "table.csv", "skips.csv", "tokenizer.model"
+# A pretrained backbone's front end, copied into the run so it needs neither the preset nor
+# the network again (models.backbones): its tokenizer folder and its audio converter's config.
+PRESET_TOKENIZER, AUDIO_CONVERTER = "tokenizer", "audio_converter.json"
 MODEL, HISTORY, SUMMARY, STAGE_CONFIG = "model.keras", "history.csv", "summary.json", "config.json"
 
 
@@ -94,9 +99,14 @@ class Run:
     source: dict = dataclasses.field(default_factory=dict)
 
     def tokenizer(self):
-        from kemdy_tf.models.tokenizer import load_tokenizer
+        """strings -> int32 ids [batch, max_tokens], pad 0 (SentencePiece or the backbone's own)."""
+        from kemdy_tf.models.tokenizer import load_run_tokenizer
 
-        return load_tokenizer(str(self.tokenizer_path), self.config.features.max_tokens)
+        return load_run_tokenizer(self.tokenizer_path, self.config.features.max_tokens)
+
+    def audio_front_end(self):
+        """None (the seed's log-mel) or the audio backbone's converter features (`backbones.ConverterFeatures`)."""
+        return load_audio_front_end(self.workdir, self.config)
 
     def vocab_size(self) -> int:
         return int(self.tokenizer().vocabulary_size())
@@ -155,11 +165,15 @@ def open_run(workdir, cache_dir=None, with_features: bool = True) -> Run:
             the feature cache folder does not exist.
     """
     workdir = Path(workdir)
-    for name in (RUN_JSON, TABLE_CSV, TOKENIZER):
+    for name in (RUN_JSON, TABLE_CSV):
         if not (workdir / name).is_file():
             raise RunError(f"{workdir / name} is missing: {workdir} is not a prepared run "
                            f"(train it first with `python train.py --workdir {workdir}`)")
     stored = read_run_json(workdir)
+    tokenizer_path = tokenizer_location(workdir, stored["config"])
+    if not tokenizer_path.exists():
+        raise RunError(f"{tokenizer_path} is missing: {workdir} is not a prepared run "
+                       f"(train it first with `python train.py --workdir {workdir}`)")
     from kemdy_tf.data import splits
 
     table = splits.read_split(workdir / TABLE_CSV)
@@ -171,8 +185,52 @@ def open_run(workdir, cache_dir=None, with_features: bool = True) -> Run:
                            f"or rebuild it with `python train.py --workdir {workdir} --stage <a finished stage>`")
         from kemdy_tf.data import features
 
-        cache = features.FeatureCache(cache_root, stored["config"].features)
-    return Run(workdir, stored["config"], table, cache, workdir / TOKENIZER, stored["source"])
+        cache = features.FeatureCache(cache_root, stored["config"].features,
+                                      front_end=load_audio_front_end(workdir, stored["config"]))
+    return Run(workdir, stored["config"], table, cache, tokenizer_path, stored["source"])
+
+
+def tokenizer_location(workdir, config: RunConfig) -> Path:
+    """Where a run keeps its tokenizer: `tokenizer.model`, or `tokenizer/` with a text backbone."""
+    return Path(workdir) / (PRESET_TOKENIZER if config.text.backbone else TOKENIZER)
+
+
+def load_audio_front_end(workdir, config: RunConfig):
+    """The run's audio front end from its `audio_converter.json` (None without an audio backbone)."""
+    if not config.audio.backbone:
+        return None
+    import keras
+
+    from kemdy_tf.models.backbones import ConverterFeatures
+
+    path = Path(workdir) / AUDIO_CONVERTER
+    try:
+        converter = keras.saving.deserialize_keras_object(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing: the run names audio.backbone={config.audio.backbone!r} "
+                       f"but was not prepared with it") from None
+    except Exception as error:
+        raise RunError(f"cannot read {path}: {type(error).__name__}: {error}") from None
+    return ConverterFeatures(converter, config.features.max_frames)
+
+
+def _save_audio_converter(workdir: Path, config: RunConfig) -> RunConfig:
+    """Copy the audio preset's converter into the run (once) and size the features by it."""
+    if not config.audio.backbone:
+        return config
+    path = workdir / AUDIO_CONVERTER
+    if not path.exists():
+        import keras
+
+        from kemdy_tf.models.backbones import load_audio_converter
+
+        converter = keras.saving.serialize_keras_object(load_audio_converter(config.audio.backbone))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(converter, indent=2), encoding="utf-8"))
+    front_end = load_audio_front_end(workdir, config)
+    features = dataclasses.replace(config.features, **front_end.feature_fields())
+    if features != config.features:
+        log.info("audio.backbone %s: features %s (its converter's)", config.audio.backbone, front_end.feature_fields())
+    return dataclasses.replace(config, features=features)
 
 
 def read_run_json(workdir) -> dict:
@@ -202,8 +260,9 @@ def prepare_run(workdir, source: dict, config: RunConfig, cache_dir=None, tokeni
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     run_json, table_csv = workdir / RUN_JSON, workdir / TABLE_CSV
-    tokenizer_path = workdir / TOKENIZER
-    _check_same_data(run_json, source, config)
+    _check_same_data(run_json, source, config)  # before the converter is copied: a changed preset is refused
+    config = _save_audio_converter(workdir, config)
+    tokenizer_path = tokenizer_location(workdir, config)
     cache_dir = Path(cache_dir or workdir.parent / "cache").resolve()
 
     if run_json.exists() and table_csv.exists() and tokenizer_path.exists():  # run.json is written last
@@ -218,12 +277,16 @@ def prepare_run(workdir, source: dict, config: RunConfig, cache_dir=None, tokeni
         _check_labels(table, config)
         table = _augment_train(table, config)
         if tokenizer_from:
-            shutil.copyfile(tokenizer_from, tokenizer_path)
+            _copy_tokenizer(Path(tokenizer_from), tokenizer_path)
+        elif config.text.backbone:
+            from kemdy_tf.models.backbones import load_preset_tokenizer
+
+            load_preset_tokenizer(config.text.backbone, config.features.max_tokens).save(tokenizer_path)
         else:
             _train_tokenizer(table, tokenizer_path, config)
         write_run_files(workdir, config, source, table, cache_dir)
 
-    cache = features.FeatureCache(cache_dir, config.features)
+    cache = features.FeatureCache(cache_dir, config.features, front_end=load_audio_front_end(workdir, config))
     failures = cache.build(table, workers=min(2, os.cpu_count() or 1))
     if failures:
         from kemdy_tf.data.checks import feature_failure_skips
@@ -306,14 +369,27 @@ def _train_tokenizer(table: pd.DataFrame, path: Path, config: RunConfig) -> None
     train_sentencepiece(texts, str(path), config.features.vocab_size, seed=config.train.seed)
 
 
+def _copy_tokenizer(source: Path, target: Path) -> None:
+    if source.is_dir() != (target.name == PRESET_TOKENIZER):
+        raise RunError(f"--init-from: the model's tokenizer {source} is not of the kind this run's "
+                       "config needs (text.backbone must be the same as the model's run)")
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copyfile(source, target)
+
+
 def find_tokenizer(model_path) -> Path:
-    """The tokenizer.model of the run a `.keras` file belongs to (its folder or a parent)."""
+    """The tokenizer of the run a `.keras` file belongs to (its folder or a parent):
+    `tokenizer.model`, or a backbone's `tokenizer/` folder."""
     model_path = Path(model_path).resolve()
     if not model_path.exists():
         raise RunError(f"--init-from {model_path}: no such file")
     for folder in model_path.parents:
         if (folder / TOKENIZER).exists():
             return folder / TOKENIZER
+        if (folder / PRESET_TOKENIZER / "tokenizer.json").exists():
+            return folder / PRESET_TOKENIZER
     raise RunError(f"no {TOKENIZER} found beside or above {model_path}: the model's "
                    f"token ids need the tokenizer of the run that trained it")
 
@@ -324,6 +400,16 @@ def _check_same_data(run_json: Path, source: dict, config: RunConfig) -> None:
         return
     stored = json.loads(run_json.read_text())
     mine = config.to_dict()
+    for section in ("text", "audio"):  # the backbone decides the tokenizer and the features
+        before = stored["config"].get(section, {}).get("backbone", "")
+        if before != mine[section]["backbone"]:
+            raise RunError(f"{run_json.parent} was prepared with {section}.backbone={before!r}, "
+                           f"not {mine[section]['backbone']!r}; use a new --workdir")
+    if config.audio.backbone:  # these feature fields are the converter's (_save_audio_converter)
+        from kemdy_tf.models.backbones import ConverterFeatures
+
+        mine["features"] = {**mine["features"], **{k: stored["config"]["features"][k]
+                                                   for k in ConverterFeatures.FEATURE_FIELDS}}
     for section in ("data", "features"):
         if RunConfig.from_dict(stored["config"]).to_dict()[section] != mine[section]:
             raise RunError(

@@ -174,24 +174,38 @@ def has_targets(run, target: str) -> bool:
 def _build_audio_encoder(run, stage, unfreeze=False, from_scratch=False):
     from kemdy_tf.models import audio_encoder
 
-    return audio_encoder.build_audio_encoder(run.config.audio, run.config.features)
+    return audio_encoder.build_audio_encoder(run.config.audio, run.config.features,
+                                             backbone=_new_backbone(run, "audio", unfreeze))
 
 
 def _build_text_encoder(run, stage, unfreeze=False, from_scratch=False):
     from kemdy_tf.models import text_encoder
 
-    return text_encoder.build_text_encoder(run.config.text, run.config.features, run.vocab_size())
+    return text_encoder.build_text_encoder(run.config.text, run.config.features,
+                                           backbone=_new_backbone(run, "text", unfreeze))
+
+
+def _new_backbone(run, modality: str, unfreeze: bool):
+    """The backbone `<modality>.backbone` names (models.backbones: the seed architecture, or a
+    pretrained keras-hub preset, frozen unless `unfreeze`)."""
+    from kemdy_tf.models import backbones
+
+    backbone = backbones.new_backbone(run, modality)
+    if unfreeze:
+        backbones.set_trainable(backbone, True)
+    return backbone
 
 
 def _build_classifier(run, stage, unfreeze=False, from_scratch=False):
     """An emotion classifier on the backbones of the encoders trained in this run.
 
     The encoders' backbones are frozen unless `unfreeze`; `from_scratch` starts from
-    random backbones instead of the trained encoders.
+    new backbones instead of the trained encoders (random for the seed architecture,
+    the preset's weights, frozen unless `unfreeze`, for a pretrained one).
     """
     import keras
 
-    from kemdy_tf.models import audio_encoder, fusion, text_encoder
+    from kemdy_tf.models import backbones as backbones_lib, fusion
 
     cfg = run.config
     stage = get(stage) if isinstance(stage, str) else stage
@@ -201,9 +215,7 @@ def _build_classifier(run, stage, unfreeze=False, from_scratch=False):
         # A corpus with emotion labels only has no encoder to start from: the classifier
         # then learns its backbone from the emotion labels, as with --from-scratch.
         if from_scratch or (not path.exists() and not has_targets(run, get(modality).target)):
-            backbones[modality] = (audio_encoder.build_audio_backbone(cfg.audio, cfg.features)
-                                   if modality == "audio"
-                                   else text_encoder.build_text_backbone(cfg.text, cfg.features, run.vocab_size()))
+            backbones[modality] = _new_backbone(run, modality, unfreeze)
             continue
         if not path.exists():
             raise StageError(
@@ -212,7 +224,7 @@ def _build_classifier(run, stage, unfreeze=False, from_scratch=False):
                 f"or pass --from-scratch")
         encoder = keras.saving.load_model(path, compile=False)
         backbone = encoder.get_layer(f"{modality}_backbone")
-        backbone.trainable = unfreeze
+        backbones_lib.set_trainable(backbone, unfreeze)
         backbones[modality] = backbone
     return fusion.build_fusion_model(backbones["audio"], backbones["text"], cfg.fusion,
                                      len(cfg.data.classes), modalities=stage.modalities)

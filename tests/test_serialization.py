@@ -37,8 +37,21 @@ def _text_recipe(name):
     return make
 
 
+def _backbone_layer(name):
+    """The layers that wrap a pretrained keras-hub backbone (models.backbones), off by default."""
+    def make():
+        from kemdy_tf.models import backbones
+
+        return {"BackboneTokenIds": lambda: backbones.BackboneTokenIds(pad_id=1, name="backbone_token_ids"),
+                "EveryOtherStep": lambda: backbones.EveryOtherStep(name="half_rate_mask"),
+                "RepeatToFrames": lambda: backbones.RepeatToFrames(name="frame_rate_sequence")}[name]()
+    return make
+
+
 # Examples of registered classes that no default stage model uses (name -> () -> instance).
 EXTRA_EXAMPLES: dict = {"kemdy_tf>SegmentIds": _segment_ids,
+                        **{f"kemdy_tf>{n}": _backbone_layer(n) for n in (
+                            "BackboneTokenIds", "EveryOtherStep", "RepeatToFrames")},
                         **{f"kemdy_tf>{n}": _text_recipe(n) for n in (
                             "HashedTokenBigrams", "MaskedMeanMaxPool", "AddToSteps", "SmoothedSparseCrossentropy")}}
 

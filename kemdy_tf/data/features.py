@@ -2,7 +2,8 @@
 
 Cache layout (one folder per feature recipe)::
 
-    ROOT/logmel-<hash of audio.log_mel_settings>/
+    ROOT/logmel-<hash of audio.log_mel_settings>/   (features-<hash> for a pretrained audio
+                                                      backbone's converter, see FeatureCache)
       settings.json     the recipe, for people
       index.csv         key, file, frames, wav_path, size, mtime_ns (one row per entry)
       shard-0000/       <= 256 files, each <key>.f32: raw little-endian float32 [frames, n_mels]
@@ -76,11 +77,17 @@ class FeatureCache:
         train = make_dataset(table, cache, tokenizer, cfg, training=True, split="train")
     """
 
-    def __init__(self, root: str | os.PathLike, cfg: FeatureConfig):
+    def __init__(self, root: str | os.PathLike, cfg: FeatureConfig, front_end=None):
         self.cfg = cfg
-        self.settings = dict(audio.log_mel_settings(cfg), format=FORMAT_VERSION)
+        # A pretrained audio backbone's converter (models.backbones.ConverterFeatures) replaces
+        # the log-mel recipe: its settings name the folder, its compute_file fills it.
+        self.front_end = front_end
+        self.n_mels = cfg.n_mels if front_end is None else front_end.n_mels
+        recipe = audio.log_mel_settings(cfg) if front_end is None else front_end.settings
+        self.settings = dict(recipe, format=FORMAT_VERSION)
         digest = hashlib.sha1(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()
-        self.folder = Path(root) / f"logmel-{digest[:16]}"
+        prefix = "logmel" if front_end is None else "features"
+        self.folder = Path(root) / f"{prefix}-{digest[:16]}"
         self.folder.mkdir(parents=True, exist_ok=True)
         settings_file = self.folder / "settings.json"
         if not settings_file.exists():
@@ -120,7 +127,7 @@ class FeatureCache:
         found = self.entry(wav_path)
         if found is None:
             raise KeyError(f"{wav_path} is not in the feature cache {self.folder}; run build()")
-        return np.fromfile(found.file, dtype="<f4").reshape(found.frames, self.cfg.n_mels)
+        return np.fromfile(found.file, dtype="<f4").reshape(found.frames, self.n_mels)
 
     # --- building ---
 
@@ -153,7 +160,7 @@ class FeatureCache:
             if key not in self._entries:
                 todo.setdefault(key, path)
         reporter = _Progress(len(todo), progress)
-        for key, path, result in _compute(todo, self.cfg, workers):
+        for key, path, result in _compute(todo, self.cfg, workers, self.front_end):
             if isinstance(result, Exception):
                 reason = result.reason if isinstance(result, audio.AudioError) else repr(result)
                 failures.append((path, reason))
@@ -229,16 +236,17 @@ def speaker_group(table: pd.DataFrame, cache: FeatureCache) -> list[str]:
     return groups
 
 
-def _compute(todo: dict[str, str], cfg: FeatureConfig, workers: int):
+def _compute(todo: dict[str, str], cfg: FeatureConfig, workers: int, front_end=None):
     """Yield (key, path, log_mel or exception) for each wav, in completion order."""
     if not todo:
         return
-    if len(todo) < MIN_CLIPS_PER_PROCESS_POOL:  # starting workers costs seconds each
-        workers = 1
+    if len(todo) < MIN_CLIPS_PER_PROCESS_POOL or front_end is not None:
+        workers = 1  # starting workers costs seconds each; a converter runs TensorFlow, kept in-process
+    compute = audio.log_mel_file if front_end is None else (lambda path, _: front_end.compute_file(path))
     if workers <= 1:
         for key, path in todo.items():
             try:
-                yield key, path, audio.log_mel_file(path, cfg)
+                yield key, path, compute(path, cfg)
             except Exception as error:  # reported, never fatal
                 yield key, path, error
         return
@@ -332,7 +340,8 @@ def make_dataset(
     Args:
         table: utterance table; its cached wavs are read (build the cache first).
         cache: the feature cache.
-        tokenizer: `models.tokenizer.load_tokenizer(path, cfg.features.max_tokens)`.
+        tokenizer: `models.tokenizer.load_run_tokenizer(path, cfg.features.max_tokens)`: the
+            run's SentencePiece model or a pretrained backbone's own tokenizer (pad id 0).
         cfg: run config (features, data.classes, masking, train.batch_size, train.seed).
         training: frequency masking on (and shuffling unless `shuffle` says otherwise).
             The table (after `split`) may then hold only train rows: a training
@@ -360,7 +369,7 @@ def make_dataset(
     if getattr(tokenizer, "sequence_length", None) != fcfg.max_tokens:
         raise ValueError(
             f"tokenizer emits {getattr(tokenizer, 'sequence_length', None)} ids per text; "
-            f"features.max_tokens is {fcfg.max_tokens} (use load_tokenizer(path, max_tokens))")
+            f"features.max_tokens is {fcfg.max_tokens} (use load_run_tokenizer(path, max_tokens))")
 
     entries = [cache.entry(p) for p in rows["wav_path"]]
     uncached = [p for p, e in zip(rows["wav_path"], entries) if e is None]
@@ -402,7 +411,7 @@ def make_dataset(
     else:
         ds = ds.map(lambda example: (example, tf.zeros([2], tf.int64)))
 
-    n_mels = fcfg.n_mels
+    n_mels = cache.n_mels
 
     def load(example, seed):
         log_mel = tf.reshape(tf.io.decode_raw(tf.io.read_file(example["file"]), tf.float32), [-1, n_mels])

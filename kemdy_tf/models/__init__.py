@@ -4,12 +4,13 @@ Importing this package registers every custom layer (package name `kemdy_tf`), s
 `keras.saving.load_model(path)` reads the `.keras` archives a run writes.
 """
 
-from kemdy_tf.models import layers
+from kemdy_tf.models import backbones, layers
 from kemdy_tf.models.audio_encoder import build_audio_backbone, build_audio_encoder
 from kemdy_tf.models.fusion import build_fusion_model
 from kemdy_tf.models.text_encoder import build_text_backbone, build_text_encoder, load_embedding_weights
 
 __all__ = [
+    "backbones",
     "build_audio_backbone",
     "build_audio_encoder",
     "build_fusion_model",

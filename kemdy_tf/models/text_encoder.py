@@ -9,7 +9,8 @@ The backbone (everything up to the token sequence) is its own `keras.Model`, nes
 in the encoder under the name `text_backbone`, so the fusion model can reuse the
 pretrained weights: `encoder.get_layer("text_backbone")`. It can start from a
 pretrained token embedding or wrap a pretrained keras-hub backbone; see
-`build_text_backbone`.
+`build_text_backbone`. Runs reach pretrained keras-hub presets through
+`text.backbone` and `models.backbones`, which wraps them with `call_pretrained`.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def build_text_backbone(
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     padding_mask = TokenPaddingMask(pad_id=PAD_ID, name="padding_mask")(token_ids)
     if pretrained is not None:
-        x = _call_pretrained(pretrained, token_ids, padding_mask)
+        x = call_pretrained(pretrained, token_ids, padding_mask)
         if x.shape[-1] != text_cfg.d_model:
             x = keras.layers.Dense(text_cfg.d_model, name="pretrained_projection")(x)
     else:
@@ -307,7 +308,7 @@ def _add_bag_of_tokens(x, embedded, token_ids, padding_mask, text_cfg):
     return AddToSteps(name="add_bag")(x, summary)
 
 
-def _call_pretrained(pretrained: keras.Model, token_ids, padding_mask):
+def call_pretrained(pretrained: keras.Model, token_ids, padding_mask):
     """Feeds a pretrained encoder by its input names; returns its token sequence."""
     spec = pretrained.input
     if isinstance(spec, dict):

@@ -16,6 +16,10 @@ Choices:
       `vocabulary_size()` is the truth; size embeddings from it.
     * one training thread and a fixed random seed, so the same texts give the
       same model.
+
+A run on a pretrained text backbone (`text.backbone`, models.backbones) uses that
+preset's own tokenizer instead, packed the same way (`PresetTokenizer`: fixed length,
+pad id 0, an empty text all pad); `load_run_tokenizer` opens either.
 """
 
 from __future__ import annotations
@@ -197,3 +201,125 @@ def load_tokenizer(model_path: str | os.PathLike, max_tokens: int):
     # Bytes, not the path: keras-hub refuses proto paths while Keras safe mode is on.
     return keras_hub.tokenizers.SentencePieceTokenizer(
         proto=proto, sequence_length=max_tokens, dtype="int32")
+
+
+# === A pretrained backbone's own tokenizer (text.backbone; see models.backbones) ===
+
+PRESET_TOKENIZER_CONFIG = "tokenizer.json"
+PRESET_TOKENIZER_ASSETS = "assets"
+
+
+def swap_pad_id(token_ids, pad_id: int):
+    """Trade ids `pad_id` and 0: a backbone's ids <-> the project's ids (pad 0).
+
+    Every model here reads `token_ids != 0` as its padding mask; XLM-RoBERTa pads with
+    1 (0 is `<s>`). The swap is its own inverse, so the same call maps both ways;
+    with `pad_id` 0 (BERT, DistilBERT) ids are unchanged.
+
+    Example:
+        >>> swap_pad_id(np.array([[0, 5, 2, 1, 1]]), pad_id=1)  # <s> x </s> <pad> <pad>
+        array([[1, 5, 2, 0, 0]])
+    """
+    from keras import ops
+
+    if not pad_id:
+        return token_ids
+    pad = ops.equal(token_ids, pad_id)
+    zero = ops.equal(token_ids, 0)
+    swapped = ops.where(pad, ops.zeros_like(token_ids), token_ids)
+    return ops.where(zero, ops.full_like(token_ids, pad_id), swapped)
+
+
+class PresetTokenizer:
+    """A keras-hub preset tokenizer, shaped like the seed's: strings -> int32 [batch, max_tokens].
+
+    Each text becomes `start piece... end` (the backbone's special tokens, e.g. `<s>`
+    and `</s>` or `[CLS]` and `[SEP]`), cut to `max_tokens` and padded; an empty or
+    blank text becomes an all-pad row (no transcript, as with the seed tokenizer).
+    The ids are the backbone's own with its pad id and 0 traded (`swap_pad_id`), so
+    pad is 0 everywhere in this project; the backbone wrapper trades them back.
+
+    Args:
+        tokenizer: a `keras_hub.models.Tokenizer` with start, end and pad tokens.
+        max_tokens: fixed output length (`features.max_tokens`).
+
+    Example:
+        >>> tokenizer = PresetTokenizer(keras_hub.models.Tokenizer.from_preset(dir), 64)
+        >>> tokenizer(tf.constant(["안녕하세요", ""])).shape
+        TensorShape([2, 64])
+    """
+
+    def __init__(self, tokenizer, max_tokens: int):
+        import keras_hub
+
+        missing = [name for name in ("start_token_id", "end_token_id", "pad_token_id")
+                   if getattr(tokenizer, name, None) is None]
+        if missing:
+            raise ValueError(f"{type(tokenizer).__name__} has no {missing}: a text backbone's tokenizer "
+                             "needs start, end and pad tokens")
+        if max_tokens < 3:
+            raise ValueError(f"features.max_tokens={max_tokens} leaves no room beside the start and end tokens")
+        self.tokenizer = tokenizer
+        self.sequence_length = int(max_tokens)
+        self.pad_id = int(tokenizer.pad_token_id)
+        self._packer = keras_hub.layers.StartEndPacker(
+            sequence_length=self.sequence_length, start_value=tokenizer.start_token_id,
+            end_value=tokenizer.end_token_id, pad_value=self.pad_id, dtype="int32")
+
+    def vocabulary_size(self) -> int:
+        return int(self.tokenizer.vocabulary_size())
+
+    def __call__(self, texts):
+        import tensorflow as tf
+
+        texts = tf.convert_to_tensor(texts, tf.string)
+        ids = tf.cast(self._packer(self.tokenizer(texts)), tf.int32)
+        blank = tf.equal(tf.strings.length(tf.strings.strip(texts)), 0)
+        ids = tf.where(blank[..., tf.newaxis], tf.fill(tf.shape(ids), self.pad_id), ids)
+        return swap_pad_id(ids, self.pad_id)
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the tokenizer (config + vocabulary assets) into `folder`, atomically."""
+        import json
+
+        import keras
+
+        folder = Path(folder)
+        tmp = folder.with_name(folder.name + ".tmp")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        (tmp / PRESET_TOKENIZER_ASSETS).mkdir(parents=True)
+        config = keras.saving.serialize_keras_object(self.tokenizer)
+        (tmp / PRESET_TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
+        self.tokenizer.save_assets(str(tmp / PRESET_TOKENIZER_ASSETS))
+        os.replace(tmp, folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, max_tokens: int) -> "PresetTokenizer":
+        """The tokenizer `save` wrote into `folder` (no network, no backbone needed)."""
+        import json
+
+        import keras
+
+        folder = Path(folder)
+        path = folder / PRESET_TOKENIZER_CONFIG
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+            tokenizer = keras.saving.deserialize_keras_object(config)
+            tokenizer.load_assets(str(folder / PRESET_TOKENIZER_ASSETS))
+        except FileNotFoundError:
+            raise ValueError(f"{path} is missing: {folder} is not a saved preset tokenizer") from None
+        except Exception as error:
+            raise ValueError(f"cannot load the preset tokenizer in {folder}: {type(error).__name__}: {error}") from None
+        return cls(tokenizer, max_tokens)
+
+
+def load_run_tokenizer(path: str | os.PathLike, max_tokens: int):
+    """A run's tokenizer: its SentencePiece model file, or the folder of a backbone's own tokenizer."""
+    path = Path(path)
+    if path.is_dir():
+        return PresetTokenizer.load(path, max_tokens)
+    return load_tokenizer(path, max_tokens)
