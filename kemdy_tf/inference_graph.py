@@ -117,6 +117,9 @@ class _Split:
     def __init__(self, model, backbone_names):
         import keras
 
+        # A copy: a head built on intermediate tensors of the caller's model adds cloned
+        # nodes to its layers, after which the caller's model no longer saves.
+        model = _copy(model)
         self.name = model.name
         self.inputs = [tensor.name for tensor in model.inputs]
         self.backbones, sequences = {}, []
@@ -130,6 +133,15 @@ class _Split:
     def __call__(self, feeds: dict, sequences: dict) -> dict:
         return self.head([*(feeds[name] for name in self.inputs), *(sequences[n] for n in self.backbones)],
                          training=False)
+
+
+def _copy(model):
+    """The same model on fresh layers holding the same weight values."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _output_in(model, layer):
