@@ -2,6 +2,7 @@
 
     PYTHONPATH=. TF_NUM_INTEROP_THREADS=1 python bench/text_real.py --rows 20000
     PYTHONPATH=. TF_NUM_INTEROP_THREADS=1 python bench/text_real.py --rows 150000 --epochs 3
+    PYTHONPATH=. TF_NUM_INTEROP_THREADS=1 python bench/text_real.py --task valence --rows 20000
 
 Data: /work/shared/data/nsmc (or --data DIR): `ratings_train.txt` / `ratings_test.txt`,
 TSV `id document label` (see its README). Skips with a message and exit code 0 when
@@ -17,6 +18,11 @@ other 90%; the TF-IDF baseline fits on all `--rows`):
   recipe: tokenizer vocabulary `corpus_vocab_size`, `max_tokens` from
   `corpus_max_tokens` (99th percentile), `text_optimizer` (AdamW, warmup, cosine),
   `text_classification_loss` (label smoothing), early stopping on validation loss.
+
+`--task valence` trains the valence regressor instead, exactly as `train.py --stage
+text` builds and compiles it (`build_text_encoder`, the registry's optimizer and MSE
+loss), on the labels read as valence 1 (negative) and 5 (positive); it reports CCC and
+RMSE on the whole test file beside the training-mean baseline (`kemdy_tf.scoring`).
 
 Accuracy is on the whole test file. One JSON line per row is appended to `--out`
 and a Markdown table is printed.
@@ -54,25 +60,21 @@ def tfidf_baseline(train_texts, train_labels, test_texts, test_labels) -> dict:
     return {"accuracy": accuracy, "train_s": round(time.time() - start, 1)}
 
 
-def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_labels, *, epochs, batch_size,
-             workdir: Path, overrides=()) -> dict:
-    import keras
+def _token_ids(train_texts, other_texts, cfg, workdir: Path):
+    """The run's tokenizer recipe on these texts: a corpus-sized SentencePiece model and
+    `max_tokens` from the training token lengths. Returns (id arrays for `train_texts`
+    and each of `other_texts`, vocabulary size, facts for the report)."""
     import numpy as np
     import sentencepiece as spm
 
-    from kemdy_tf.config import make_config
-    from kemdy_tf.models import text_encoder, tokenizer
-    from kemdy_tf.models.fusion import build_fusion_model
+    from kemdy_tf.models import tokenizer
 
-    cfg = make_config("small", overrides)
-    start = time.time()
     vocab = cfg.features.vocab_size or tokenizer.corpus_vocab_size(train_texts)
     model_path = tokenizer.train_sentencepiece(train_texts, workdir / "tokenizer.model", vocab, seed=cfg.train.seed)
     lengths = tokenizer.token_lengths(model_path, train_texts)
     max_tokens = cfg.features.max_tokens or tokenizer.corpus_max_tokens(lengths)
     cfg.features.max_tokens = max_tokens
     processor = spm.SentencePieceProcessor(model_file=str(model_path))
-    vocab_size = processor.vocab_size()
 
     def ids(texts):
         out = np.zeros((len(texts), max_tokens), "int32")
@@ -81,7 +83,35 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
             out[row, : len(pieces)] = pieces
         return out
 
-    x_train, x_val, x_test = ids(train_texts), ids(val_texts), ids(test_texts)
+    facts = {"vocab_size": int(processor.vocab_size()), "max_tokens": int(max_tokens),
+             "truncated_share": round(tokenizer.truncated_share(lengths, max_tokens), 4)}
+    return [ids(train_texts)] + [ids(texts) for texts in other_texts], processor.vocab_size(), facts
+
+
+def _fit(model, x_train, y_train, x_val, y_val, *, target, epochs, batch_size, patience):
+    import keras
+
+    from kemdy_tf.stages import inputs_for
+
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    return model.fit(inputs_for(model, {"token_ids": x_train}), {target: y_train},
+                     validation_data=(inputs_for(model, {"token_ids": x_val}), {target: y_val}),
+                     epochs=epochs, batch_size=batch_size, callbacks=[stop], verbose=2)
+
+
+def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_labels, *, epochs, batch_size,
+             workdir: Path, overrides=()) -> dict:
+    import keras
+    import numpy as np
+
+    from kemdy_tf.config import make_config
+    from kemdy_tf.models import text_encoder
+    from kemdy_tf.models.fusion import build_fusion_model
+    from kemdy_tf.stages import inputs_for
+
+    cfg = make_config("small", overrides)
+    start = time.time()
+    (x_train, x_val, x_test), vocab_size, facts = _token_ids(train_texts, (val_texts, test_texts), cfg, workdir)
     keras.utils.set_random_seed(cfg.train.seed)
     backbone = text_encoder.build_text_backbone(cfg.text, cfg.features, vocab_size)
     model = build_fusion_model(None, backbone, cfg.fusion, 2, modalities=("text",))
@@ -89,17 +119,15 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     model.compile(text_encoder.text_optimizer(cfg.text, cfg.train.learning_rate, steps),
                   loss={"emotion": text_encoder.text_classification_loss(cfg.text, 2)},
                   metrics={"emotion": "accuracy"})
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.patience, restore_best_weights=True)
-    history = model.fit(x_train, {"emotion": train_labels}, validation_data=(x_val, {"emotion": val_labels}),
-                        epochs=epochs, batch_size=batch_size, callbacks=[stop], verbose=2)
+    history = _fit(model, x_train, train_labels, x_val, val_labels, target="emotion", epochs=epochs,
+                   batch_size=batch_size, patience=cfg.train.patience)
     train_s = time.time() - start
-    predicted = model.predict(x_test, batch_size=512, verbose=0)["emotion"].argmax(-1)
+    predicted = model.predict(inputs_for(model, {"token_ids": x_test}), batch_size=512, verbose=0)["emotion"]
+    predicted = predicted.argmax(-1)
     return {
         "accuracy": float((predicted == test_labels).mean()),
         "train_s": round(train_s, 1),
-        "vocab_size": int(vocab_size),
-        "max_tokens": int(max_tokens),
-        "truncated_share": round(tokenizer.truncated_share(lengths, max_tokens), 4),
+        **facts,
         "epochs_run": len(history.history["loss"]),
         "val_accuracy": [round(v, 4) for v in history.history["val_accuracy"]],
         "text_config": dataclasses.asdict(cfg.text),
@@ -107,9 +135,55 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     }
 
 
+# NSMC's binary label as a rating on KEMDy20's 1..5 valence scale.
+VALENCE_OF_LABEL = (1.0, 5.0)
+
+
+def text_valence(train_texts, train_labels, val_texts, val_labels, test_texts, test_labels, *, epochs,
+                 batch_size, workdir: Path, overrides=()) -> dict:
+    """The valence regressor exactly as `train.py --stage text` builds and compiles it
+    (the registry's optimizer, loss and metrics), on NSMC labels read as valence 1 / 5.
+    Scored on the test rows with `kemdy_tf.scoring` beside the training-mean baseline."""
+    import keras
+    import numpy as np
+
+    from kemdy_tf import scoring, training
+    from kemdy_tf.config import make_config
+    from kemdy_tf.models import text_encoder
+    from kemdy_tf.stages import inputs_for
+
+    cfg = make_config("small", overrides)
+    valence = np.asarray(VALENCE_OF_LABEL, "float32")
+    y_train, y_val, y_test = valence[train_labels], valence[val_labels], valence[test_labels]
+    start = time.time()
+    (x_train, x_val, x_test), vocab_size, facts = _token_ids(train_texts, (val_texts, test_texts), cfg, workdir)
+    keras.utils.set_random_seed(cfg.train.seed)
+    model = text_encoder.build_text_encoder(cfg.text, cfg.features, vocab_size)
+    training.compile_stage_model(model, "text", cfg, total_steps=int(np.ceil(len(x_train) / batch_size)) * epochs)
+    history = _fit(model, x_train, y_train, x_val, y_val, target="valence", epochs=epochs,
+                   batch_size=batch_size, patience=cfg.train.patience)
+    train_s = time.time() - start
+    predicted = model.predict(inputs_for(model, {"token_ids": x_test}), batch_size=512, verbose=0)["valence"]
+    predicted = predicted.reshape(-1)
+    return {
+        "model": scoring.regression_metrics(y_test, predicted),
+        "baseline": scoring.mean_baseline(y_test, float(y_train.mean())),
+        # The rating read back as the binary label (above the scale's middle, 3: positive).
+        "side_accuracy": float(((predicted > 3.0) == (test_labels == 1)).mean()),
+        "train_s": round(train_s, 1),
+        **facts,
+        "epochs_run": len(history.history["loss"]),
+        "val_loss": [round(v, 4) for v in history.history["val_loss"]],
+        "batch_size": batch_size,
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--task", choices=["emotion", "valence"], default="emotion",
+                        help="emotion: text_clf accuracy beside TF-IDF; valence: the --stage text "
+                             "regressor on labels read as valence 1 / 5, CCC and RMSE beside the training mean")
     parser.add_argument("--rows", type=int, nargs="+", default=[20000])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -132,22 +206,43 @@ def main(argv=None) -> int:
         n_val = n // 10
         fit, val = chosen[n_val:], chosen[:n_val]
         pick = lambda idx: [texts[i] for i in idx]  # noqa: E731
-        baseline = tfidf_baseline(pick(chosen), labels[chosen], test_texts, test_labels)
         workdir = args.workdir / f"rows{n}"
-        model = text_clf(pick(fit), labels[fit], pick(val), labels[val], test_texts, test_labels,
-                         epochs=args.epochs, batch_size=args.batch_size, workdir=workdir, overrides=args.set)
-        row = {"rows": n, "test_n": len(test_labels), "tfidf": baseline, "text_clf": model, "overrides": args.set}
+        common = dict(epochs=args.epochs, batch_size=args.batch_size, workdir=workdir, overrides=args.set)
+        if args.task == "valence":
+            model = text_valence(pick(fit), labels[fit], pick(val), labels[val], test_texts, test_labels, **common)
+            row = {"task": "valence", "rows": n, "test_n": len(test_labels), "text": model, "overrides": args.set}
+        else:
+            baseline = tfidf_baseline(pick(chosen), labels[chosen], test_texts, test_labels)
+            model = text_clf(pick(fit), labels[fit], pick(val), labels[val], test_texts, test_labels, **common)
+            row = {"rows": n, "test_n": len(test_labels), "tfidf": baseline, "text_clf": model, "overrides": args.set}
         rows.append(row)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print("| rows | text_clf acc | TF-IDF acc | text_clf train s | TF-IDF s | vocab | max_tokens | truncated |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(valence_table(rows) if args.task == "valence" else emotion_table(rows))
+    return 0
+
+
+def emotion_table(rows) -> str:
+    lines = ["| rows | text_clf acc | TF-IDF acc | text_clf train s | TF-IDF s | vocab | max_tokens | truncated |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         m, b = r["text_clf"], r["tfidf"]
-        print(f"| {r['rows']} | {m['accuracy']:.3f} | {b['accuracy']:.3f} | {m['train_s']:.0f} | {b['train_s']:.0f} "
-              f"| {m['vocab_size']} | {m['max_tokens']} | {m['truncated_share']:.2%} |")
-    return 0
+        lines.append(f"| {r['rows']} | {m['accuracy']:.3f} | {b['accuracy']:.3f} | {m['train_s']:.0f} "
+                     f"| {b['train_s']:.0f} | {m['vocab_size']} | {m['max_tokens']} | {m['truncated_share']:.2%} |")
+    return "\n".join(lines)
+
+
+def valence_table(rows) -> str:
+    lines = ["| rows | text CCC | text RMSE | mean CCC | mean RMSE | side acc | epochs | train s | vocab "
+             "| max_tokens |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        t = r["text"]
+        m, b = t["model"], t["baseline"]
+        lines.append(f"| {r['rows']} | {m['ccc']:.3f} | {m['rmse']:.3f} | {b['ccc']:.3f} | {b['rmse']:.3f} "
+                     f"| {t['side_accuracy']:.3f} | {t['epochs_run']} | {t['train_s']:.0f} | {t['vocab_size']} "
+                     f"| {t['max_tokens']} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

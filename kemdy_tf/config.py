@@ -128,8 +128,11 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     patience: int = 4
-    # "weights": sklearn balanced class weights as sample weights; "none". Balanced sampling
+    # Class weights as sample weights in the classifier stages (training.class_weight_values):
+    # "weights" sklearn balanced n / (k * n_c); "capped" the same clipped at 10; "sqrt"
+    # proportional to n_c ** -0.5 (mean example weight 1); "none". Balanced sampling
     # instead: data.balance_target oversamples minority classes with augmented copies.
+    # docs/imbalance.md compares them under KEMDy20's imbalance.
     class_weighting: str = "weights"
 
 

@@ -55,22 +55,47 @@ def build_stage_model(run, stage: str, unfreeze: bool = False, from_scratch: boo
     return stages_lib.get(stage).build(run, stage, unfreeze=unfreeze, from_scratch=from_scratch)
 
 
-def class_weights(run) -> list[float]:
-    """sklearn's 'balanced' weights n / (k * count) over the training split's classes.
+# `train.class_weighting` schemes; docs/imbalance.md has the measurement behind the default.
+CLASS_WEIGHTINGS = ("weights", "capped", "sqrt", "none")
+WEIGHT_CAP = 10.0  # the "capped" scheme's largest weight
 
-    A class absent from the training split gets weight 1 (it contributes no loss anyway).
+
+def class_weight_values(labels, n_classes: int, scheme: str = "weights") -> list[float]:
+    """Per-class loss weights from the training labels (integer class indices).
+
+    Schemes (n examples, k classes present, n_c of class c):
+        weights  sklearn's 'balanced' n / (k * n_c): every class weighs the same in total;
+        capped   the same, clipped at WEIGHT_CAP, so a class of a dozen examples cannot
+                 outweigh the rest (KEMDy20's rarest classes get ~15 balanced);
+        sqrt     proportional to n_c ** -0.5, scaled so the mean example weight is 1:
+                 halfway (in log) between no weighting and balanced;
+        none     all 1.
+    A class absent from the labels gets weight 1 (it contributes no loss anyway).
     """
-    from sklearn.utils.class_weight import compute_class_weight
-
-    classes = list(run.config.data.classes)
-    labels = run.split("train")["emotion"]
-    labels = labels[labels.isin(classes)].map(classes.index).to_numpy()
-    present = np.unique(labels)
-    weights = compute_class_weight("balanced", classes=present, y=labels)
-    out = [1.0] * len(classes)
+    if scheme not in CLASS_WEIGHTINGS:
+        raise TrainingError(f"train.class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}; got {scheme!r}")
+    out = [1.0] * n_classes
+    present, counts = np.unique(np.asarray(labels, dtype=int), return_counts=True)
+    if scheme == "none" or len(present) == 0:
+        return out
+    if scheme == "sqrt":
+        weights = counts ** -0.5
+        weights = weights * counts.sum() / (counts * weights).sum()
+    else:
+        weights = counts.sum() / (len(present) * counts)  # = sklearn compute_class_weight("balanced")
+        if scheme == "capped":
+            weights = np.minimum(weights, WEIGHT_CAP)
     for c, w in zip(present, weights):
         out[int(c)] = float(w)
     return out
+
+
+def class_weights(run) -> list[float]:
+    """`class_weight_values` of the training split under the run's `train.class_weighting`."""
+    classes = list(run.config.data.classes)
+    labels = run.split("train")["emotion"]
+    labels = labels[labels.isin(classes)].map(classes.index).to_numpy()
+    return class_weight_values(labels, len(classes), run.config.train.class_weighting)
 
 
 def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
@@ -112,7 +137,7 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
 
     tokenizer = run.tokenizer()
     weights = None
-    if spec.is_classifier and cfg.train.class_weighting == "weights":
+    if spec.is_classifier and cfg.train.class_weighting != "none":
         weights = class_weights(run)
     replicas = strategy.num_replicas_in_sync
     train_ds = stages_lib.stage_dataset(run, spec, "train", training=True, tokenizer=tokenizer,

@@ -258,6 +258,30 @@ def test_summary_counts_the_annotation(root, sessions):
     assert counts["duration_s"] == pytest.approx(sum(float(r[2]) - float(r[1]) for r in rows), abs=0.01)
 
 
+def test_kemdy20_class_shares_follow_the_real_imbalance(tmp_path):
+    # Plans only (no audio): 40 sessions give ~4,300 utterances, enough to see 1% classes.
+    plans = [synthetic._plan_session(0, n, 3, synthetic.DEFAULT_UTTERANCES, synthetic.DEFAULT_DURATION, "kemdy20")
+             for n in range(1, 41)]
+    primary = [labels_lib.primary_label(u.label, DEFAULT_CLASSES) for p in plans for u in p.utterances]
+    kept = [name for name in primary if name is not None]
+    share = {name: kept.count(name) / len(kept) for name in DEFAULT_CLASSES}
+    assert 0.80 <= share["neutral"] <= 0.90 and 0.06 <= share["happy"] <= 0.13
+    for rare in ("sad", "angry", "surprise"):
+        assert 0.005 <= share[rare] <= 0.025, share
+    # The default mix is unchanged, and its marker has no new key (older sets still match).
+    default = synthetic._plan_session(0, 1, 3, synthetic.DEFAULT_UTTERANCES, synthetic.DEFAULT_DURATION)
+    assert [u.label for u in default.utterances] == [
+        u.label for u in synthetic._plan_session(0, 1, 3, synthetic.DEFAULT_UTTERANCES,
+                                                 synthetic.DEFAULT_DURATION, "default").utterances]
+    assert "class_shares" not in synthetic._check_settings(0, 1, 3, (16, 20), (1.0, 3.0))
+    root = synthetic.generate(tmp_path / "imb", sessions=1, utterances=(2, 3), class_shares="kemdy20")
+    assert json.loads((root / synthetic.MARKER).read_text())["class_shares"] == "kemdy20"
+    with pytest.raises(ValueError, match="class_shares"):
+        synthetic.generate(tmp_path / "x", sessions=1, class_shares="kemdy19")
+    with pytest.raises(SystemExit):  # argparse refuses a mix it does not know
+        synthetic.main(["--out", str(tmp_path / "y"), "--class-shares", "none"])
+
+
 def test_reader_reads_it_without_skips(root):
     if importlib.util.find_spec("kemdy_tf.data.kemdy20") is None:
         pytest.skip("kemdy_tf/data/kemdy20.py (the KEMDy20 reader) does not exist yet")

@@ -26,7 +26,10 @@ speaker, utterance), so one seed gives byte-identical files, and asking for more
 sessions leaves the earlier sessions unchanged.
 
 Command line:
-    python -m kemdy_tf.data.synthetic --out DIR [--seed N] [--sessions N]
+    python -m kemdy_tf.data.synthetic --out DIR [--seed N] [--sessions N] [--class-shares kemdy20]
+
+`--class-shares kemdy20` draws the labels with KEMDy20's real imbalance (neutral ~85%,
+the three rarest classes ~1.3% each) instead of the milder default mix.
 
 Example:
     >>> from kemdy_tf.data import synthetic
@@ -103,6 +106,17 @@ LABEL_SHARES = {
     "happy;surprise": 0.004, "angry;sad": 0.003, "happy;neutral;surprise": 0.003,
     "angry;neutral;sad": 0.003,
 }
+# KEMDy20's own imbalance (issue 14: of the five default classes neutral ~84%, happy
+# ~9%, surprise, angry and sad ~1-1.5% each; fear and disgust rarer still). Ties with
+# neutral count as the emotion (`labels.primary_label`), so they are kept small.
+KEMDY20_LABEL_SHARES = {
+    "neutral": 0.80, "happy": 0.075, "surprise": 0.012, "angry": 0.011, "sad": 0.010,
+    "fear": 0.004, "disqust": 0.006,
+    "happy;neutral": 0.015, "neutral;surprise": 0.003, "angry;neutral": 0.002, "neutral;sad": 0.002,
+    "happy;surprise": 0.001,
+}
+# The label mixes `--class-shares` chooses from; "default" is the milder design above.
+CLASS_SHARES = {"default": LABEL_SHARES, "kemdy20": KEMDY20_LABEL_SHARES}
 # Utterances whose cues are deliberately weak (label noise): audio pulled toward
 # neutral arousal and no sentiment word in the transcript.
 WEAK_CUE_SHARE = 0.05
@@ -246,13 +260,13 @@ def total_label(votes: typing.Sequence[str]) -> str:
 
 
 def _plan_session(seed: int, session: int, scripts: int, utterances: tuple[int, int],
-                  duration: tuple[float, float]) -> _Session:
+                  duration: tuple[float, float], class_shares: str = "default") -> _Session:
     rng = _rng(seed, _PLAN, session)
     sexes = rng.choice(["FM", "MF", "FF", "MM"], p=[0.35, 0.35, 0.15, 0.15])
     speakers = (_make_speaker(seed, session, 1, sexes[0]), _make_speaker(seed, session, 2, sexes[1]))
     raters, bias = _raters(seed, session)
-    label_names = list(LABEL_SHARES)
-    shares = np.array(list(LABEL_SHARES.values()))
+    label_names = list(CLASS_SHARES[class_shares])
+    shares = np.array(list(CLASS_SHARES[class_shares].values()))
     shares = shares / shares.sum()
     clock = datetime.datetime(2020, 7, 6, 10, 0) + datetime.timedelta(
         days=int(session - 1), minutes=int(rng.integers(0, 360)), seconds=int(rng.integers(0, 60)))
@@ -541,10 +555,13 @@ def _annotation_csv(session: _Session) -> str:
 
 
 def _settings(seed: int, sessions: int, scripts: int, utterances: tuple[int, int],
-              duration: tuple[float, float]) -> dict:
-    return {"generator": "kemdy_tf.data.synthetic", "format_version": FORMAT_VERSION, "seed": seed,
-            "sessions": sessions, "scripts": scripts, "utterances_per_speaker": list(utterances),
-            "duration_s": list(duration), "sample_rate": SAMPLE_RATE}
+              duration: tuple[float, float], class_shares: str) -> dict:
+    settings = {"generator": "kemdy_tf.data.synthetic", "format_version": FORMAT_VERSION, "seed": seed,
+                "sessions": sessions, "scripts": scripts, "utterances_per_speaker": list(utterances),
+                "duration_s": list(duration), "sample_rate": SAMPLE_RATE}
+    if class_shares != "default":  # so sets written before the option still match their marker
+        settings["class_shares"] = class_shares
+    return settings
 
 
 def _read_marker(root: Path) -> dict | None:
@@ -579,7 +596,8 @@ def _write_session(seed: int, session: _Session, root: Path) -> None:
 
 def generate(out: str | os.PathLike, seed: int = 0, sessions: int = DEFAULT_SESSIONS, *,
              scripts: int = DEFAULT_SCRIPTS, utterances: tuple[int, int] = DEFAULT_UTTERANCES,
-             duration: tuple[float, float] = DEFAULT_DURATION, verbose: bool = False) -> Path:
+             duration: tuple[float, float] = DEFAULT_DURATION, class_shares: str = "default",
+             verbose: bool = False) -> Path:
     """Writes a synthetic KEMDy20-shaped dataset to `out` and returns its path.
 
     The files are written to a hidden folder beside `out` and renamed into place at
@@ -595,6 +613,8 @@ def generate(out: str | os.PathLike, seed: int = 0, sessions: int = DEFAULT_SESS
         scripts: scripts per session, 1..99.
         utterances: (min, max) utterances per speaker per script.
         duration: (min, max) utterance length in seconds.
+        class_shares: the label mix, a key of `CLASS_SHARES`: "default" (neutral 47%,
+            the others ~10% each) or "kemdy20" (KEMDy20's imbalance: neutral ~85%).
         verbose: print the summary and the time taken.
 
     Returns:
@@ -604,7 +624,7 @@ def generate(out: str | os.PathLike, seed: int = 0, sessions: int = DEFAULT_SESS
         ValueError: a setting is out of range.
         FileExistsError: `out` exists and is not an empty folder or a synthetic set.
     """
-    settings = _check_settings(seed, sessions, scripts, utterances, duration)
+    settings = _check_settings(seed, sessions, scripts, utterances, duration, class_shares)
     out = Path(out).absolute()
     if out.exists():
         if _read_marker(out) == settings:
@@ -622,7 +642,7 @@ def generate(out: str | os.PathLike, seed: int = 0, sessions: int = DEFAULT_SESS
     try:
         (partial / "annotation").mkdir(parents=True)
         for number in range(1, sessions + 1):
-            session = _plan_session(seed, number, scripts, utterances, duration)
+            session = _plan_session(seed, number, scripts, utterances, duration, class_shares)
             _write_session(seed, session, partial)
         (partial / MARKER).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if out.exists():  # an older synthetic set or an empty folder: swap it out
@@ -640,7 +660,7 @@ def generate(out: str | os.PathLike, seed: int = 0, sessions: int = DEFAULT_SESS
     return out
 
 
-def _check_settings(seed, sessions, scripts, utterances, duration) -> dict:
+def _check_settings(seed, sessions, scripts, utterances, duration, class_shares="default") -> dict:
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     for name, value in (("sessions", sessions), ("scripts", scripts)):
@@ -652,8 +672,10 @@ def _check_settings(seed, sessions, scripts, utterances, duration) -> dict:
     shortest, longest = duration
     if not 0.3 <= shortest <= longest <= 30:
         raise ValueError(f"duration must be (min, max) seconds with 0.3 <= min <= max <= 30, got {duration!r}")
+    if class_shares not in CLASS_SHARES:
+        raise ValueError(f"class_shares must be one of {sorted(CLASS_SHARES)}, got {class_shares!r}")
     return _settings(int(seed), int(sessions), int(scripts), (int(low), int(high)),
-                     (float(shortest), float(longest)))
+                     (float(shortest), float(longest)), class_shares)
 
 
 # === Summary ===
@@ -727,9 +749,12 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--sessions", type=int, default=DEFAULT_SESSIONS,
                         help=f"number of sessions, two speakers each (default {DEFAULT_SESSIONS})")
+    parser.add_argument("--class-shares", choices=sorted(CLASS_SHARES), default="default",
+                        help="label mix: default (neutral 47%%) or kemdy20 (KEMDy20's imbalance, neutral ~85%%)")
     args = parser.parse_args(argv)
     try:
-        root = generate(args.out, seed=args.seed, sessions=args.sessions, verbose=True)
+        root = generate(args.out, seed=args.seed, sessions=args.sessions, class_shares=args.class_shares,
+                        verbose=True)
     except (ValueError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
