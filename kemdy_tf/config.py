@@ -115,9 +115,10 @@ class FusionConfig:
     # Chance per training example to replace its transcript by a word salad of the
     # batch's transcripts (label kept): words that name no class must not sway it.
     text_scramble: float = 0.0
-    # Share of every answer given by the same head on the voice alone (the transcript
-    # blanked): a transcript moves at most the rest of the probability mass, so a
-    # shortcut transcript cannot silence the voice (docs/real_speech.md). 0: off.
+    # At inference, the share of every answer given by the same head on the voice alone
+    # (the transcript blanked): a transcript moves at most the rest of the probability
+    # mass, so a shortcut transcript cannot silence the voice (docs/real_speech.md,
+    # models.layers.VoiceVote). 0: off.
     voice_share: float = 0.5
 
 

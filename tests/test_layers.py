@@ -23,7 +23,7 @@ EXAMPLES = {
     layers.ConcatenateSteps: {},
     layers.ModalityDropout: dict(rate=0.25, swap_rate=0.3, scramble_rate=0.2, seed=11),
     layers.MaskedStatisticsPooling: dict(epsilon=1e-5),
-    layers.MixProbabilities: dict(weight=0.3),
+    layers.VoiceVote: dict(share=0.3),
     layers.SegmentIds: dict(segment=1),
 }
 BASE_KEYS = set(keras.layers.Layer().get_config())
@@ -154,3 +154,12 @@ def test_text_scramble_makes_a_word_salad_of_the_batch_only_in_training():
     np.testing.assert_array_equal(t_inf.numpy()[..., 0], text[..., 0])
     with pytest.raises(ValueError, match="scramble_rate"):
         layers.ModalityDropout(scramble_rate=1.0)
+
+
+def test_voice_vote_mixes_only_at_inference():
+    with_text, voice_only = np.array([[0.9, 0.1]], "float32"), np.array([[0.2, 0.8]], "float32")
+    vote = layers.VoiceVote(share=0.25)
+    np.testing.assert_allclose(vote(with_text, voice_only, training=False), [[0.725, 0.275]], atol=1e-6)
+    np.testing.assert_allclose(vote(with_text, voice_only, training=True), with_text)
+    with pytest.raises(ValueError, match="share"):
+        layers.VoiceVote(share=1.5)

@@ -23,11 +23,11 @@ from kemdy_tf.config import FusionConfig
 from kemdy_tf.models.layers import (
     ConcatenateSteps,
     MaskedStatisticsPooling,
-    MixProbabilities,
     ModalityDropout,
     NonEmptyMask,
     PackMaskedSteps,
     TokenPaddingMask,
+    VoiceVote,
     ZeroMaskedSteps,
 )
 from kemdy_tf.models.text_encoder import PAD_ID
@@ -115,9 +115,9 @@ def build_fusion_model(
     emotion = head([projected[m] for m in modalities], [masks[m] for m in modalities])
     if len(modalities) == 2 and fusion_cfg.voice_share > 0.0:
         # The same head on the audio steps alone is exactly its answer with the
-        # transcript blanked; mixing it in keeps the voice's share of every answer.
+        # transcript blanked; at inference it holds the voice's share of every answer.
         voice_only = head([projected["audio"]], [masks["audio"]], suffix="_voice_only")
-        emotion = MixProbabilities(fusion_cfg.voice_share, name="voice_share")(emotion, voice_only)
+        emotion = VoiceVote(fusion_cfg.voice_share, name="voice_vote")(emotion, voice_only)
     default_name = "fusion" if len(modalities) == 2 else f"{modalities[0]}_clf"
     return keras.Model(inputs, {"emotion": emotion}, name=name or default_name)
 

@@ -334,36 +334,43 @@ class ModalityDropout(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class MixProbabilities(keras.layers.Layer):
-    """`(1 - weight) * first + weight * second`: a mixture of two class distributions.
+class VoiceVote(keras.layers.Layer):
+    """At inference, `(1 - share) * with_text + share * voice_only`; in training, `with_text`.
 
-    The fusion model mixes its answer with the transcript and its answer from the
-    voice alone (`fusion.voice_share`), so the voice always holds that share of the
-    vote: a transcript can move at most the rest of the probability mass.
+    The fusion model's answer with the transcript is mixed with its own answer from the
+    voice alone (the same head, transcript blanked), so the voice always holds `share`
+    of the vote: a transcript that was a shortcut in training (scripted sentences naming
+    the emotion) can move at most the rest of the probability mass when it says nothing
+    at test. Training stays on `with_text`: trained on the mixture, the with-text answer
+    grew more extreme to win the vote back (docs/real_speech.md). In a compiled training
+    step the unused voice-only pass is pruned from the graph.
 
     Args:
-        weight: the second distribution's share, 0 <= weight <= 1.
+        share: the voice-only answer's share at inference, 0 <= share <= 1.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
-        >>> MixProbabilities(0.5)(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])).numpy()
+        >>> VoiceVote(0.5)(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])).numpy()
         array([[0.5, 0.5]], dtype=float32)
     """
 
-    def __init__(self, weight: float = 0.5, **kwargs):
+    def __init__(self, share: float = 0.5, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= float(weight) <= 1.0:
-            raise ValueError(f"MixProbabilities weight must be in [0, 1], got {weight!r}")
-        self.weight = float(weight)
+        if not 0.0 <= float(share) <= 1.0:
+            raise ValueError(f"VoiceVote share must be in [0, 1], got {share!r}")
+        self.share = float(share)
 
-    def call(self, first, second):
-        return (1.0 - self.weight) * ops.cast(first, self.compute_dtype) + self.weight * ops.cast(second, self.compute_dtype)
+    def call(self, with_text, voice_only, training=None):
+        with_text = ops.cast(with_text, self.compute_dtype)
+        if training:
+            return with_text
+        return (1.0 - self.share) * with_text + self.share * ops.cast(voice_only, self.compute_dtype)
 
-    def compute_output_spec(self, first, second):
-        return keras.KerasTensor(first.shape, dtype=self.compute_dtype)
+    def compute_output_spec(self, with_text, voice_only, training=None):
+        return keras.KerasTensor(with_text.shape, dtype=self.compute_dtype)
 
     def get_config(self):
-        return {**super().get_config(), "weight": self.weight}
+        return {**super().get_config(), "share": self.share}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -404,7 +411,7 @@ CUSTOM_LAYERS = (
     PackMaskedSteps,
     ConcatenateSteps,
     ModalityDropout,
-    MixProbabilities,
+    VoiceVote,
     SegmentIds,
 )
 
