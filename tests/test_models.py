@@ -277,7 +277,7 @@ def test_voice_share_mixes_the_answer_with_the_transcript_and_the_answer_from_th
     np.testing.assert_allclose(run(fusion, blanked), run(unmixed, blanked), atol=ATOL)
     assert np.abs(run(unmixed, batch) - run(unmixed, blanked)).max() > 1e-3  # the transcript matters
     # Training is on the answer with the transcript (no dropout here, so no randomness).
-    quiet = dataclasses.replace(FUSION, dropout=0.0, modality_dropout=0.0, text_swap=0.0)
+    quiet = dataclasses.replace(FUSION, dropout=0.0, modality_dropout=0.0, text_swap=0.0, text_scramble=0.0)
     quiet_backbones = (build_audio_backbone(dataclasses.replace(AUDIO, dropout=0.0), FEATURES),
                        build_text_backbone(dataclasses.replace(TEXT, dropout=0.0), FEATURES, VOCAB))
     trained = build_fusion_model(*quiet_backbones, quiet, N_CLASSES)
