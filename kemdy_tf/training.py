@@ -126,6 +126,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         try:
             if init_from:
                 model = keras.saving.load_model(init_from, compile=False)
+                if spec.is_classifier and not (unfreeze or from_scratch):
+                    _freeze_backbones(model)
             else:
                 model = build_stage_model(run, stage, unfreeze=unfreeze, from_scratch=from_scratch)
         except stages_lib.StageError as error:
@@ -215,6 +217,23 @@ def _best_logged(history_csv: Path, column: str):
     history = pd.read_csv(history_csv)
     return float(history[column].min()) if column in history and len(history) else None
 
+
+
+def _freeze_backbones(model) -> None:
+    """Freeze a reloaded classifier's backbones, as `build_stage_model` does.
+
+    `load_model` restores `trainable=False` on a backbone before keras-hub layers build
+    their sublayers, so without this an `--init-from` fusion model trains its
+    "frozen" backbones (docs/backbones.md).
+    """
+    from kemdy_tf.models.backbones import set_trainable
+
+    for name in ("audio_backbone", "text_backbone"):
+        try:
+            backbone = model.get_layer(name)
+        except ValueError:
+            continue
+        set_trainable(backbone, False)
 
 # === Kill-safe checkpoints: every file appears whole or not at all ===
 #

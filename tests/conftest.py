@@ -27,6 +27,9 @@ TINY_MODEL = [
     "audio.ff_dim=32", "audio.gru_units=16",
     "text.d_model=16", "text.n_layers=1", "text.n_heads=2", "text.ff_dim=32", "text.gru_units=16",
     "fusion.n_heads=2", "fusion.lstm_units=16",
+    # Light transcript corruption: a tiny model's two or three epochs must show it learns
+    # (the defaults' heavier corruption is measured end to end in tests/test_shortcut.py).
+    "fusion.modality_dropout=0.15", "fusion.text_swap=0.25", "fusion.text_scramble=0",
 ]
 TINY = [*TINY_MODEL, "features.vocab_size=200", "train.batch_size=16", "train.epochs=2"]
 

@@ -145,8 +145,14 @@ def test_init_from_continues_training_on_a_new_manifest(trained_run, tmp_path, t
         (trained_run / "tokenizer.model").read_bytes()
     loss = list(pd.read_csv(tmp_path / "tuned" / "fusion" / "history.csv")["loss"])
     assert loss[-1] < loss[0], f"training loss did not fall: {loss}"
-    after = keras.saving.load_model(tmp_path / "tuned" / "fusion" / "model.keras").get_weights()
+    tuned = keras.saving.load_model(tmp_path / "tuned" / "fusion" / "model.keras")
+    after = tuned.get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+    # the backbones stay frozen without --unfreeze, as when the stage builds the model
+    original = keras.saving.load_model(start)
+    for name in ("audio_backbone", "text_backbone"):
+        for a, b in zip(original.get_layer(name).get_weights(), tuned.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_sweep_trains_one_model_per_value(tmp_path, train_args):
