@@ -425,7 +425,7 @@ def test_cli_on_a_trained_run(trained_run, capsys):
     spec = importlib.util.spec_from_file_location("evaluate_cli", ROOT / "evaluate.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    assert cli.main(["--workdir", str(workdir)]) == 0
+    assert cli.main(["--workdir", str(workdir), "--no-stt"]) == 0  # the STT row: tests/test_stt.py
     printed = capsys.readouterr().out
     assert "| majority baseline (`" in printed and "Warning" in printed
 

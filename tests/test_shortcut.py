@@ -32,7 +32,7 @@ def test_fusion_keeps_listening_when_the_training_transcript_is_a_shortcut(tmp_p
                                                  ["neutral", "happy", "sad", "angry", "surprise"])
     workdir = tmp_path / "run"
     assert train(["--stage", "all", "--manifest", str(manifest), "--workdir", str(workdir), "--no-export"]) == 0
-    assert evaluate(["--workdir", str(workdir)]) == 0
+    assert evaluate(["--workdir", str(workdir), "--no-stt"]) == 0
     report = json.loads((workdir / "eval_test" / "report.json").read_text())
     audio = _ua(report, "audio_clf")
     assert _ua(report, "fusion") >= audio - ALLOWED_LOSS
@@ -47,6 +47,6 @@ def test_fusion_beats_both_single_modalities_on_the_normal_split(tmp_path):
     root = synthetic.generate(tmp_path / "synthetic", seed=0, sessions=6)
     workdir = tmp_path / "run"
     assert train(["--stage", "all", "--data", str(root), "--workdir", str(workdir), "--no-export"]) == 0
-    assert evaluate(["--workdir", str(workdir)]) == 0
+    assert evaluate(["--workdir", str(workdir), "--no-stt"]) == 0
     report = json.loads((workdir / "eval_test" / "report.json").read_text())
     assert _ua(report, "fusion") > max(_ua(report, "audio_clf"), _ua(report, "text_clf"))

@@ -83,7 +83,7 @@ def test_other_sample_rates_are_resampled_and_silence_gives_no_words():
 # === evaluate.py's deployment row ===
 
 
-@pytest.mark.slow  # a whole evaluation (about a minute) for an opt-in flag
+@pytest.mark.slow  # a whole evaluation (about a minute)
 def test_evaluation_adds_the_fusion_row_fed_machine_transcripts_and_their_error_rate(trained_run, tmp_path):
     """A 'recogniser' that returns the references exactly gives fusion's own numbers and CER 0;
     one that hears nothing gives the blanked-transcript numbers and CER 1."""
@@ -116,3 +116,105 @@ def test_evaluation_adds_the_fusion_row_fed_machine_transcripts_and_their_error_
     assert summary["cer"] == 1.0 and list(deaf["model"].unique()) == ["fusion_stt"]
     pd.testing.assert_frame_equal(probabilities(deaf, "fusion_stt"), probabilities(predictions, "fusion_no_text"),
                                   atol=1e-5, check_dtype=False)  # predictions.csv holds float64
+
+
+# === evaluate.py: the deployment row is automatic when STT is installed ===
+
+REPO = Path(__file__).resolve().parents[1]
+MISSING = f"speech-to-text is not installed: no vosk; {stt.INSTALL_HINT}"
+
+
+def evaluate_cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_cli", REPO / "evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli
+
+
+class StandIn:
+    """A recogniser that hears the same words in every clip, and counts its calls."""
+
+    calls = 0
+
+    def transcribe(self, wave, sample_rate):
+        StandIn.calls += 1
+        return stt.Transcript("가나 다")
+
+
+def test_transcript_cache_transcribes_each_clip_once_per_recogniser(tmp_path):
+    from kemdy_tf.evaluation.transcribed import CachedTranscriber
+
+    a, b, twin = tmp_path / "a.wav", tmp_path / "b.wav", tmp_path / "twin.wav"
+    a.write_bytes(b"a"), b.write_bytes(b"b"), twin.write_bytes(b"a")
+    asked = []
+
+    def hear(path):
+        asked.append(Path(path).name)
+        return f"heard {Path(path).name}"
+
+    cache = tmp_path / "stt_transcripts.jsonl"
+    first = CachedTranscriber(hear, cache, "model-1")
+    assert [first(a), first(b), first(twin)] == ["heard a.wav", "heard b.wav", "heard a.wav"]  # same bytes
+    assert asked == ["a.wav", "b.wav"] and (first.transcribed, first.reused) == (2, 1)
+    with cache.open("a", encoding="utf-8") as handle:
+        handle.write('{"recognizer": "model-1", "audio_s')  # a line cut short by an interrupted run
+    again = CachedTranscriber(hear, cache, "model-1")
+    assert [again(b), again(a)] == ["heard b.wav", "heard a.wav"] and asked == ["a.wav", "b.wav"]
+    assert (again.transcribed, again.reused) == (0, 2)
+    other = CachedTranscriber(hear, cache, "model-2")  # another recogniser hears afresh
+    assert other(a) == "heard a.wav" and asked[-1] == "a.wav" and other.transcribed == 1
+
+
+def test_evaluate_adds_the_stt_row_unless_told_not_to(tmp_path, monkeypatch):
+    from kemdy_tf.evaluation.transcribed import CACHE_NAME, CachedTranscriber
+
+    cli = evaluate_cli()
+    monkeypatch.setattr(stt, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(stt, "model_folder", lambda: "stand-in")
+    transcribe = cli.stt_transcriber(cli.parse_args(["--workdir", str(tmp_path)]))
+    assert isinstance(transcribe, CachedTranscriber) and transcribe.path == tmp_path / CACHE_NAME
+    assert cli.stt_transcriber(cli.parse_args(["--workdir", str(tmp_path), "--no-stt"])) is None
+    assert isinstance(cli.stt_transcriber(cli.parse_args(["--stt"])), CachedTranscriber)  # still accepted
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--stt", "--no-stt"])
+
+
+def test_evaluate_says_in_one_line_why_the_stt_row_is_missing_and_still_succeeds(tmp_path, monkeypatch, capsys):
+    from test_evaluation import write_history
+
+    cli = evaluate_cli()
+    monkeypatch.setattr(stt, "unavailable_reason", lambda: MISSING)
+    write_history(tmp_path / "sweeps" / "audio.n_layers" / "1" / "audio", loss=[1.0, 0.9], rmse=[1.0, 0.95],
+                  val_loss=[1.0, 0.8], val_rmse=[1.0, 0.9])
+    assert cli.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "fusion_stt" in line]
+    assert len(err) == 1 and "skipped" in err[0] and "pip install -r requirements-stt.txt" in err[0]
+    assert cli.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "out"), "--no-stt"]) == 0
+    assert "fusion_stt" not in capsys.readouterr().err  # asked for no row: nothing to explain
+    assert cli.main(["--workdir", str(tmp_path), "--stt"]) == 2  # asked for the row: an error
+    assert "requirements-stt.txt" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a whole evaluation of the trained run (about 30 s on 2 busy cores)
+def test_evaluate_cli_adds_the_stt_row_with_its_error_rate_by_default(trained_run, tmp_path, monkeypatch, capsys):
+    import json
+
+    from conftest import copy_run
+    from kemdy_tf.evaluation.transcribed import CACHE_NAME
+
+    run = copy_run(trained_run, tmp_path / "run")
+    cli = evaluate_cli()
+    monkeypatch.setattr(stt, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(stt, "model_folder", lambda: "stand-in")
+    monkeypatch.setattr(stt, "recognizer", StandIn)
+    StandIn.calls = 0
+    assert cli.main(["--workdir", str(run), "--no-sweeps", "--no-folds"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((run / "eval_test" / "report.json").read_text())
+    assert "fusion_stt" in report["models"] and "fusion_stt" in printed
+    assert report["stt"]["models"] == ["fusion_stt"] and report["stt"]["cer"] > 0
+    assert StandIn.calls == report["stt"]["clips"] == report["n"]
+    assert f"character error rate {report['stt']['cer']:.3f}" in printed
+    assert len((run / CACHE_NAME).read_text().splitlines()) == StandIn.calls  # kept for the next evaluation
