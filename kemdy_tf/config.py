@@ -110,6 +110,16 @@ class FusionConfig:
     # Mean + std of the attended sequence beside the LSTM state (x-vector pooling):
     # a short gradient path to every frame, so a from-scratch model fits real clips.
     statistics_pooling: bool = True
+    # Utterance functionals of the log-mel input (per-band mean, std, delta std, max, min;
+    # layers.UtteranceFunctionals), batch-normalised, beside the deep summary of every
+    # classifier with audio: the low-variance path that real corpora of a few hundred
+    # clips can train (docs/real_speech.md). Dropout on them: functionals_dropout.
+    functionals: bool = False
+    functionals_dropout: float = 0.2
+    # With functionals: chance per training example that the deep summary is dropped
+    # whole, so the functionals alone must classify it (the deep path over-fits a few
+    # hundred clips first and would otherwise carry every training answer).
+    summary_branch_dropout: float = 0.5
     # Chance per training example to pair its audio with another example's transcript
     # (label stays with the audio): the fusion model learns to follow the voice when
     # the words disagree, so a shortcut transcript cannot make it stop listening.

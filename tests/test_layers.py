@@ -23,6 +23,7 @@ EXAMPLES = {
     layers.ConcatenateSteps: {},
     layers.ModalityDropout: dict(rate=0.25, swap_rate=0.3, scramble_rate=0.2, seed=11),
     layers.MaskedStatisticsPooling: dict(epsilon=1e-5),
+    layers.UtteranceFunctionals: {},
     layers.VoiceVote: dict(share=0.3),
     layers.SegmentIds: dict(segment=1),
 }
@@ -114,6 +115,20 @@ def test_statistics_pooling_ignores_padding_and_gives_mean_and_std():
     np.testing.assert_allclose(out, [[2.0, 4.0, 1.0, 2.0]], atol=1e-3)
     empty = layers.MaskedStatisticsPooling()(x, np.zeros((1, 3), bool)).numpy()
     np.testing.assert_allclose(empty, 0.0, atol=1e-3)
+
+
+def test_utterance_functionals_are_the_numpy_statistics_of_the_real_frames():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 3)).astype("float32")
+    mask = np.array([[True] * 9, [True] * 5 + [False] * 4])
+    x[1, 5:] = 1e6  # padding: must not count
+    out = layers.UtteranceFunctionals()(x, mask).numpy()
+    for row, length in enumerate((9, 5)):
+        real = x[row, :length]
+        expected = np.concatenate([real.mean(0), real.std(0), np.diff(real, axis=0).std(0), real.max(0), real.min(0)])
+        np.testing.assert_allclose(out[row], expected, atol=2e-3)
+    assert out.shape == (2, 15)
+    np.testing.assert_allclose(layers.UtteranceFunctionals()(x, np.zeros((2, 9), bool)).numpy(), 0.0, atol=1e-3)
 
 
 def test_text_swap_pairs_audio_with_another_examples_transcript_only_in_training():

@@ -398,6 +398,22 @@ def test_single_modality_classifier(models, modality):
     np.testing.assert_allclose(run(classifier, with_garbage_frames(batch)), probabilities, atol=ATOL)
 
 
+def test_functionals_beside_the_deep_summary(models):
+    """`fusion.functionals`: the classifier also reads the log-mel's utterance statistics."""
+    backbone = models["audio"].get_layer("audio_backbone")
+    cfg = dataclasses.replace(FUSION, functionals=True)
+    classifier = build_fusion_model(backbone, None, cfg, N_CLASSES, modalities=("audio",))
+    names = {layer.name for layer in classifier.layers}
+    assert {"utterance_functionals", "functionals_norm", "summary_branch_dropout"} <= names
+    batch = make_batch()
+    probabilities = run(classifier, batch)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(run(classifier, with_garbage_frames(batch)), probabilities, atol=ATOL)
+    fusion = build_fusion_model(backbone, models["text"].get_layer("text_backbone"), cfg, N_CLASSES)
+    assert "utterance_functionals" in {layer.name for layer in fusion.layers}
+    np.testing.assert_allclose(run(fusion, batch).sum(axis=-1), 1.0, atol=1e-5)
+
+
 # --- pretrained text representations -----------------------------------------------------
 
 

@@ -119,9 +119,12 @@ def read_manifest(csv_path: str | os.PathLike, clean_tags: bool = True) -> tuple
     table = pd.DataFrame(records, columns=columns)
     table[list(FLOAT_COLUMNS)] = table[list(FLOAT_COLUMNS)].astype(float)
     skips = pd.DataFrame(skipped, columns=list(SKIP_COLUMNS)).astype({"row": int})
-    unlabelled = int((table["emotion"] == "").sum())
-    if unlabelled:
-        logger.warning("%s: %d rows have no label among %s", csv_path, unlabelled, ", ".join(ALL_EMOTIONS))
+    unlabelled = table["emotion"] == ""
+    if unlabelled.any():
+        # Kept: `labels` still holds them, and they train when data.classes names them.
+        others = sorted({name for cell in table.loc[unlabelled, "labels"] for name in cell.split(";") if name})
+        logger.info("%s: %d rows have labels outside KEMDy20's emotions (%s); they train only when "
+                    "data.classes names them", csv_path, int(unlabelled.sum()), ", ".join(others[:5]))
     checks.check_not_empty(len(table), skips, f"manifest {csv_path}")
     if skipped and not checks.warn_if_many_skipped(len(table), skips, f"manifest {csv_path}", logger):
         logger.warning("%s: %d rows skipped (see the skip report)", csv_path, len(skipped))

@@ -27,6 +27,7 @@ from kemdy_tf.models.layers import (
     NonEmptyMask,
     PackMaskedSteps,
     TokenPaddingMask,
+    UtteranceFunctionals,
     VoiceVote,
     ZeroMaskedSteps,
 )
@@ -111,12 +112,17 @@ def build_fusion_model(
             f"fusion width {width} (the wider backbone) must be divisible by fusion.n_heads ({fusion_cfg.n_heads})"
         )
     projected = {m: keras.layers.Dense(width, name=f"{m}_projection")(sequences[m]) for m in modalities}
+    functionals = None
+    if "audio" in modalities and fusion_cfg.functionals:
+        functionals = UtteranceFunctionals(name="utterance_functionals")(inputs["log_mel"], inputs["frame_mask"])
+        functionals = keras.layers.BatchNormalization(name="functionals_norm")(functionals)
+        functionals = keras.layers.Dropout(fusion_cfg.functionals_dropout, name="functionals_dropout")(functionals)
     head = _FusionHead(width, fusion_cfg, n_classes)
-    emotion = head([projected[m] for m in modalities], [masks[m] for m in modalities])
+    emotion = head([projected[m] for m in modalities], [masks[m] for m in modalities], functionals)
     if len(modalities) == 2 and fusion_cfg.voice_share > 0.0:
         # The same head on the audio steps alone is exactly its answer with the
         # transcript blanked; at inference it holds the voice's share of every answer.
-        voice_only = head([projected["audio"]], [masks["audio"]], suffix="_voice_only")
+        voice_only = head([projected["audio"]], [masks["audio"]], functionals, suffix="_voice_only")
         emotion = VoiceVote(fusion_cfg.voice_share, name="voice_vote")(emotion, voice_only)
     default_name = "fusion" if len(modalities) == 2 else f"{modalities[0]}_clf"
     return keras.Model(inputs, {"emotion": emotion}, name=name or default_name)
@@ -144,9 +150,12 @@ class _FusionHead:
         self.statistics = (MaskedStatisticsPooling(name="statistics_pooling")
                            if fusion_cfg.statistics_pooling else None)
         self.dropout = keras.layers.Dropout(fusion_cfg.dropout, name="head_dropout")
+        # Drops the whole summary of an example (noise shape [B, 1]), not single units.
+        self.branch_dropout = keras.layers.Dropout(
+            fusion_cfg.summary_branch_dropout, noise_shape=(None, 1), name="summary_branch_dropout")
         self.classify = keras.layers.Dense(n_classes, activation="softmax", name="emotion")
 
-    def __call__(self, sequences: list, masks: list, suffix: str = ""):
+    def __call__(self, sequences: list, masks: list, functionals=None, suffix: str = ""):
         if len(sequences) > 1:
             sequence, mask = self.concat_sequences(sequences), self.concat_masks(masks)
         else:
@@ -158,7 +167,11 @@ class _FusionHead:
         summary = self.lstm(sequence, mask=mask)
         if self.statistics is not None:
             summary = keras.layers.Concatenate(name=f"summary{suffix}")([summary, self.statistics(sequence, mask)])
-        return self.classify(self.dropout(summary))
+        summary = self.dropout(summary)
+        if functionals is not None:
+            summary = self.branch_dropout(summary)
+            summary = keras.layers.Concatenate(name=f"with_functionals{suffix}")([summary, functionals])
+        return self.classify(summary)
 
 
 def _check_modalities(modalities, audio_backbone, text_backbone, n_classes) -> tuple[str, ...]:
