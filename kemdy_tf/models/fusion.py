@@ -117,7 +117,7 @@ def build_fusion_model(
         # The same head on the audio steps alone is exactly its answer with the
         # transcript blanked; at inference it holds the voice's share of every answer.
         voice_only = head([projected["audio"]], [masks["audio"]], suffix="_voice_only")
-        emotion = VoiceVote(fusion_cfg.voice_share, name="voice_vote")(emotion, voice_only)
+        emotion = VoiceVote(fusion_cfg.voice_share, dtype="float32", name="voice_vote")(emotion, voice_only)
     default_name = "fusion" if len(modalities) == 2 else f"{modalities[0]}_clf"
     return keras.Model(inputs, {"emotion": emotion}, name=name or default_name)
 
@@ -144,7 +144,8 @@ class _FusionHead:
         self.statistics = (MaskedStatisticsPooling(name="statistics_pooling")
                            if fusion_cfg.statistics_pooling else None)
         self.dropout = keras.layers.Dropout(fusion_cfg.dropout, name="head_dropout")
-        self.classify = keras.layers.Dense(n_classes, activation="softmax", name="emotion")
+        # float32 under any training precision: the class probabilities (models.precision)
+        self.classify = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="emotion")
 
     def __call__(self, sequences: list, masks: list, suffix: str = ""):
         if len(sequences) > 1:
