@@ -60,14 +60,16 @@ def parse_args(argv=None):
 
 
 def build_config(args):
-    from kemdy_tf.config import make_config
+    from kemdy_tf.config import check_precision, make_config
 
     overrides = list(args.overrides)
     for flag, field in ((args.epochs, "train.epochs"), (args.batch_size, "train.batch_size"),
                         (args.seed, "train.seed")):
         if flag is not None:
             overrides.append(f"{field}={flag}")
-    return make_config(args.preset, overrides)
+    config = make_config(args.preset, overrides)
+    check_precision(config.train.precision)  # refused before the run is prepared
+    return config
 
 
 def resolve_source(args) -> dict:

@@ -18,7 +18,6 @@ batch of a new length costs (tf.function retracing, or an XLA recompile).
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 
@@ -32,20 +31,12 @@ from kemdy_tf.config import RunConfig
 STAGES = stages_lib.with_requirements("fusion")
 
 
-@contextlib.contextmanager
 def precision(policy: str | None):
-    """Build models under a Keras dtype policy (None: leave the global policy alone)."""
-    import keras
+    """Build models under a Keras dtype policy (None: leave the global policy alone);
+    the training loop's own context manager (`train.precision`)."""
+    from kemdy_tf.models.precision import dtype_policy
 
-    if policy is None:
-        yield
-        return
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+    return dtype_policy(policy)
 
 
 def build_stage(config: RunConfig, stage: str, vocab_size: int):

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 # The seed keeps the five most frequent KEMDy20 emotions.
 DEFAULT_CLASSES = ("neutral", "happy", "sad", "angry", "surprise")
+# `train.precision` values: Keras dtype policies a stage may be trained under (models.precision).
+PRECISIONS = ("float32", "mixed_bfloat16")
 # Every emotion KEMDy20 annotates, with its spelling fixed ("disqust" -> "disgust").
 ALL_EMOTIONS = ("neutral", "happy", "surprise", "angry", "sad", "fear", "disgust")
 
@@ -147,6 +149,11 @@ class TrainConfig:
     # instead: data.balance_target oversamples minority classes with augmented copies.
     # docs/imbalance.md compares them under KEMDy20's imbalance.
     class_weighting: str = "weights"
+    # The Keras dtype policy a stage is built and trained under (models.precision):
+    # "float32" or "mixed_bfloat16" (bfloat16 compute, float32 variables, probabilities
+    # and losses). Finished models are saved float32 either way. docs/benchmarks.md
+    # ("Training precision") has the speed and macro-F1 measured before choosing the default.
+    precision: str = "float32"
 
 
 @dataclass
@@ -228,6 +235,13 @@ def _parse(raw: str, kind, name: str):
         return kind(raw)
     except ValueError:
         raise ValueError(f"cannot read {raw!r} as {kind} for {name}") from None
+
+
+def check_precision(name: str) -> str:
+    """`name` if it is a known `train.precision`, else a ValueError naming the choices."""
+    if name not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}; got {name!r}")
+    return name
 
 
 def _from_dict(cls, values: dict):

@@ -176,6 +176,7 @@ def load_run_models(workdir: str | os.PathLike) -> tuple[dict, RunConfig, Path, 
     import keras
 
     import kemdy_tf.models  # noqa: F401  registers the custom layers load_model needs
+    from kemdy_tf.models import precision
 
     workdir = Path(workdir)
     try:  # read-only: the export needs the config, the tokenizer and three models
@@ -202,6 +203,8 @@ def load_run_models(workdir: str | os.PathLike) -> tuple[dict, RunConfig, Path, 
             models[stage] = keras.saving.load_model(path, compile=False)
         except Exception as error:
             raise ExportError(f"cannot load {path}: {type(error).__name__}: {error}") from error
+        if precision.is_mixed(models[stage]):  # a mixed-precision checkpoint is served in float32
+            models[stage] = precision.with_policy(models[stage], "float32")
     return models, config, run.tokenizer_path, run.audio_front_end()
 
 

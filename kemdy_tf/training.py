@@ -8,6 +8,10 @@ What a stage is (target, inputs, builder, loss, metrics) comes from the registry
 `kemdy_tf.summaries`. This module is the loop around them: compile, class weights,
 callbacks, fit, checkpoint, summarise.
 
+The stage's model is built and trained under the Keras dtype policy `train.precision`
+(`kemdy_tf.models.precision`; the global policy is restored afterwards); the finished
+`model.keras` is float32 whatever it was trained in.
+
 A stage is resumable: `AtomicBackupAndRestore` commits each finished epoch, so a run
 killed at any instant continues when the same command runs again, and ends as the
 uninterrupted run would (see "Kill-safe checkpoints" below). A stage whose `summary.json` exists
@@ -31,6 +35,7 @@ import tensorflow as tf
 
 from kemdy_tf import classical, run as run_lib, stages as stages_lib, summaries
 from kemdy_tf.config import RunConfig
+from kemdy_tf.models import precision as precision_lib
 
 log = logging.getLogger("kemdy_tf.training")
 
@@ -103,6 +108,10 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     """Train one stage in `run.workdir / stage`; returns its validation summary."""
     spec = stages_lib.get(stage)
     cfg = run.config
+    try:
+        precision_lib.check_precision(cfg.train.precision)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
     if not stages_lib.has_targets(run, spec.target):
         print(f"stage {stage} skipped: the training split has no {spec.target!r} values (most "
               f"emotion corpora have none); the classifiers learn their {spec.modalities[0]} backbone "
@@ -122,7 +131,9 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     keras.utils.set_random_seed(cfg.train.seed)
 
     strategy = strategy or tf.distribute.get_strategy()
-    with strategy.scope():
+    # Built and trained under the run's dtype policy (train.precision); the global policy
+    # is restored after each block, also on error.
+    with precision_lib.dtype_policy(cfg.train.precision), strategy.scope():
         try:
             if init_from:
                 model = keras.saving.load_model(init_from, compile=False)
@@ -170,12 +181,16 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     if backup is not None:  # a resumed fit continues the datasets' seed sequence
         skip_finished_epochs(train_ds, backup["epoch"])
     # The datasets shuffle themselves (seeded); shuffle=False only stops Keras warning about it.
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs or cfg.train.epochs,
-              callbacks=callbacks, verbose=verbose, shuffle=False)
+    with precision_lib.dtype_policy(cfg.train.precision):
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs or cfg.train.epochs,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
     if not (stage_dir / run_lib.MODEL).exists():  # no epoch improved on a resumed best: keep last
         atomic_save_model(model, stage_dir / run_lib.MODEL)
 
     best = keras.saving.load_model(stage_dir / run_lib.MODEL, compile=False)
+    if precision_lib.is_mixed(best):  # trained in mixed precision: kept, scored and served in float32
+        best = precision_lib.with_policy(best, "float32")
+        atomic_save_model(best, stage_dir / run_lib.MODEL)
     if spec.is_classifier:  # the classical baseline beside the summary (fitted once per run)
         classical.fit_for_run(run)
     summary = summaries.validation_summary(run, stage, best, tokenizer)

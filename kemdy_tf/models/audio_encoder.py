@@ -68,7 +68,8 @@ def build_audio_backbone(
     # Normalise before adding positions: raw dB features are far larger than the
     # [-1, 1] sinusoids and would drown them.
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="frame_norm")(x)
-    positions = keras_hub.layers.SinePositionEncoding(name="position_encoding")(x)
+    # float32 under any training precision: bfloat16 holds no frame index above 256.
+    positions = keras_hub.layers.SinePositionEncoding(dtype="float32", name="position_encoding")(x)
     x = keras.layers.Add(name="add_positions")([x, positions])
     x = keras.layers.Dropout(audio_cfg.dropout, name="embedding_dropout")(x)
     x = transformer_blocks(x, frame_mask, n_layers=audio_cfg.n_layers, n_heads=audio_cfg.n_heads,

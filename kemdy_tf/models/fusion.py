@@ -114,7 +114,9 @@ def build_fusion_model(
     projected = {m: keras.layers.Dense(width, name=f"{m}_projection")(sequences[m]) for m in modalities}
     functionals = None
     if "audio" in modalities and fusion_cfg.functionals:
-        functionals = UtteranceFunctionals(name="utterance_functionals")(inputs["log_mel"], inputs["frame_mask"])
+        # float32 under any training precision: sums over hundreds of frames (models.precision)
+        functionals = UtteranceFunctionals(dtype="float32", name="utterance_functionals")(
+            inputs["log_mel"], inputs["frame_mask"])
         functionals = keras.layers.BatchNormalization(name="functionals_norm")(functionals)
         functionals = keras.layers.Dropout(fusion_cfg.functionals_dropout, name="functionals_dropout")(functionals)
     head = _FusionHead(width, fusion_cfg, n_classes)
@@ -123,7 +125,7 @@ def build_fusion_model(
         # The same head on the audio steps alone is exactly its answer with the
         # transcript blanked; at inference it holds the voice's share of every answer.
         voice_only = head([projected["audio"]], [masks["audio"]], functionals, suffix="_voice_only")
-        emotion = VoiceVote(fusion_cfg.voice_share, name="voice_vote")(emotion, voice_only)
+        emotion = VoiceVote(fusion_cfg.voice_share, dtype="float32", name="voice_vote")(emotion, voice_only)
     default_name = "fusion" if len(modalities) == 2 else f"{modalities[0]}_clf"
     return keras.Model(inputs, {"emotion": emotion}, name=name or default_name)
 
@@ -153,7 +155,8 @@ class _FusionHead:
         # Drops the whole summary of an example (noise shape [B, 1]), not single units.
         self.branch_dropout = keras.layers.Dropout(
             fusion_cfg.summary_branch_dropout, noise_shape=(None, 1), name="summary_branch_dropout")
-        self.classify = keras.layers.Dense(n_classes, activation="softmax", name="emotion")
+        # float32 under any training precision: the class probabilities (models.precision)
+        self.classify = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="emotion")
 
     def __call__(self, sequences: list, masks: list, functionals=None, suffix: str = ""):
         if len(sequences) > 1:

@@ -165,7 +165,9 @@ class MaskedStatisticsPooling(keras.layers.Layer):
     The x-vector pooling of speaker and emotion recognition. Beside a recurrent
     summary it gives the classifier a short gradient path to every frame, which is
     what lets a from-scratch model fit a few hundred real clips.
-    A row with no real step pools to zeros.
+    A row with no real step pools to zeros. The statistics are computed in float32 under
+    any dtype policy (a bfloat16 sum over hundreds of frames, or a bfloat16 frame count
+    above 256, is not exact) and returned in the layer's compute dtype.
 
     Args:
         epsilon: added to the variance before the square root (finite gradients).
@@ -182,15 +184,17 @@ class MaskedStatisticsPooling(keras.layers.Layer):
         self.epsilon = float(epsilon)
 
     def call(self, sequence, step_mask):
-        weights = ops.expand_dims(ops.cast(step_mask, sequence.dtype), axis=-1)
+        sequence = ops.cast(sequence, "float32")
+        weights = ops.expand_dims(ops.cast(step_mask, "float32"), axis=-1)
         count = ops.maximum(ops.sum(weights, axis=1), 1.0)
         sequence = ops.where(weights > 0, sequence, ops.zeros_like(sequence))
         mean = ops.sum(sequence, axis=1) / count
         variance = ops.sum(weights * ops.square(sequence - ops.expand_dims(mean, 1)), axis=1) / count
-        return ops.concatenate([mean, ops.sqrt(variance + self.epsilon) - self.epsilon ** 0.5], axis=-1)
+        pooled = ops.concatenate([mean, ops.sqrt(variance + self.epsilon) - self.epsilon ** 0.5], axis=-1)
+        return ops.cast(pooled, self.compute_dtype)
 
     def compute_output_spec(self, sequence, step_mask):
-        return keras.KerasTensor((sequence.shape[0], 2 * sequence.shape[-1]), dtype=sequence.dtype)
+        return keras.KerasTensor((sequence.shape[0], 2 * sequence.shape[-1]), dtype=self.compute_dtype)
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
@@ -490,4 +494,4 @@ def rating_head(sequence, mask, *, gru_units, dropout, name):
     summary = keras.layers.GRU(gru_units, name="gru")(sequence, mask=rnn_mask)
     summary = keras.layers.Dropout(dropout, name="head_dropout")(summary)
     return keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(RATING_MIDPOINT),
-                              name=name)(summary)
+                              dtype="float32", name=name)(summary)  # float32 under any precision

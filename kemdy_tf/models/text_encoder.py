@@ -73,7 +73,8 @@ class MaskedMeanMaxPool(keras.layers.Layer):
     """Mean and max over the real steps, concatenated: ``[B, T, d]`` -> ``[B, 2d]``.
 
     Padded steps never reach the output (not even inf or NaN in them); a row with no
-    real step gives zeros.
+    real step gives zeros. Pooled in float32 under any dtype policy, returned in the
+    layer's compute dtype.
 
     Example:
         >>> x = np.array([[[1.0], [3.0], [99.0]]], "float32")
@@ -82,17 +83,18 @@ class MaskedMeanMaxPool(keras.layers.Layer):
     """
 
     def call(self, sequence, step_mask):
+        sequence = ops.cast(sequence, "float32")
         keep = ops.expand_dims(ops.cast(step_mask, "bool"), axis=-1)
         zeros = ops.zeros_like(sequence)
-        count = ops.sum(ops.cast(keep, sequence.dtype), axis=1)
+        count = ops.sum(ops.cast(keep, "float32"), axis=1)
         mean = ops.sum(ops.where(keep, sequence, zeros), axis=1) / ops.maximum(count, 1.0)
         lowest = ops.full_like(sequence, -1e9)
         peak = ops.max(ops.where(keep, sequence, lowest), axis=1)
         peak = ops.where(count > 0, peak, ops.zeros_like(peak))
-        return ops.concatenate([mean, peak], axis=-1)
+        return ops.cast(ops.concatenate([mean, peak], axis=-1), self.compute_dtype)
 
     def compute_output_spec(self, sequence, step_mask):
-        return keras.KerasTensor((sequence.shape[0], 2 * sequence.shape[-1]), dtype=sequence.dtype)
+        return keras.KerasTensor((sequence.shape[0], 2 * sequence.shape[-1]), dtype=self.compute_dtype)
 
 
 @keras.saving.register_keras_serializable(package="kemdy_tf")
