@@ -49,7 +49,14 @@ def _backbone_layer(name):
 
 
 # Examples of registered classes that no default stage model uses (name -> () -> instance).
+def _functionals():
+    from kemdy_tf.models import layers
+
+    return layers.UtteranceFunctionals(name="utterance_functionals")
+
+
 EXTRA_EXAMPLES: dict = {"kemdy_tf>SegmentIds": _segment_ids,
+                        "kemdy_tf>UtteranceFunctionals": _functionals,
                         **{f"kemdy_tf>{n}": _backbone_layer(n) for n in (
                             "BackboneTokenIds", "EveryOtherStep", "RepeatToFrames")},
                         **{f"kemdy_tf>{n}": _text_recipe(n) for n in (
