@@ -284,12 +284,15 @@ def ceiling(mode: Mode) -> dict:
 
 def training_section(mode: Mode, data: dict, ceiling_result: dict) -> dict:
     from bench import training_speed as ts
+    from kemdy_tf.models.tokenizer import corpus_vocab_size
 
     ceiling_gflops = ceiling_result["gflops"]
     out = {}
     for preset in PRESETS:
         config = config_of(mode, preset)
-        vocab = config.features.vocab_size  # an embedding of the preset's full vocabulary
+        # An embedding of the preset's full vocabulary; 0 (the small preset) is sized from
+        # the corpus when a run trains its tokenizer, here from the bench's synthetic texts.
+        vocab = config.features.vocab_size or corpus_vocab_size(data["table_4n"]["text"])
         frames, (warmup, steps) = mode.frames[preset], mode.steps[preset]
         block: dict = {"frames": frames, "batch": mode.batch, "note": mode.note.get(preset, ""), "stages": {}}
         for stage in ts.STAGES:
