@@ -104,21 +104,20 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     import keras
     import numpy as np
 
+    from kemdy_tf import training
     from kemdy_tf.config import make_config
     from kemdy_tf.models import text_encoder
     from kemdy_tf.models.fusion import build_fusion_model
     from kemdy_tf.stages import inputs_for
 
-    cfg = make_config("small", overrides)
+    # NSMC's two labels as the run's classes: the registry's loss and metrics size themselves from them.
+    cfg = make_config("small", [*overrides, "data.classes=negative,positive"])
     start = time.time()
     (x_train, x_val, x_test), vocab_size, facts = _token_ids(train_texts, (val_texts, test_texts), cfg, workdir)
     keras.utils.set_random_seed(cfg.train.seed)
     backbone = text_encoder.build_text_backbone(cfg.text, cfg.features, vocab_size)
-    model = build_fusion_model(None, backbone, cfg.fusion, 2, modalities=("text",))
-    steps = int(np.ceil(len(x_train) / batch_size)) * epochs
-    model.compile(text_encoder.text_optimizer(cfg.text, cfg.train.learning_rate, steps),
-                  loss={"emotion": text_encoder.text_classification_loss(cfg.text, 2)},
-                  metrics={"emotion": "accuracy"})
+    model = build_fusion_model(None, backbone, cfg.fusion, len(cfg.data.classes), modalities=("text",))
+    training.compile_stage_model(model, "text_clf", cfg, total_steps=int(np.ceil(len(x_train) / batch_size)) * epochs)
     history = _fit(model, x_train, train_labels, x_val, val_labels, target="emotion", epochs=epochs,
                    batch_size=batch_size, patience=cfg.train.patience)
     train_s = time.time() - start

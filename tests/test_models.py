@@ -409,6 +409,10 @@ def test_functionals_beside_the_deep_summary(models):
     probabilities = run(classifier, batch)
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(run(classifier, with_garbage_frames(batch)), probabilities, atol=ATOL)
+    # The branch dropout drops an example's whole deep summary or none of it, in training only.
+    dropped = np.asarray(classifier.get_layer("summary_branch_dropout")(np.ones((256, 6), "float32"), training=True))
+    assert set(np.unique(dropped.std(axis=1))) == {0.0} and 0.3 < (dropped[:, 0] == 0).mean() < 0.7
+    np.testing.assert_array_equal(classifier.get_layer("summary_branch_dropout")(np.ones((4, 6), "float32")), 1.0)
     fusion = build_fusion_model(backbone, models["text"].get_layer("text_backbone"), cfg, N_CLASSES)
     assert "utterance_functionals" in {layer.name for layer in fusion.layers}
     np.testing.assert_allclose(run(fusion, batch).sum(axis=-1), 1.0, atol=1e-5)

@@ -76,7 +76,7 @@ def test_mixed_models_keep_probabilities_ratings_and_positions_in_float32(tiny_c
 
 
 def test_statistics_pooling_is_exact_over_hundreds_of_bfloat16_frames():
-    from kemdy_tf.models.layers import MaskedStatisticsPooling
+    from kemdy_tf.models.layers import MaskedStatisticsPooling, UtteranceFunctionals
     from kemdy_tf.models.text_encoder import MaskedMeanMaxPool
 
     values = np.full((1, 300, 2), 0.5, "float32")
@@ -85,7 +85,10 @@ def test_statistics_pooling_is_exact_over_hundreds_of_bfloat16_frames():
     with dtype_policy(MIXED):
         pooled = MaskedStatisticsPooling()(values, mask)
         mean_max = MaskedMeanMaxPool()(values, mask)
-    assert pooled.dtype == "bfloat16"
+        functionals = UtteranceFunctionals()(values, mask)
+    assert pooled.dtype == "bfloat16" and functionals.dtype == "bfloat16"
+    # mean, std, std of the +-1 steps (their mean is ~0), max, min
+    np.testing.assert_allclose(np.asarray(functionals, "float32")[0, ::2], [1.0, 0.5, 1.0, 1.5, 0.5], atol=1e-2)
     np.testing.assert_allclose(np.asarray(pooled, "float32")[0], [1.0, 1.0, 0.5, 0.5], atol=1e-2)
     np.testing.assert_allclose(np.asarray(mean_max, "float32")[0], [1.0, 1.0, 1.5, 1.5], atol=1e-2)
 

@@ -114,9 +114,7 @@ def build_fusion_model(
     projected = {m: keras.layers.Dense(width, name=f"{m}_projection")(sequences[m]) for m in modalities}
     functionals = None
     if "audio" in modalities and fusion_cfg.functionals:
-        # float32 under any training precision: sums over hundreds of frames (models.precision)
-        functionals = UtteranceFunctionals(dtype="float32", name="utterance_functionals")(
-            inputs["log_mel"], inputs["frame_mask"])
+        functionals = UtteranceFunctionals(name="utterance_functionals")(inputs["log_mel"], inputs["frame_mask"])
         functionals = keras.layers.BatchNormalization(name="functionals_norm")(functionals)
         functionals = keras.layers.Dropout(fusion_cfg.functionals_dropout, name="functionals_dropout")(functionals)
     head = _FusionHead(width, fusion_cfg, n_classes)

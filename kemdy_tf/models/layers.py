@@ -158,6 +158,18 @@ class PackMaskedSteps(keras.layers.Layer):
         )
 
 
+def _masked_mean_std(values, weights, epsilon: float = 1e-6):
+    """Mean and standard deviation over axis 1 of the steps whose weight is 1.
+
+    `values` must be finite at weight-0 steps (callers zero them). The deviation is
+    `sqrt(variance + epsilon) - sqrt(epsilon)`: 0 for a constant, finite gradient.
+    """
+    count = ops.maximum(ops.sum(weights, axis=1), 1.0)
+    mean = ops.sum(weights * values, axis=1) / count
+    variance = ops.sum(weights * ops.square(values - ops.expand_dims(mean, 1)), axis=1) / count
+    return mean, ops.sqrt(variance + epsilon) - epsilon ** 0.5
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class MaskedStatisticsPooling(keras.layers.Layer):
     """Mean and standard deviation over the real steps: `[B, T, d]` -> `[B, 2 d]`.
@@ -186,12 +198,9 @@ class MaskedStatisticsPooling(keras.layers.Layer):
     def call(self, sequence, step_mask):
         sequence = ops.cast(sequence, "float32")
         weights = ops.expand_dims(ops.cast(step_mask, "float32"), axis=-1)
-        count = ops.maximum(ops.sum(weights, axis=1), 1.0)
         sequence = ops.where(weights > 0, sequence, ops.zeros_like(sequence))
-        mean = ops.sum(sequence, axis=1) / count
-        variance = ops.sum(weights * ops.square(sequence - ops.expand_dims(mean, 1)), axis=1) / count
-        pooled = ops.concatenate([mean, ops.sqrt(variance + self.epsilon) - self.epsilon ** 0.5], axis=-1)
-        return ops.cast(pooled, self.compute_dtype)
+        mean, std = _masked_mean_std(sequence, weights, self.epsilon)
+        return ops.cast(ops.concatenate([mean, std], axis=-1), self.compute_dtype)
 
     def compute_output_spec(self, sequence, step_mask):
         return keras.KerasTensor((sequence.shape[0], 2 * sequence.shape[-1]), dtype=self.compute_dtype)
@@ -222,28 +231,22 @@ class UtteranceFunctionals(keras.layers.Layer):
     """
 
     def call(self, sequence, step_mask):
-        mask = ops.cast(step_mask, sequence.dtype)
-        weights = ops.expand_dims(mask, axis=-1)
-        count = ops.maximum(ops.sum(weights, axis=1), 1.0)
+        # In float32 under any dtype policy (sums over hundreds of frames), returned in
+        # the layer's compute dtype.
+        sequence = ops.cast(sequence, "float32")
+        weights = ops.expand_dims(ops.cast(step_mask, "float32"), axis=-1)
         real = weights > 0
         sequence = ops.where(real, sequence, ops.zeros_like(sequence))
-        mean = ops.sum(sequence, axis=1) / count
-        std = ops.sqrt(ops.sum(weights * ops.square(sequence - ops.expand_dims(mean, 1)), axis=1) / count + 1e-6)
+        mean, std = _masked_mean_std(sequence, weights)
         # Differences between neighbouring real frames only (padding follows real frames).
-        step = sequence[:, 1:] - sequence[:, :-1]
-        pair = weights[:, 1:] * weights[:, :-1]
-        pairs = ops.maximum(ops.sum(pair, axis=1), 1.0)
-        step_mean = ops.sum(pair * step, axis=1) / pairs
-        step_std = ops.sqrt(ops.sum(pair * ops.square(step - ops.expand_dims(step_mean, 1)), axis=1) / pairs + 1e-6)
+        _, step_std = _masked_mean_std(sequence[:, 1:] - sequence[:, :-1], weights[:, 1:] * weights[:, :-1])
         any_real = ops.any(real, axis=1)
-        big = ops.cast(3.0e38, sequence.dtype)
-        maximum = ops.where(any_real, ops.max(ops.where(real, sequence, -big), axis=1), 0.0)
-        minimum = ops.where(any_real, ops.min(ops.where(real, sequence, big), axis=1), 0.0)
-        root = 1e-6 ** 0.5
-        return ops.concatenate([mean, std - root, step_std - root, maximum, minimum], axis=-1)
+        maximum = ops.where(any_real, ops.max(ops.where(real, sequence, -3.0e38), axis=1), 0.0)
+        minimum = ops.where(any_real, ops.min(ops.where(real, sequence, 3.0e38), axis=1), 0.0)
+        return ops.cast(ops.concatenate([mean, std, step_std, maximum, minimum], axis=-1), self.compute_dtype)
 
     def compute_output_spec(self, sequence, step_mask):
-        return keras.KerasTensor((sequence.shape[0], 5 * sequence.shape[-1]), dtype=sequence.dtype)
+        return keras.KerasTensor((sequence.shape[0], 5 * sequence.shape[-1]), dtype=self.compute_dtype)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
