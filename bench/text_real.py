@@ -107,6 +107,7 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     from kemdy_tf import training
     from kemdy_tf.config import make_config
     from kemdy_tf.models import text_encoder
+    from kemdy_tf.models.char_ngrams import ngram_pieces
     from kemdy_tf.models.fusion import build_fusion_model
     from kemdy_tf.stages import inputs_for
 
@@ -116,7 +117,8 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     (x_train, x_val, x_test), vocab_size, facts = _token_ids(train_texts, (val_texts, test_texts), cfg, workdir)
     keras.utils.set_random_seed(cfg.train.seed)
     backbone = text_encoder.build_text_backbone(cfg.text, cfg.features, vocab_size)
-    model = build_fusion_model(None, backbone, cfg.fusion, len(cfg.data.classes), modalities=("text",))
+    pieces = ngram_pieces((workdir / "tokenizer.model").read_bytes())
+    model = build_fusion_model(None, backbone, cfg.fusion, len(cfg.data.classes), modalities=("text",), pieces=pieces)
     training.compile_stage_model(model, "text_clf", cfg, total_steps=int(np.ceil(len(x_train) / batch_size)) * epochs)
     history = _fit(model, x_train, train_labels, x_val, val_labels, target="emotion", epochs=epochs,
                    batch_size=batch_size, patience=cfg.train.patience)

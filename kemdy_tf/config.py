@@ -118,10 +118,19 @@ class FusionConfig:
     # clips can train (docs/real_speech.md). Dropout on them: functionals_dropout.
     functionals: bool = False
     functionals_dropout: float = 0.2
-    # With functionals: chance per training example that the deep summary is dropped
-    # whole, so the functionals alone must classify it (the deep path over-fits a few
+    # With functionals or char_ngrams: chance per training example that the deep summary is
+    # dropped whole, so the wide features alone must classify it (the deep path over-fits a few
     # hundred clips first and would otherwise carry every training answer).
     summary_branch_dropout: float = 0.5
+    # The text-only classifier's wide path (models.char_ngrams; docs/text_real.md): a bag of
+    # hashed character 1..char_ngrams-grams of the transcript beside the deep summary, the
+    # TF-IDF baseline's features inside the model. 0: off. The fusion model does not read
+    # it: its transcript goes through modality dropout and the swaps above, a bag would not.
+    char_ngrams: int = 0
+    char_ngram_buckets: int = 2**18
+    char_ngram_dim: int = 32
+    char_ngram_dropout: float = 0.2  # dropout on the bag's vector
+    char_ngram_id_dropout: float = 0.5  # chance of leaving each n-gram out of the bag in training
     # Chance per training example to pair its audio with another example's transcript
     # (label stays with the audio): the fusion model learns to follow the voice when
     # the words disagree, so a shortcut transcript cannot make it stop listening.

@@ -226,8 +226,19 @@ def _build_classifier(run, stage, unfreeze=False, from_scratch=False):
         backbone = encoder.get_layer(f"{modality}_backbone")
         backbones_lib.set_trainable(backbone, unfreeze)
         backbones[modality] = backbone
+    pieces = _ngram_pieces(run) if stage.modalities == ("text",) and cfg.fusion.char_ngrams > 0 else None
     return fusion.build_fusion_model(backbones["audio"], backbones["text"], cfg.fusion,
-                                     len(cfg.data.classes), modalities=stage.modalities)
+                                     len(cfg.data.classes), modalities=stage.modalities, pieces=pieces)
+
+
+def _ngram_pieces(run) -> list[str]:
+    """The run's SentencePiece pieces for the character n-gram bag (`fusion.char_ngrams`)."""
+    from kemdy_tf.models.char_ngrams import ngram_pieces
+
+    if run.tokenizer_path.is_dir():
+        raise StageError(f"fusion.char_ngrams reads the run's SentencePiece pieces, but {run.workdir} uses the "
+                         f"text backbone's own tokenizer ({run.tokenizer_path}); set fusion.char_ngrams=0")
+    return ngram_pieces(run.tokenizer_path.read_bytes())
 
 
 # === The registry ===

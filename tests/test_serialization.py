@@ -55,8 +55,20 @@ def _functionals():
     return layers.UtteranceFunctionals(name="utterance_functionals")
 
 
+def _char_ngram_layer(name):
+    """The text classifier's character n-gram bag (fusion.char_ngrams), off by default."""
+    def make():
+        from kemdy_tf.models import char_ngrams
+
+        return {"PieceCharNgrams": lambda: char_ngrams.PieceCharNgrams(["", "▁가", "나"], max_n=3, buckets=64,
+                                                                       name="char_ngram_ids"),
+                "HashedBag": lambda: char_ngrams.HashedBag(64, 4, id_dropout=0.5, name="char_ngram_bag")}[name]()
+    return make
+
+
 EXTRA_EXAMPLES: dict = {"kemdy_tf>SegmentIds": _segment_ids,
                         "kemdy_tf>UtteranceFunctionals": _functionals,
+                        **{f"kemdy_tf>{n}": _char_ngram_layer(n) for n in ("PieceCharNgrams", "HashedBag")},
                         **{f"kemdy_tf>{n}": _backbone_layer(n) for n in (
                             "BackboneTokenIds", "EveryOtherStep", "RepeatToFrames")},
                         **{f"kemdy_tf>{n}": _text_recipe(n) for n in (

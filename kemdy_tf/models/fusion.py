@@ -20,6 +20,7 @@ import keras
 import keras_hub
 
 from kemdy_tf.config import FusionConfig
+from kemdy_tf.models.char_ngrams import HashedBag, PieceCharNgrams
 from kemdy_tf.models.layers import (
     ConcatenateSteps,
     MaskedStatisticsPooling,
@@ -48,6 +49,7 @@ def build_fusion_model(
     n_classes: int,
     modalities: typing.Sequence[str] = MODALITIES,
     name: str | None = None,
+    pieces: typing.Sequence[str] | None = None,
 ) -> keras.Model:
     """The emotion classifier over one or both modalities.
 
@@ -74,6 +76,8 @@ def build_fusion_model(
         modalities: ``("audio", "text")`` for the fusion model, ``("audio",)`` or
             ``("text",)`` for a single-modality classifier.
         name: model name; default ``fusion``, ``audio_clf`` or ``text_clf``.
+        pieces: the tokenizer's piece strings (`char_ngrams.ngram_pieces`); needed by the
+            text-only classifier when ``fusion_cfg.char_ngrams`` > 0.
 
     Returns:
         A `keras.Model` whose inputs are the chosen subset of ``log_mel`` ``[B,
@@ -112,20 +116,36 @@ def build_fusion_model(
             f"fusion width {width} (the wider backbone) must be divisible by fusion.n_heads ({fusion_cfg.n_heads})"
         )
     projected = {m: keras.layers.Dense(width, name=f"{m}_projection")(sequences[m]) for m in modalities}
-    functionals = None
+    # Wide features beside the deep summary: the audio's utterance functionals, or the
+    # text-only classifier's character n-gram bag.
+    wide = None
     if "audio" in modalities and fusion_cfg.functionals:
-        functionals = UtteranceFunctionals(name="utterance_functionals")(inputs["log_mel"], inputs["frame_mask"])
-        functionals = keras.layers.BatchNormalization(name="functionals_norm")(functionals)
-        functionals = keras.layers.Dropout(fusion_cfg.functionals_dropout, name="functionals_dropout")(functionals)
+        wide = UtteranceFunctionals(name="utterance_functionals")(inputs["log_mel"], inputs["frame_mask"])
+        wide = keras.layers.BatchNormalization(name="functionals_norm")(wide)
+        wide = keras.layers.Dropout(fusion_cfg.functionals_dropout, name="functionals_dropout")(wide)
+    if modalities == ("text",) and fusion_cfg.char_ngrams > 0:
+        wide = _char_ngram_bag(inputs["token_ids"], pieces, fusion_cfg)
     head = _FusionHead(width, fusion_cfg, n_classes)
-    emotion = head([projected[m] for m in modalities], [masks[m] for m in modalities], functionals)
+    emotion = head([projected[m] for m in modalities], [masks[m] for m in modalities], wide)
     if len(modalities) == 2 and fusion_cfg.voice_share > 0.0:
         # The same head on the audio steps alone is exactly its answer with the
         # transcript blanked; at inference it holds the voice's share of every answer.
-        voice_only = head([projected["audio"]], [masks["audio"]], functionals, suffix="_voice_only")
+        voice_only = head([projected["audio"]], [masks["audio"]], wide, suffix="_voice_only")
         emotion = VoiceVote(fusion_cfg.voice_share, dtype="float32", name="voice_vote")(emotion, voice_only)
     default_name = "fusion" if len(modalities) == 2 else f"{modalities[0]}_clf"
     return keras.Model(inputs, {"emotion": emotion}, name=name or default_name)
+
+
+def _char_ngram_bag(token_ids, pieces, fusion_cfg: FusionConfig):
+    """The wide text path: hashed character n-grams of the transcript, bagged (models.char_ngrams)."""
+    if not pieces:
+        raise ValueError("fusion.char_ngrams needs the tokenizer's pieces (build_fusion_model(pieces=...), "
+                         "char_ngrams.ngram_pieces); set fusion.char_ngrams=0 to build without them")
+    ngrams = PieceCharNgrams(pieces, max_n=fusion_cfg.char_ngrams, buckets=fusion_cfg.char_ngram_buckets,
+                             name="char_ngram_ids")(token_ids)
+    bag = HashedBag(fusion_cfg.char_ngram_buckets, fusion_cfg.char_ngram_dim,
+                    id_dropout=fusion_cfg.char_ngram_id_dropout, name="char_ngram_bag")(ngrams)
+    return keras.layers.Dropout(fusion_cfg.char_ngram_dropout, name="char_ngram_dropout")(bag)
 
 
 class _FusionHead:
@@ -156,7 +176,7 @@ class _FusionHead:
         # float32 under any training precision: the class probabilities (models.precision)
         self.classify = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="emotion")
 
-    def __call__(self, sequences: list, masks: list, functionals=None, suffix: str = ""):
+    def __call__(self, sequences: list, masks: list, wide=None, suffix: str = ""):
         if len(sequences) > 1:
             sequence, mask = self.concat_sequences(sequences), self.concat_masks(masks)
         else:
@@ -169,9 +189,9 @@ class _FusionHead:
         if self.statistics is not None:
             summary = keras.layers.Concatenate(name=f"summary{suffix}")([summary, self.statistics(sequence, mask)])
         summary = self.dropout(summary)
-        if functionals is not None:
+        if wide is not None:
             summary = self.branch_dropout(summary)
-            summary = keras.layers.Concatenate(name=f"with_functionals{suffix}")([summary, functionals])
+            summary = keras.layers.Concatenate(name=f"with_wide_features{suffix}")([summary, wide])
         return self.classify(summary)
 
 

@@ -1,0 +1,109 @@
+"""The text classifier's wide path: hashed character n-grams read from token ids."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+from kemdy_tf.config import AudioEncoderConfig, FeatureConfig, FusionConfig, TextEncoderConfig
+from kemdy_tf.models.audio_encoder import build_audio_backbone
+from kemdy_tf.models.char_ngrams import HashedBag, PieceCharNgrams, _rolling_hash, ngram_pieces
+from kemdy_tf.models.fusion import build_fusion_model
+from kemdy_tf.models.text_encoder import build_text_backbone
+
+PIECES = ["", "▁좋", "은", "▁영화", "ㅋㅋ", "다"]
+
+
+def expected_ngrams(pieces, max_n, buckets):
+    """Every n-gram of the joined text that lies in at most two adjacent pieces, as buckets."""
+    text = "".join(pieces)
+    starts = np.cumsum([0] + [len(p) for p in pieces])
+    piece_of = np.searchsorted(starts, np.arange(len(text)), side="right") - 1
+    found = collections.Counter()
+    for n in range(1, max_n + 1):
+        for s in range(len(text) - n + 1):
+            if piece_of[s + n - 1] - piece_of[s] <= 1:
+                found[1 + _rolling_hash(text[s: s + n]) % buckets] += 1
+    return found
+
+
+def test_ngrams_are_those_of_the_text_the_ids_spell():
+    layer = PieceCharNgrams(PIECES, max_n=3, buckets=997)
+    ids = np.array([[1, 2, 3, 4, 5, 0, 0], [3, 0, 0, 0, 0, 0, 0]], "int32")
+    grams = np.asarray(layer(ids))
+    assert grams.shape == (2, 7 * layer.per_step) and grams.dtype == np.int32
+    for row, used in zip(grams, ([1, 2, 3, 4, 5], [3])):
+        got = collections.Counter(row[row > 0].tolist())
+        assert got == expected_ngrams([PIECES[i] for i in used], 3, 997)
+
+
+def test_padding_and_unknown_ids_spell_nothing():
+    layer = PieceCharNgrams(PIECES, max_n=4, buckets=50)
+    grams = np.asarray(layer(np.array([[0, 0, 0], [0, 99, -1]], "int32")))
+    assert not grams.any()
+    with pytest.raises(ValueError, match="pieces is empty"):
+        PieceCharNgrams([])
+
+
+def test_long_pieces_are_cut():
+    layer = PieceCharNgrams(["", "ㅋ" * 40], max_n=2, buckets=1000, max_piece_chars=5)
+    assert layer.per_step == 5 + 4 + 1  # 1-grams, 2-grams of 5 chars, one spanning 1+1 pair
+
+
+def test_hashed_bag_is_the_sqrt_n_sum_of_present_rows():
+    bag = HashedBag(buckets=4, dim=3)
+    ids = np.array([[1, 1, 3, 0], [0, 0, 0, 0]], "int32")
+    out = np.asarray(bag(ids))
+    table = np.asarray(bag.embeddings)
+    np.testing.assert_allclose(out[0], (2 * table[1] + table[3]) / np.sqrt(3), rtol=1e-5)
+    np.testing.assert_array_equal(out[1], 0.0)
+    # In training, id dropout leaves ids out of the bag (never at inference).
+    dropping = HashedBag(buckets=4, dim=3, id_dropout=0.5)
+    many = np.ones((64, 200), "int32")
+    np.testing.assert_array_equal(np.asarray(dropping(many)), np.asarray(dropping(many)))
+    trained = np.asarray(dropping(many, training=True))
+    assert trained.std(axis=0).max() > 0  # rows differ in how many ids they kept
+    with pytest.raises(ValueError, match="id_dropout"):
+        HashedBag(4, 3, id_dropout=1.0)
+
+
+def test_ngram_pieces_blank_control_and_unknown(tmp_path):
+    from kemdy_tf.models.tokenizer import train_sentencepiece
+
+    texts = ["정말 좋은 영화 였다", "별로 재미 없다 ㅋㅋ", "배우 연기가 좋다"] * 30
+    model = Path(train_sentencepiece(texts, tmp_path / "tok.model", 40, seed=0))
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    pieces = ngram_pieces(model.read_bytes())
+    assert len(pieces) == processor.get_piece_size()
+    assert pieces[0] == pieces[processor.unk_id()] == "" and "▁좋" in pieces
+
+
+def test_text_classifier_with_the_char_ngram_bag_trains_and_reloads(tmp_path):
+    fusion_cfg = FusionConfig(n_heads=2, lstm_units=8, char_ngrams=3, char_ngram_buckets=128, char_ngram_dim=4)
+    backbone = build_text_backbone(TextEncoderConfig(d_model=8, n_layers=1, n_heads=2, ff_dim=16, gru_units=8),
+                                   FeatureConfig(max_tokens=7), len(PIECES))
+    with pytest.raises(ValueError, match="needs the tokenizer's pieces"):
+        build_fusion_model(None, backbone, fusion_cfg, 2, modalities=("text",))
+    model = build_fusion_model(None, backbone, fusion_cfg, 2, modalities=("text",), pieces=PIECES)
+    assert {"char_ngram_ids", "char_ngram_bag", "with_wide_features"} <= {layer.name for layer in model.layers}
+    ids = np.array([[1, 2, 3, 0, 0, 0, 0], [3, 4, 5, 0, 0, 0, 0]] * 8, "int32")
+    labels = np.array([1, 0] * 8)
+    model.compile(keras.optimizers.Adam(0.05), {"emotion": "sparse_categorical_crossentropy"})
+    before = np.asarray(model.get_layer("char_ngram_bag").embeddings).copy()
+    model.fit({"token_ids": ids}, {"emotion": labels}, epochs=3, verbose=0)
+    assert not np.allclose(before, np.asarray(model.get_layer("char_ngram_bag").embeddings))
+    path = tmp_path / "text_clf.keras"
+    model.save(path)
+    again = keras.saving.load_model(path)
+    np.testing.assert_allclose(again.predict({"token_ids": ids}, verbose=0)["emotion"],
+                               model.predict({"token_ids": ids}, verbose=0)["emotion"], atol=1e-6)
+    # The fusion model leaves the bag out (its transcript goes through modality dropout).
+    audio = build_audio_backbone(AudioEncoderConfig(conv_filters=(4,), d_model=8, n_layers=1, n_heads=2, ff_dim=8,
+                                                    gru_units=8), FeatureConfig(n_mels=16, max_tokens=7))
+    fusion = build_fusion_model(audio, backbone, fusion_cfg, 2, pieces=PIECES)
+    assert "char_ngram_bag" not in {layer.name for layer in fusion.layers}
