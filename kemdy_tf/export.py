@@ -342,7 +342,8 @@ def build_serving_module(
 
     untrained = [name for name, encoder in (("arousal", audio_encoder), ("valence", text_encoder)) if encoder is None]
     metadata = _metadata(config, classes, front, features_only, source, untrained)
-    metadata["inference"] = {"xla_bucket": xla_bucket, "backbone_run_once": models.shared}
+    metadata["inference"] = {"xla_bucket": xla_bucket, "backbone_run_once": models.shared,
+                             "stem_outside_xla": bool(models.stems)}
     (staging / METADATA_ASSET).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
     for name, path in front.assets.items():
         shutil.copyfile(path, staging / name)

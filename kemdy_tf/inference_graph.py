@@ -35,6 +35,8 @@ import tensorflow as tf
 AUDIO_BACKBONE = "audio_backbone"
 TEXT_BACKBONE = "text_backbone"
 OUTPUTS = ("emotion_probs", "arousal", "valence")
+# The seed audio backbone's convolutions end here (models/audio_encoder.py); `graph_stem`.
+STEM_LAYER = "frame_projection"
 
 
 class InferenceGraph:
@@ -50,7 +52,8 @@ class InferenceGraph:
             None: plain graph mode.
     """
 
-    def __init__(self, audio_encoder, text_encoder, fusion, max_frames: int, xla_bucket: int | None = None):
+    def __init__(self, audio_encoder, text_encoder, fusion, max_frames: int, xla_bucket: int | None = None,
+                 graph_stem: bool = True):
         if xla_bucket is not None and int(xla_bucket) < 1:
             raise ValueError(f"xla_bucket must be a positive number of frames or None, got {xla_bucket}")
         self.max_frames = int(max_frames)
@@ -66,6 +69,17 @@ class InferenceGraph:
                 self.shared[name] = same
                 if same:
                     encoder.backbones[name] = self.fusion.backbones[name]
+        # Under XLA, an audio backbone's convolution stem stays outside the compiled
+        # program (oneDNN runs it on the real frames; XLA's CPU convolutions were 1.7x
+        # slower on it, and padded frames cost as much as real ones).
+        self.stems = {}
+        if self.xla_bucket and graph_stem:
+            for split in [self.fusion, *filter(None, self.encoders.values())]:
+                for name, backbone in split.backbones.items():
+                    if id(backbone) not in self.stems and name == AUDIO_BACKBONE:
+                        stem = _stem_split(backbone, STEM_LAYER)
+                        if stem is not None:
+                            self.stems[id(backbone)] = stem
         models = functools.partial(_models_call, self)
         self._models = tf.function(models, jit_compile=True) if self.xla_bucket else models
 
@@ -74,32 +88,44 @@ class InferenceGraph:
         log_mel = log_mel[:, : self.max_frames]
         frames = tf.shape(log_mel)[1]
         frame_count = tf.clip_by_value(tf.cast(frame_count, tf.int32), 0, frames)
+        stems = {}
+        if self.stems:  # graph mode, on the real frames
+            frame_mask = tf.range(frames)[tf.newaxis, :] < frame_count[:, tf.newaxis]
+            log_mel = tf.where(frame_mask[:, :, tf.newaxis], log_mel, 0.0)
+            stems = {key: stem({"log_mel": log_mel, "frame_mask": frame_mask}, training=False)
+                     for key, (stem, _) in self.stems.items()}
         if self.xla_bucket:  # one compiled program per bucket of lengths
             padded = (frames + self.xla_bucket - 1) // self.xla_bucket * self.xla_bucket
             log_mel = tf.pad(log_mel, [[0, 0], [0, padded - frames], [0, 0]])
+            stems = {key: tf.pad(x, [[0, 0], [0, padded - frames], [0, 0]]) for key, x in stems.items()}
             frames = padded
         frame_mask = tf.range(frames)[tf.newaxis, :] < frame_count[:, tf.newaxis]
         log_mel = tf.where(frame_mask[:, :, tf.newaxis], log_mel, 0.0)
-        return self._models(log_mel, frame_mask, token_ids)
+        return self._models(log_mel, frame_mask, token_ids, stems)
 
     def variables(self) -> list:
         """The distinct variables the computation reads (a shared backbone's once)."""
         seen = {}
         for split in [self.fusion, *filter(None, self.encoders.values())]:
-            for model in [split.head, *split.backbones.values()]:
+            for model in [split.head, *split.backbones.values(), *(m for pair in self.stems.values() for m in pair)]:
                 for variable in model.variables:
                     seen.setdefault(id(variable), variable)
         return list(seen.values())
 
 
-def _models_call(graph: InferenceGraph, log_mel, frame_mask, token_ids) -> dict:
+def _models_call(graph: InferenceGraph, log_mel, frame_mask, token_ids, stems: dict) -> dict:
     feeds = {"log_mel": log_mel, "frame_mask": frame_mask, "token_ids": token_ids}
     sequences = {}  # id(backbone) -> its output: a backbone shared by two heads runs once
 
     def run(split):
         for backbone in split.backbones.values():
-            if id(backbone) not in sequences:
-                sequences[id(backbone)] = _call(backbone, feeds)
+            key = id(backbone)
+            if key in sequences:
+                continue
+            if key in stems:  # the stem ran outside: the rest of the backbone on its output
+                sequences[key] = graph.stems[key][1]([stems[key], frame_mask], training=False)
+            else:
+                sequences[key] = _call(backbone, feeds)
         return split(feeds, {name: sequences[id(b)] for name, b in split.backbones.items()})
 
     probs = run(graph.fusion)["emotion"]
@@ -133,6 +159,27 @@ class _Split:
     def __call__(self, feeds: dict, sequences: dict) -> dict:
         return self.head([*(feeds[name] for name in self.inputs), *(sequences[n] for n in self.backbones)],
                          training=False)
+
+
+def _stem_split(backbone, layer_name: str):
+    """`(stem, rest)` of a backbone cut after `layer_name`: `stem` takes the backbone's inputs
+    to that layer's output, `rest` takes `[that output, frame_mask]` to the backbone's output
+    (both on the backbone's own layers). None when the backbone has no such layer or takes
+    other inputs, or when anything after the cut reads `log_mel` (Keras then refuses the rest)."""
+    import keras
+
+    try:
+        layer = backbone.get_layer(layer_name)
+    except ValueError:
+        return None
+    if not isinstance(backbone.input, dict) or set(backbone.input) != {"log_mel", "frame_mask"}:
+        return None
+    cut = _output_in(backbone, layer)
+    try:
+        rest = keras.Model([cut, backbone.input["frame_mask"]], backbone.output, name=f"{backbone.name}_rest")
+    except ValueError:  # the graph after the cut needs log_mel as well
+        return None
+    return keras.Model(backbone.input, cut, name=f"{backbone.name}_stem"), rest
 
 
 def _copy(model):
