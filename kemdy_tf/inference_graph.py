@@ -37,6 +37,8 @@ TEXT_BACKBONE = "text_backbone"
 OUTPUTS = ("emotion_probs", "arousal", "valence")
 # The seed audio backbone's convolutions end here (models/audio_encoder.py); `graph_stem`.
 STEM_LAYER = "frame_projection"
+# With xla_bucket: each text backbone is its own XLA program (run beside the audio stem).
+SEPARATE_TEXT = True
 
 
 class InferenceGraph:
@@ -80,6 +82,15 @@ class InferenceGraph:
                         stem = _stem_split(backbone, STEM_LAYER)
                         if stem is not None:
                             self.stems[id(backbone)] = stem
+        # The text backbone as its own XLA program: it needs only the token ids, so it can
+        # run while the audio front end and stem do.
+        self.text_programs = {}
+        if self.xla_bucket and SEPARATE_TEXT:
+            for split in [self.fusion, *filter(None, self.encoders.values())]:
+                for name, backbone in split.backbones.items():
+                    if name == TEXT_BACKBONE and id(backbone) not in self.text_programs:
+                        self.text_programs[id(backbone)] = tf.function(
+                            functools.partial(_text_call, backbone), jit_compile=True)
         models = functools.partial(_models_call, self)
         self._models = tf.function(models, jit_compile=True) if self.xla_bucket else models
 
@@ -101,7 +112,8 @@ class InferenceGraph:
             frames = padded
         frame_mask = tf.range(frames)[tf.newaxis, :] < frame_count[:, tf.newaxis]
         log_mel = tf.where(frame_mask[:, :, tf.newaxis], log_mel, 0.0)
-        return self._models(log_mel, frame_mask, token_ids, stems)
+        ready = {key: program(token_ids) for key, program in self.text_programs.items()}
+        return self._models(log_mel, frame_mask, token_ids, stems, ready)
 
     def variables(self) -> list:
         """The distinct variables the computation reads (a shared backbone's once)."""
@@ -113,9 +125,14 @@ class InferenceGraph:
         return list(seen.values())
 
 
-def _models_call(graph: InferenceGraph, log_mel, frame_mask, token_ids, stems: dict) -> dict:
+def _text_call(backbone, token_ids):
+    return _call(backbone, {"token_ids": token_ids})
+
+
+def _models_call(graph: InferenceGraph, log_mel, frame_mask, token_ids, stems: dict, ready: dict) -> dict:
     feeds = {"log_mel": log_mel, "frame_mask": frame_mask, "token_ids": token_ids}
-    sequences = {}  # id(backbone) -> its output: a backbone shared by two heads runs once
+    # id(backbone) -> its output: a backbone shared by two heads runs once
+    sequences = dict(ready)
 
     def run(split):
         for backbone in split.backbones.values():
