@@ -346,6 +346,7 @@ def build_serving_module(
     metadata = _metadata(config, classes, front, features_only, source, untrained)
     metadata["inference"] = {"xla_bucket": xla_bucket, "backbone_run_once": models.shared,
                              "stem_outside_xla": bool(models.stems), "text_program": bool(models.text_programs),
+                             "token_bucket": models.token_bucket,
                              "log_mel_xla": bool(xla_bucket and XLA_FRONTEND and audio_front_end is None)}
     (staging / METADATA_ASSET).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
     for name, path in front.assets.items():

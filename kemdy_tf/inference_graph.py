@@ -39,6 +39,8 @@ OUTPUTS = ("emotion_probs", "arousal", "valence")
 STEM_LAYER = "frame_projection"
 # With xla_bucket: each text backbone is its own XLA program (run beside the audio stem).
 SEPARATE_TEXT = True
+# With xla_bucket: token ids are cut to a multiple of this past the longest transcript.
+TOKEN_BUCKET = 16
 
 
 class InferenceGraph:
@@ -91,6 +93,15 @@ class InferenceGraph:
                     if name == TEXT_BACKBONE and id(backbone) not in self.text_programs:
                         self.text_programs[id(backbone)] = tf.function(
                             functools.partial(_text_call, backbone), jit_compile=True)
+        # Under XLA, token ids are cut to a multiple of TOKEN_BUCKET past the longest
+        # transcript (pad tokens change nothing, as padded frames): a 10-word transcript
+        # fills 16 of the 64 token slots, and the fusion head's sequence is frames + tokens.
+        # Only for the seed text backbone (a pretrained one may treat its length otherwise).
+        self.token_bucket = None
+        if self.xla_bucket and TOKEN_BUCKET and self.fusion.backbones.get(TEXT_BACKBONE) is not None:
+            names = {layer.name for layer in self.fusion.backbones[TEXT_BACKBONE].layers}
+            if "token_embedding" in names and "pretrained_projection" not in names:
+                self.token_bucket = TOKEN_BUCKET
         models = functools.partial(_models_call, self)
         self._models = tf.function(models, jit_compile=True) if self.xla_bucket else models
 
@@ -112,6 +123,8 @@ class InferenceGraph:
             frames = padded
         frame_mask = tf.range(frames)[tf.newaxis, :] < frame_count[:, tf.newaxis]
         log_mel = tf.where(frame_mask[:, :, tf.newaxis], log_mel, 0.0)
+        if self.token_bucket:
+            token_ids = _cut_padding(token_ids, self.token_bucket)
         ready = {key: program(token_ids) for key, program in self.text_programs.items()}
         return self._models(log_mel, frame_mask, token_ids, stems, ready)
 
@@ -123,6 +136,15 @@ class InferenceGraph:
                 for variable in model.variables:
                     seen.setdefault(id(variable), variable)
         return list(seen.values())
+
+
+def _cut_padding(token_ids, bucket: int):
+    """`token_ids` [B, T] cut to the first multiple of `bucket` (at least one, at most T) that
+    holds every non-pad id."""
+    tokens = tf.shape(token_ids)[1]
+    last = tf.reduce_max(tf.where(token_ids != 0, tf.range(1, tokens + 1)[tf.newaxis, :], 0))
+    width = tf.minimum(tf.maximum((last + bucket - 1) // bucket * bucket, bucket), tokens)
+    return token_ids[:, :width]
 
 
 def _text_call(backbone, token_ids):

@@ -191,6 +191,7 @@ def test_xla_export_matches_the_keras_models(run, tmp_path):
     inference = export.read_metadata(target)["inference"]
     assert inference["xla_bucket"] == 64
     assert inference["stem_outside_xla"]  # the convolution stem runs in graph mode, outside XLA
+    assert inference["log_mel_xla"] and inference["text_program"] and inference["token_bucket"] == 16
     waves = clips(config.features.sample_rate, seconds=(0.9, 1.5))  # 29 and 47 frames: one bucket, one compile
     texts = ["기분이 좋아요", ""]
     reference = keras_reference(models, run["tokenizer"], config, waves, texts)
