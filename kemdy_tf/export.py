@@ -36,9 +36,9 @@ Design notes:
   Text ops built in). Where TF Text is missing, `features_only=True` writes a
   SavedModel with only the `features` signature, loadable by bare TensorFlow.
 * Each backbone runs once per request, its sequence feeding the fusion head and its
-  encoder's head (`kemdy_tf.inference_graph`); `xla_bucket` (`--xla-bucket 64`)
-  compiles the models with XLA on frames padded to buckets. The metadata records both
-  (`inference`).
+  encoder's head (`kemdy_tf.inference_graph`); `xla_bucket` (`--xla-bucket 32`)
+  compiles the log-mel and the models with XLA on frames padded to buckets, keeping the
+  audio convolution stem in graph mode. The metadata records each (`inference`).
 * Atomic: the SavedModel is written to a hidden temporary folder next to the target
   and renamed into place, so TF Serving (which polls the base folder) never sees a
   partial version and an interrupted export leaves no version folder. An existing

@@ -19,6 +19,14 @@ tests/test_export.py checks 1e-4).
 padded with masked zeros to a multiple of the bucket so that one compiled program
 serves every clip length in a bucket (`max_frames / bucket` programs per batch size).
 The models ignore masked frames, so the padding changes nothing but the shape.
+Under XLA three more things change where the work runs, never what it computes
+(issue 17; docs/serving.md, "Latency"):
+
+* the seed audio backbone's convolution stem (up to `STEM_LAYER`) runs in graph mode
+  on the real frames, before the padding: oneDNN's convolutions beat XLA's on CPU;
+* each text backbone is its own XLA program, free to run beside that stem;
+* token ids are cut to a multiple of `TOKEN_BUCKET` past the longest transcript (pad
+  tokens, like padded frames, change nothing), for the seed text backbone.
 
 Example:
     >>> graph = InferenceGraph(audio_encoder, text_encoder, fusion, max_frames=512)
@@ -54,6 +62,8 @@ class InferenceGraph:
         max_frames: frames past this are dropped, as in training.
         xla_bucket: compile the models with XLA, frames padded to a multiple of this;
             None: plain graph mode.
+        graph_stem: with `xla_bucket`, run the audio backbone's convolution stem in
+            graph mode outside the XLA program (where the backbone has one).
     """
 
     def __init__(self, audio_encoder, text_encoder, fusion, max_frames: int, xla_bucket: int | None = None,
