@@ -36,9 +36,9 @@ Design notes:
   Text ops built in). Where TF Text is missing, `features_only=True` writes a
   SavedModel with only the `features` signature, loadable by bare TensorFlow.
 * Each backbone runs once per request, its sequence feeding the fusion head and its
-  encoder's head (`kemdy_tf.inference_graph`); `xla_bucket` (`--xla-bucket 64`)
-  compiles the models with XLA on frames padded to buckets. The metadata records both
-  (`inference`).
+  encoder's head (`kemdy_tf.inference_graph`); `xla_bucket` (`--xla-bucket 32`)
+  compiles the log-mel and the models with XLA on frames padded to buckets, keeping the
+  audio convolution stem in graph mode. The metadata records each (`inference`).
 * Atomic: the SavedModel is written to a hidden temporary folder next to the target
   and renamed into place, so TF Serving (which polls the base folder) never sees a
   partial version and an interrupted export leaves no version folder. An existing
@@ -71,6 +71,8 @@ TOKENIZER_ASSET = "tokenizer.model"
 # The registered stages (kemdy_tf.stages) the SavedModel is made of: the fusion stage and
 # the encoders it requires (audio -> arousal, text -> valence, fusion -> emotion).
 EXPORTED_STAGE = "fusion"
+# With xla_bucket: the seed log-mel is compiled by XLA too (frontend.bucketed_log_mel).
+XLA_FRONTEND = True
 _VERSION = re.compile(r"^[0-9]+$")
 
 
@@ -303,7 +305,7 @@ def build_serving_module(
 
     from kemdy_tf.inference_graph import InferenceGraph
 
-    front = serving_front_end(config, tokenizer_path, audio_front_end)
+    front = serving_front_end(config, tokenizer_path, audio_front_end, xla_bucket=xla_bucket)
     features = config.features
     classes = [str(c) for c in config.data.classes]
     n_classes = _output_width(fusion, "emotion")
@@ -342,7 +344,10 @@ def build_serving_module(
 
     untrained = [name for name, encoder in (("arousal", audio_encoder), ("valence", text_encoder)) if encoder is None]
     metadata = _metadata(config, classes, front, features_only, source, untrained)
-    metadata["inference"] = {"xla_bucket": xla_bucket, "backbone_run_once": models.shared}
+    metadata["inference"] = {"xla_bucket": xla_bucket, "backbone_run_once": models.shared,
+                             "stem_outside_xla": bool(models.stems), "text_program": bool(models.text_programs),
+                             "token_bucket": models.token_bucket,
+                             "log_mel_xla": bool(xla_bucket and XLA_FRONTEND and audio_front_end is None)}
     (staging / METADATA_ASSET).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
     for name, path in front.assets.items():
         shutil.copyfile(path, staging / name)
@@ -484,9 +489,11 @@ class ServingFrontEnd(typing.NamedTuple):
     assets: dict  # asset file name -> source file
 
 
-def serving_front_end(config: RunConfig, tokenizer_path, audio_front_end=None) -> ServingFrontEnd:
-    """The run's front ends (`audio_front_end`: `Run.audio_front_end()`; None: the seed log-mel)."""
-    from kemdy_tf.frontend import check_recipe, waveform_to_log_mel
+def serving_front_end(config: RunConfig, tokenizer_path, audio_front_end=None,
+                      xla_bucket: int | None = None) -> ServingFrontEnd:
+    """The run's front ends (`audio_front_end`: `Run.audio_front_end()`; None: the seed log-mel,
+    compiled with XLA on frames padded to multiples of `xla_bucket` when given)."""
+    from kemdy_tf.frontend import bucketed_log_mel, check_recipe, waveform_to_log_mel
     from kemdy_tf.models.tokenizer import PRESET_TOKENIZER_CONFIG, load_run_tokenizer
 
     features, tokenizer_path = config.features, Path(tokenizer_path)
@@ -502,7 +509,8 @@ def serving_front_end(config: RunConfig, tokenizer_path, audio_front_end=None) -
                           "vocabulary_size": tokenizer.vocabulary_size(), "pad_id": 0, **backbone_pad}
     if audio_front_end is None:
         return ServingFrontEnd(
-            lambda wave, length: waveform_to_log_mel(wave, length, features),
+            (lambda wave, length: bucketed_log_mel(wave, length, features, xla_bucket)) if xla_bucket and XLA_FRONTEND
+            else (lambda wave, length: waveform_to_log_mel(wave, length, features)),
             lambda: load_run_tokenizer(tokenizer_path, features.max_tokens),
             check_recipe(features), "kemdy_tf.data.audio.log_mel", kind, tokenizer_metadata, assets)
     return ServingFrontEnd(

@@ -87,7 +87,49 @@ def waveform_to_log_mel(waveform, waveform_length, features: FeatureConfig, whol
         waveform = tf.reshape(waveform, [-1, needed])
     samples = tf.shape(waveform)[1]
     length = tf.clip_by_value(tf.cast(waveform_length, tf.int32), 0, samples)
+    frames = frame_count(length, features)
+    if whole_window:
+        kept = features.max_frames
+    else:
+        kept = tf.maximum(tf.reduce_max(frames), 0)  # 0 for an empty batch
+    return _log_mel(waveform, length, frames, kept, features), frames
 
+
+def bucketed_log_mel(waveform, waveform_length, features: FeatureConfig, bucket: int):
+    """`waveform_to_log_mel` with its arithmetic compiled by XLA, one program per bucket.
+
+    The waveform is cut or zero padded to the samples of the first `bucket`-multiple of
+    frames that holds every clip (at most `max_frames`), so the compiled program sees
+    one input width per bucket; the frames past the longest clip are then dropped again.
+    Same values as `waveform_to_log_mel` (XLA's FFT rounds differently: about 1e-5 dB).
+
+    Returns:
+        `(log_mel, frames)` as `waveform_to_log_mel`.
+    """
+    check_recipe(features)
+    bucket = int(bucket)
+    waveform = tf.convert_to_tensor(waveform, tf.float32)
+    waveform = waveform[:, : audio.samples_for_frames(features.max_frames, features)]
+    samples = tf.shape(waveform)[1]
+    length = tf.clip_by_value(tf.cast(waveform_length, tf.int32), 0, samples)
+    frames = frame_count(length, features)
+    longest = frame_count(samples, features)
+    padded_frames = tf.minimum((longest + bucket - 1) // bucket * bucket, features.max_frames)
+    # Samples past these never reach the first padded_frames frames (audio.samples_for_frames).
+    width = (padded_frames - 1) * features.hop_length + features.n_fft // 2
+    waveform = tf.pad(waveform, [[0, 0], [0, tf.maximum(width - samples, 0)]])[:, :width]
+    def compiled(waveform, length, frames):  # every frame of its input (a static count under XLA)
+        kept = 1 + (tf.shape(waveform)[1] - features.n_fft // 2) // features.hop_length
+        return _log_mel(waveform, length, frames, kept, features)
+
+    log_mel = tf.function(compiled, jit_compile=True)(waveform, tf.minimum(length, width), frames)
+    return log_mel[:, : tf.maximum(tf.reduce_max(frames), 0)], frames
+
+
+def _log_mel(waveform, length, frames, kept, features: FeatureConfig):
+    """The log-mel of `waveform` [batch, samples] (clips of `length` samples, `frames`
+    frames each), `kept` frames, zero past each clip's."""
+    samples = tf.shape(waveform)[1]
     # Zero everything past each clip's end: librosa pads the clip with zeros there.
     inside = tf.range(samples)[tf.newaxis, :] < length[:, tf.newaxis]
     waveform = tf.where(inside, waveform, 0.0)
@@ -105,15 +147,9 @@ def waveform_to_log_mel(waveform, waveform_length, features: FeatureConfig, whol
     filterbank = np.ascontiguousarray(audio.mel_filterbank(features).T, dtype=np.float32)
     mel = tf.tensordot(power, tf.constant(filterbank), axes=1)
     db = 10.0 * tf.math.log(tf.maximum(mel, audio.AMIN)) / np.log(10.0)  # ref=1.0: no offset
-
-    frames = frame_count(length, features)
-    if whole_window:
-        kept = features.max_frames
-    else:
-        kept = tf.maximum(tf.reduce_max(frames), 0)  # 0 for an empty batch
     db = db[:, :kept]
     valid = (tf.range(kept)[tf.newaxis, :] < frames[:, tf.newaxis])[:, :, tf.newaxis]
     # top_db floor relative to each clip's loudest bin over its own kept frames.
     loudest = tf.reduce_max(tf.where(valid, db, -np.inf), axis=[1, 2], keepdims=True)
     db = tf.maximum(db, loudest - audio.TOP_DB)
-    return tf.where(valid, db, 0.0), frames
+    return tf.where(valid, db, 0.0)

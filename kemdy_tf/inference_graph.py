@@ -19,6 +19,14 @@ tests/test_export.py checks 1e-4).
 padded with masked zeros to a multiple of the bucket so that one compiled program
 serves every clip length in a bucket (`max_frames / bucket` programs per batch size).
 The models ignore masked frames, so the padding changes nothing but the shape.
+Under XLA three more things change where the work runs, never what it computes
+(issue 17; docs/serving.md, "Latency"):
+
+* the seed audio backbone's convolution stem (up to `STEM_LAYER`) runs in graph mode
+  on the real frames, before the padding: oneDNN's convolutions beat XLA's on CPU;
+* each text backbone is its own XLA program, free to run beside that stem;
+* token ids are cut to a multiple of `TOKEN_BUCKET` past the longest transcript (pad
+  tokens, like padded frames, change nothing), for the seed text backbone.
 
 Example:
     >>> graph = InferenceGraph(audio_encoder, text_encoder, fusion, max_frames=512)
@@ -35,6 +43,12 @@ import tensorflow as tf
 AUDIO_BACKBONE = "audio_backbone"
 TEXT_BACKBONE = "text_backbone"
 OUTPUTS = ("emotion_probs", "arousal", "valence")
+# The seed audio backbone's convolutions end here (models/audio_encoder.py); `graph_stem`.
+STEM_LAYER = "frame_projection"
+# With xla_bucket: each text backbone is its own XLA program (run beside the audio stem).
+SEPARATE_TEXT = True
+# With xla_bucket: token ids are cut to a multiple of this past the longest transcript.
+TOKEN_BUCKET = 16
 
 
 class InferenceGraph:
@@ -48,9 +62,12 @@ class InferenceGraph:
         max_frames: frames past this are dropped, as in training.
         xla_bucket: compile the models with XLA, frames padded to a multiple of this;
             None: plain graph mode.
+        graph_stem: with `xla_bucket`, run the audio backbone's convolution stem in
+            graph mode outside the XLA program (where the backbone has one).
     """
 
-    def __init__(self, audio_encoder, text_encoder, fusion, max_frames: int, xla_bucket: int | None = None):
+    def __init__(self, audio_encoder, text_encoder, fusion, max_frames: int, xla_bucket: int | None = None,
+                 graph_stem: bool = True):
         if xla_bucket is not None and int(xla_bucket) < 1:
             raise ValueError(f"xla_bucket must be a positive number of frames or None, got {xla_bucket}")
         self.max_frames = int(max_frames)
@@ -66,6 +83,35 @@ class InferenceGraph:
                 self.shared[name] = same
                 if same:
                     encoder.backbones[name] = self.fusion.backbones[name]
+        # Under XLA, an audio backbone's convolution stem stays outside the compiled
+        # program (oneDNN runs it on the real frames; XLA's CPU convolutions were 1.7x
+        # slower on it, and padded frames cost as much as real ones).
+        self.stems = {}
+        if self.xla_bucket and graph_stem:
+            for split in [self.fusion, *filter(None, self.encoders.values())]:
+                for name, backbone in split.backbones.items():
+                    if id(backbone) not in self.stems and name == AUDIO_BACKBONE:
+                        stem = _stem_split(backbone, STEM_LAYER)
+                        if stem is not None:
+                            self.stems[id(backbone)] = stem
+        # The text backbone as its own XLA program: it needs only the token ids, so it can
+        # run while the audio front end and stem do.
+        self.text_programs = {}
+        if self.xla_bucket and SEPARATE_TEXT:
+            for split in [self.fusion, *filter(None, self.encoders.values())]:
+                for name, backbone in split.backbones.items():
+                    if name == TEXT_BACKBONE and id(backbone) not in self.text_programs:
+                        self.text_programs[id(backbone)] = tf.function(
+                            functools.partial(_text_call, backbone), jit_compile=True)
+        # Under XLA, token ids are cut to a multiple of TOKEN_BUCKET past the longest
+        # transcript (pad tokens change nothing, as padded frames): a 10-word transcript
+        # fills 16 of the 64 token slots, and the fusion head's sequence is frames + tokens.
+        # Only for the seed text backbone (a pretrained one may treat its length otherwise).
+        self.token_bucket = None
+        if self.xla_bucket and TOKEN_BUCKET and self.fusion.backbones.get(TEXT_BACKBONE) is not None:
+            names = {layer.name for layer in self.fusion.backbones[TEXT_BACKBONE].layers}
+            if "token_embedding" in names and "pretrained_projection" not in names:
+                self.token_bucket = TOKEN_BUCKET
         models = functools.partial(_models_call, self)
         self._models = tf.function(models, jit_compile=True) if self.xla_bucket else models
 
@@ -74,32 +120,61 @@ class InferenceGraph:
         log_mel = log_mel[:, : self.max_frames]
         frames = tf.shape(log_mel)[1]
         frame_count = tf.clip_by_value(tf.cast(frame_count, tf.int32), 0, frames)
+        stems = {}
+        if self.stems:  # graph mode, on the real frames
+            frame_mask = tf.range(frames)[tf.newaxis, :] < frame_count[:, tf.newaxis]
+            log_mel = tf.where(frame_mask[:, :, tf.newaxis], log_mel, 0.0)
+            stems = {key: stem({"log_mel": log_mel, "frame_mask": frame_mask}, training=False)
+                     for key, (stem, _) in self.stems.items()}
         if self.xla_bucket:  # one compiled program per bucket of lengths
             padded = (frames + self.xla_bucket - 1) // self.xla_bucket * self.xla_bucket
             log_mel = tf.pad(log_mel, [[0, 0], [0, padded - frames], [0, 0]])
+            stems = {key: tf.pad(x, [[0, 0], [0, padded - frames], [0, 0]]) for key, x in stems.items()}
             frames = padded
         frame_mask = tf.range(frames)[tf.newaxis, :] < frame_count[:, tf.newaxis]
         log_mel = tf.where(frame_mask[:, :, tf.newaxis], log_mel, 0.0)
-        return self._models(log_mel, frame_mask, token_ids)
+        if self.token_bucket:
+            token_ids = _cut_padding(token_ids, self.token_bucket)
+        ready = {key: program(token_ids) for key, program in self.text_programs.items()}
+        return self._models(log_mel, frame_mask, token_ids, stems, ready)
 
     def variables(self) -> list:
         """The distinct variables the computation reads (a shared backbone's once)."""
         seen = {}
         for split in [self.fusion, *filter(None, self.encoders.values())]:
-            for model in [split.head, *split.backbones.values()]:
+            for model in [split.head, *split.backbones.values(), *(m for pair in self.stems.values() for m in pair)]:
                 for variable in model.variables:
                     seen.setdefault(id(variable), variable)
         return list(seen.values())
 
 
-def _models_call(graph: InferenceGraph, log_mel, frame_mask, token_ids) -> dict:
+def _cut_padding(token_ids, bucket: int):
+    """`token_ids` [B, T] cut to the first multiple of `bucket` (at least one, at most T) that
+    holds every non-pad id."""
+    tokens = tf.shape(token_ids)[1]
+    last = tf.reduce_max(tf.where(token_ids != 0, tf.range(1, tokens + 1)[tf.newaxis, :], 0))
+    width = tf.minimum(tf.maximum((last + bucket - 1) // bucket * bucket, bucket), tokens)
+    return token_ids[:, :width]
+
+
+def _text_call(backbone, token_ids):
+    return _call(backbone, {"token_ids": token_ids})
+
+
+def _models_call(graph: InferenceGraph, log_mel, frame_mask, token_ids, stems: dict, ready: dict) -> dict:
     feeds = {"log_mel": log_mel, "frame_mask": frame_mask, "token_ids": token_ids}
-    sequences = {}  # id(backbone) -> its output: a backbone shared by two heads runs once
+    # id(backbone) -> its output: a backbone shared by two heads runs once
+    sequences = dict(ready)
 
     def run(split):
         for backbone in split.backbones.values():
-            if id(backbone) not in sequences:
-                sequences[id(backbone)] = _call(backbone, feeds)
+            key = id(backbone)
+            if key in sequences:
+                continue
+            if key in stems:  # the stem ran outside: the rest of the backbone on its output
+                sequences[key] = graph.stems[key][1]([stems[key], frame_mask], training=False)
+            else:
+                sequences[key] = _call(backbone, feeds)
         return split(feeds, {name: sequences[id(b)] for name, b in split.backbones.items()})
 
     probs = run(graph.fusion)["emotion"]
@@ -133,6 +208,27 @@ class _Split:
     def __call__(self, feeds: dict, sequences: dict) -> dict:
         return self.head([*(feeds[name] for name in self.inputs), *(sequences[n] for n in self.backbones)],
                          training=False)
+
+
+def _stem_split(backbone, layer_name: str):
+    """`(stem, rest)` of a backbone cut after `layer_name`: `stem` takes the backbone's inputs
+    to that layer's output, `rest` takes `[that output, frame_mask]` to the backbone's output
+    (both on the backbone's own layers). None when the backbone has no such layer or takes
+    other inputs, or when anything after the cut reads `log_mel` (Keras then refuses the rest)."""
+    import keras
+
+    try:
+        layer = backbone.get_layer(layer_name)
+    except ValueError:
+        return None
+    if not isinstance(backbone.input, dict) or set(backbone.input) != {"log_mel", "frame_mask"}:
+        return None
+    cut = _output_in(backbone, layer)
+    try:
+        rest = keras.Model([cut, backbone.input["frame_mask"]], backbone.output, name=f"{backbone.name}_rest")
+    except ValueError:  # the graph after the cut needs log_mel as well
+        return None
+    return keras.Model(backbone.input, cut, name=f"{backbone.name}_stem"), rest
 
 
 def _copy(model):

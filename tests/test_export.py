@@ -188,7 +188,10 @@ def test_xla_export_matches_the_keras_models(run, tmp_path):
     config, models = run["config"], run["models"]
     target = export.export_models(models["audio"], models["text"], models["fusion"],
                                   run["root"] / "run" / "tokenizer.model", config, tmp_path, xla_bucket=64)
-    assert export.read_metadata(target)["inference"]["xla_bucket"] == 64
+    inference = export.read_metadata(target)["inference"]
+    assert inference["xla_bucket"] == 64
+    assert inference["stem_outside_xla"]  # the convolution stem runs in graph mode, outside XLA
+    assert inference["log_mel_xla"] and inference["text_program"] and inference["token_bucket"] == 16
     waves = clips(config.features.sample_rate, seconds=(0.9, 1.5))  # 29 and 47 frames: one bucket, one compile
     texts = ["기분이 좋아요", ""]
     reference = keras_reference(models, run["tokenizer"], config, waves, texts)
@@ -199,6 +202,12 @@ def test_xla_export_matches_the_keras_models(run, tmp_path):
         np.testing.assert_allclose(out["emotion_probs"][0], reference["emotion_probs"][i], atol=1e-4)
         np.testing.assert_allclose(out["arousal"][0], reference["arousal"][i], atol=1e-4)
         np.testing.assert_allclose(out["valence"][0], reference["valence"][i], atol=1e-4)
+    # Both in one padded batch: the shorter clip's padding frames reach the stem, and must not matter.
+    width = max(len(w) for w in waves)
+    out = serve(waveform=tf.constant(np.stack([np.pad(w, (0, width - len(w))) for w in waves])),
+                waveform_length=tf.constant([len(w) for w in waves]), text=tf.constant(texts))
+    for name in ("emotion_probs", "arousal", "valence"):
+        np.testing.assert_allclose(out[name], reference[name], atol=1e-4)
 
 
 def test_features_signature_needs_no_tf_text(run, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from kemdy_tf.config import FeatureConfig
 from kemdy_tf.data import audio
-from kemdy_tf.frontend import check_recipe, frame_count, waveform_to_log_mel
+from kemdy_tf.frontend import bucketed_log_mel, check_recipe, frame_count, waveform_to_log_mel
 
 # A short window keeps the test fast and lets a clip run past it.
 FEATURES = FeatureConfig(max_frames=40)
@@ -24,7 +24,9 @@ def _clip(n: int, seed: int, loud_tail: bool = False) -> np.ndarray:
     return wave.astype(np.float32)
 
 
-def test_matches_librosa_on_a_ragged_batch_with_garbage_padding():
+@pytest.mark.parametrize("bucket", [None, 16, 64], ids=["graph", "xla-16", "xla-64"])
+def test_matches_librosa_on_a_ragged_batch_with_garbage_padding(bucket):
+    """Graph mode, and XLA on frames padded to a bucket (16: 40 is no multiple of it, 64: past max_frames)."""
     window = audio.samples_for_frames(FEATURES.max_frames, FEATURES)
     clips = [
         _clip(RATE, 0),  # 1 s
@@ -40,7 +42,10 @@ def test_matches_librosa_on_a_ragged_batch_with_garbage_padding():
         row[: len(clip)] = clip
     lengths = np.array([len(c) for c in clips], np.int32)
 
-    log_mel, frames = waveform_to_log_mel(batch, lengths, FEATURES)
+    if bucket is None:
+        log_mel, frames = waveform_to_log_mel(batch, lengths, FEATURES)
+    else:
+        log_mel, frames = bucketed_log_mel(batch, lengths, FEATURES, bucket)
     log_mel, frames = log_mel.numpy(), frames.numpy()
 
     expected = [audio.log_mel(c, FEATURES) for c in clips]
