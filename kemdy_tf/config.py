@@ -130,7 +130,9 @@ class FusionConfig:
     char_ngram_buckets: int = 2**18
     char_ngram_dim: int = 32
     char_ngram_dropout: float = 0.2  # dropout on the bag's vector
-    char_ngram_id_dropout: float = 0.5  # chance of leaving each n-gram out of the bag in training
+    # Chance of leaving each n-gram out of the bag in training. 0: on NSMC the bag alone
+    # peaked after one epoch either way, lower with .5 (.839 against .843).
+    char_ngram_id_dropout: float = 0.0
     # Chance per training example to pair its audio with another example's transcript
     # (label stays with the audio): the fusion model learns to follow the voice when
     # the words disagree, so a shortcut transcript cannot make it stop listening.

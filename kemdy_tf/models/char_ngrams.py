@@ -139,24 +139,20 @@ class HashedBag(keras.layers.Layer):
     Args:
         buckets: ids run 1..buckets (the table has buckets + 1 rows; row 0 is unused).
         dim: width of the embedding and the output.
-        id_dropout: in training, the chance of leaving each id out of the bag (the
-            bag's regulariser: a table of this size memorises its training texts
-            within one epoch otherwise).
-        l2: L2 penalty on the table (per example, like a logistic regression's 1 / (C n)).
+        id_dropout: in training, the chance of leaving each id out of the bag.
         **kwargs: standard `keras.layers.Layer` arguments.
     """
 
-    def __init__(self, buckets: int, dim: int, id_dropout: float = 0.0, l2: float = 0.0, **kwargs):
+    def __init__(self, buckets: int, dim: int, id_dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= float(id_dropout) < 1.0:
             raise ValueError(f"id_dropout must be in [0, 1), got {id_dropout!r}")
-        self.buckets, self.dim, self.id_dropout, self.l2 = int(buckets), int(dim), float(id_dropout), float(l2)
+        self.buckets, self.dim, self.id_dropout = int(buckets), int(dim), float(id_dropout)
         self.seed = keras.random.SeedGenerator(0)
 
     def build(self, ids_shape):
         self.embeddings = self.add_weight(shape=(self.buckets + 1, self.dim), name="embeddings",
-                                          initializer=keras.initializers.RandomUniform(-0.05, 0.05),
-                                          regularizer=keras.regularizers.L2(self.l2) if self.l2 > 0 else None)
+                                          initializer=keras.initializers.RandomUniform(-0.05, 0.05))
 
     def call(self, ids, training=False):
         present = ops.cast(ops.not_equal(ids, 0), "float32")
@@ -172,5 +168,4 @@ class HashedBag(keras.layers.Layer):
         return keras.KerasTensor((ids.shape[0], self.dim), dtype=self.compute_dtype)
 
     def get_config(self):
-        return {**super().get_config(), "buckets": self.buckets, "dim": self.dim, "id_dropout": self.id_dropout,
-                "l2": self.l2}
+        return {**super().get_config(), "buckets": self.buckets, "dim": self.dim, "id_dropout": self.id_dropout}
