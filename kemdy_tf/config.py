@@ -118,6 +118,13 @@ class FusionConfig:
     # clips can train (docs/real_speech.md). Dropout on them: functionals_dropout.
     functionals: bool = False
     functionals_dropout: float = 0.2
+    # With functionals: standardise each clip's functionals by its speaker's mean and std
+    # of them (over the speaker's clips in the same split, no label used; a clip without
+    # a speaker is left as it is): the classical per-speaker z-normalisation, worth ~.05 UA
+    # to a linear model on RAVDESS (docs/real_speech.md). The model then has a third
+    # input, `speaker_functionals` [B, 2, 5 n_mels], that `data.features.make_dataset`
+    # fills; like features.speaker_norm, such a run cannot be exported.
+    functionals_speaker_norm: bool = False
     # With functionals: chance per training example that the deep summary is dropped
     # whole, so the functionals alone must classify it (the deep path over-fits a few
     # hundred clips first and would otherwise carry every training answer).

@@ -281,9 +281,15 @@ def stage_dataset(run, stage, split: str, training: bool, tokenizer=None, class_
     # Under MirroredStrategy Keras sums a sample batch across replicas, which fails on bool.
     int_mask = replicas > 1
     weights = tf.constant(class_weights or [1.0], tf.float32)
+    # Optional model inputs the data pipeline fills (fusion.functionals_speaker_norm).
+    cfg = run.config
+    extra = ()
+    if "audio" in stage.modalities and stage.is_classifier and cfg.fusion.functionals \
+            and cfg.fusion.functionals_speaker_norm:
+        extra = ("speaker_functionals",)
 
     def select(features, targets):
-        x = {k: features[k] for k in inputs}
+        x = {k: features[k] for k in inputs + extra}
         if int_mask and "frame_mask" in x:
             x["frame_mask"] = tf.cast(x["frame_mask"], tf.int32)
         if model is not None:

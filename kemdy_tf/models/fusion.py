@@ -26,6 +26,7 @@ from kemdy_tf.models.layers import (
     ModalityDropout,
     NonEmptyMask,
     PackMaskedSteps,
+    SpeakerStandardise,
     TokenPaddingMask,
     UtteranceFunctionals,
     VoiceVote,
@@ -34,6 +35,8 @@ from kemdy_tf.models.layers import (
 from kemdy_tf.models.text_encoder import PAD_ID
 
 MODALITIES = ("audio", "text")
+# The input of per-speaker functional statistics (fusion.functionals_speaker_norm).
+SPEAKER_FUNCTIONALS = "speaker_functionals"
 # Width of the attention block's feed-forward layer, in multiples of the model width.
 FEEDFORWARD_MULTIPLE = 4
 
@@ -115,6 +118,12 @@ def build_fusion_model(
     functionals = None
     if "audio" in modalities and fusion_cfg.functionals:
         functionals = UtteranceFunctionals(name="utterance_functionals")(inputs["log_mel"], inputs["frame_mask"])
+        if fusion_cfg.functionals_speaker_norm:
+            # Each speaker's mean and std of these functionals, from the data pipeline.
+            inputs[SPEAKER_FUNCTIONALS] = keras.Input(
+                shape=(2, functionals.shape[-1]), dtype="float32", name=SPEAKER_FUNCTIONALS)
+            functionals = SpeakerStandardise(name="functionals_speaker_norm")(
+                functionals, inputs[SPEAKER_FUNCTIONALS])
         functionals = keras.layers.BatchNormalization(name="functionals_norm")(functionals)
         functionals = keras.layers.Dropout(fusion_cfg.functionals_dropout, name="functionals_dropout")(functionals)
     head = _FusionHead(width, fusion_cfg, n_classes)
