@@ -150,6 +150,10 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     patience: int = 4
+    # Stages without their own optimizer (all but the text stages, which have text.*):
+    # > 0 warms the learning rate up linearly over this share of all steps, then decays
+    # it by a cosine to 5% at the last epoch; 0: constant train.learning_rate.
+    warmup_share: float = 0.0
     # Class weights as sample weights in the classifier stages (training.class_weight_values):
     # "weights" sklearn balanced n / (k * n_c); "capped" the same clipped at 10; "sqrt"
     # proportional to n_c ** -0.5 (mean example weight 1); "none". Balanced sampling

@@ -579,6 +579,20 @@ def test_hashed_bigrams_and_masked_pool():
     np.testing.assert_array_equal(MaskedMeanMaxPool()(x, mask).numpy(), [[2.0, 3.0], [0.0, 0.0]])
 
 
+def test_train_warmup_share_schedules_the_default_optimizer():
+    from kemdy_tf import stages
+    from kemdy_tf.config import RunConfig
+
+    cfg = RunConfig()
+    assert float(stages.get("audio_clf").make_optimizer(cfg, 100).learning_rate) == pytest.approx(1e-3)
+    cfg.train.warmup_share, cfg.train.learning_rate = 0.1, 2e-3
+    assert float(stages.get("audio_clf").make_optimizer(cfg, 100).learning_rate) == 0.0  # warming up
+    schedule = stages.warmup_cosine(2e-3, 0.1, 100)
+    assert float(schedule(0)) == 0.0 and float(schedule(10)) == pytest.approx(2e-3)
+    assert float(schedule(55)) == pytest.approx(2e-3 * (0.05 + 0.95 * 0.5), rel=1e-3)
+    assert float(schedule(100)) == pytest.approx(1e-4, rel=1e-3)
+
+
 def test_text_recipe_optimizer_and_smoothed_loss():
     from kemdy_tf.models.text_encoder import text_classification_loss, text_optimizer
 
