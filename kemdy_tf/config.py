@@ -118,6 +118,13 @@ class FusionConfig:
     # clips can train (docs/real_speech.md). Dropout on them: functionals_dropout.
     functionals: bool = False
     functionals_dropout: float = 0.2
+    # With functionals: standardise each clip's functionals by its speaker's mean and std
+    # of them (over the speaker's clips in the same split, no label used; a clip without
+    # a speaker is left as it is): the classical per-speaker z-normalisation, worth ~.05 UA
+    # to a linear model on RAVDESS (docs/real_speech.md). The model then has a third
+    # input, `speaker_functionals` [B, 2, 5 n_mels], that `data.features.make_dataset`
+    # fills; like features.speaker_norm, such a run cannot be exported.
+    functionals_speaker_norm: bool = False
     # With functionals or char_ngrams: chance per training example that the deep summary is
     # dropped whole, so the wide features alone must classify it (the deep path over-fits a few
     # hundred clips first and would otherwise carry every training answer).
@@ -154,6 +161,10 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     patience: int = 4
+    # Stages without their own optimizer (all but the text stages, which have text.*):
+    # > 0 warms the learning rate up linearly over this share of all steps, then decays
+    # it by a cosine to 5% at the last epoch; 0: constant train.learning_rate.
+    warmup_share: float = 0.0
     # Class weights as sample weights in the classifier stages (training.class_weight_values):
     # "weights" sklearn balanced n / (k * n_c); "capped" the same clipped at 10; "sqrt"
     # proportional to n_c ** -0.5 (mean example weight 1); "none". Balanced sampling

@@ -191,6 +191,10 @@ def load_run_models(workdir: str | os.PathLike) -> tuple[dict, RunConfig, Path, 
         # clip has no speaker statistics, so in-graph features would not match training.
         raise ExportError(f"{workdir} was trained with features.speaker_norm=true; the SavedModel "
                           "cannot normalise an unknown speaker, so this run cannot be exported")
+    if config.fusion.functionals and config.fusion.functionals_speaker_norm:
+        raise ExportError(f"{workdir} was trained with fusion.functionals_speaker_norm=true; its models read "
+                          "each speaker's functional statistics, which a served clip does not have, so "
+                          "this run cannot be exported")
     models = {}
     for stage in stages_lib.with_requirements(EXPORTED_STAGE):
         path = run.model_path(stage)

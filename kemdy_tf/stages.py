@@ -71,7 +71,10 @@ class Stage:
 
         if self.optimizer is not None:
             return self.optimizer(config, total_steps)
-        return keras.optimizers.Adam(config.train.learning_rate, clipnorm=1.0)
+        learning_rate = config.train.learning_rate
+        if config.train.warmup_share > 0:
+            learning_rate = warmup_cosine(learning_rate, config.train.warmup_share, total_steps)
+        return keras.optimizers.Adam(learning_rate, clipnorm=1.0)
 
     def make_loss(self, config):
         return self.loss_factory(config) if self.loss_factory is not None else self.loss
@@ -145,6 +148,17 @@ def _classification_metrics(config) -> list:
 
     return [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             SparseMacroF1(len(config.data.classes), name="f1")]
+
+
+def warmup_cosine(peak: float, warmup_share: float, total_steps: int):
+    """Linear warmup from 0 to `peak` over `warmup_share` of `total_steps`, then cosine
+    decay to 5% of it at `total_steps` (`train.warmup_share`; the text recipe's shape)."""
+    import keras
+
+    total_steps = max(1, int(total_steps))
+    warmup = max(1, int(round(warmup_share * total_steps)))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, max(1, total_steps - warmup), alpha=0.05, warmup_target=float(peak), warmup_steps=warmup)
 
 
 def _text_optimizer(config, total_steps):
@@ -292,9 +306,15 @@ def stage_dataset(run, stage, split: str, training: bool, tokenizer=None, class_
     # Under MirroredStrategy Keras sums a sample batch across replicas, which fails on bool.
     int_mask = replicas > 1
     weights = tf.constant(class_weights or [1.0], tf.float32)
+    # Optional model inputs the data pipeline fills (fusion.functionals_speaker_norm).
+    cfg = run.config
+    extra = ()
+    if "audio" in stage.modalities and stage.is_classifier and cfg.fusion.functionals \
+            and cfg.fusion.functionals_speaker_norm:
+        extra = ("speaker_functionals",)
 
     def select(features, targets):
-        x = {k: features[k] for k in inputs}
+        x = {k: features[k] for k in inputs + extra}
         if int_mask and "frame_mask" in x:
             x["frame_mask"] = tf.cast(x["frame_mask"], tf.int32)
         if model is not None:

@@ -124,6 +124,28 @@ def test_predict_split_collects_every_model_and_the_blank_transcript_variant():
     assert audio["valence_pred"].isna().all()
 
 
+def test_predict_split_feeds_the_speaker_functionals_a_classifier_reads():
+    """fusion.functionals_speaker_norm: the classifier's third input comes from the dataset."""
+    import keras
+    import tensorflow as tf
+
+    inputs = {"log_mel": keras.Input((None, 8), name="log_mel"),
+              "frame_mask": keras.Input((None,), dtype="bool", name="frame_mask"),
+              "speaker_functionals": keras.Input((2, 4), name="speaker_functionals")}
+    joined = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling1D()(inputs["log_mel"]),
+                                         keras.layers.Flatten()(inputs["speaker_functionals"])])
+    model = keras.Model(inputs, {"emotion": keras.layers.Dense(3, activation="softmax", name="emotion")(joined)})
+    table = split_table(6)
+    stats = np.random.default_rng(0).normal(size=(6, 2, 4)).astype("float32")
+    dataset = dataset_of(table, batch=6).map(lambda x, y: ({**x, "speaker_functionals": stats}, y))
+    frame = predict.predict_split({"audio_clf": model}, dataset, CLASSES, table=table)
+    features = next(iter(dataset))[0]
+    expected = model({k: features[k] for k in inputs})["emotion"].numpy()
+    assert list(frame["model"].unique()) == ["audio_clf"] and len(frame) == 6
+    np.testing.assert_allclose(frame[[f"prob_{c}" for c in CLASSES]].to_numpy(), expected, atol=1e-5)
+    assert tf.is_tensor(features["speaker_functionals"])
+
+
 def test_predict_split_rejects_wrong_class_count_and_missing_ids():
     models = build_models()
     table = split_table(4)

@@ -305,3 +305,11 @@ def test_refuses_runs_the_served_graph_cannot_reproduce(run, tmp_path):
     write_stand_in_run(tmp_path / "run", normalised)
     with pytest.raises(export.ExportError, match="speaker_norm"):
         export.export_run(tmp_path / "run", tmp_path / "b")
+
+    # Functionals standardised per speaker: the same, without frame normalisation.
+    per_speaker = make_config("small", [*TINY, "fusion.functionals=true", "fusion.functionals_speaker_norm=true"])
+    (tmp_path / "run2").mkdir()
+    (tmp_path / "run2" / "tokenizer.model").write_bytes((run["root"] / "run" / "tokenizer.model").read_bytes())
+    write_stand_in_run(tmp_path / "run2", per_speaker)
+    with pytest.raises(export.ExportError, match="functionals_speaker_norm"):
+        export.export_run(tmp_path / "run2", tmp_path / "c")

@@ -310,6 +310,36 @@ def test_speaker_normalisation_uses_each_speakers_own_frames(data):
     assert abs(raw_means[0] - raw_means[1]) > 3
 
 
+def test_speaker_functional_statistics_come_from_each_speakers_own_clips(data):
+    """`fusion.functionals_speaker_norm`: every example carries its speaker's mean and std
+    of the utterance functionals of the (speaker-normalised) clips it is fed."""
+    cfg = _config()
+    cfg.features.speaker_norm = True
+    cfg.fusion.functionals = cfg.fusion.functionals_speaker_norm = True
+    table = data["table"]
+    ds = features.make_dataset(table, data["cache"], data["tokenizer"], cfg, training=False,
+                               with_ids=True, split="test")
+    speaker = table.set_index("segment_id")["speaker"]
+    functionals: dict[str, list] = {}
+    stats: dict[str, np.ndarray] = {}
+    for e in _epoch(ds):
+        name = speaker[e["segment_id"]]
+        functionals.setdefault(name, []).append(audio.utterance_functionals(e["log_mel"][e["frame_mask"]]))
+        assert e["speaker_functionals"].shape == (2, 5 * cfg.features.n_mels)
+        if name in stats:  # one value per speaker
+            np.testing.assert_array_equal(e["speaker_functionals"], stats[name])
+        stats[name] = e["speaker_functionals"]
+    assert len(stats) == 2
+    for name, rows in functionals.items():
+        rows = np.stack(rows)
+        np.testing.assert_allclose(stats[name][0], rows.mean(axis=0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(stats[name][1], np.maximum(rows.std(axis=0), 1e-2), rtol=1e-3, atol=1e-4)
+    cfg.fusion.functionals_speaker_norm = False
+    (first, _), *_ = features.make_dataset(table, data["cache"], data["tokenizer"], cfg, training=False,
+                                           split="test").take(1)
+    assert "speaker_functionals" not in first
+
+
 def test_tokenizer_length_must_match_max_tokens(data, tmp_path):
     model = tok_lib.train_sentencepiece(TEXTS, tmp_path / "t.model", 50)
     with pytest.raises(ValueError, match="max_tokens is 64"):

@@ -24,6 +24,7 @@ EXAMPLES = {
     layers.ModalityDropout: dict(rate=0.25, swap_rate=0.3, scramble_rate=0.2, seed=11),
     layers.MaskedStatisticsPooling: dict(epsilon=1e-5),
     layers.UtteranceFunctionals: {},
+    layers.SpeakerStandardise: {},
     layers.VoiceVote: dict(share=0.3),
     layers.SegmentIds: dict(segment=1),
 }
@@ -129,6 +130,34 @@ def test_utterance_functionals_are_the_numpy_statistics_of_the_real_frames():
         np.testing.assert_allclose(out[row], expected, atol=2e-3)
     assert out.shape == (2, 15)
     np.testing.assert_allclose(layers.UtteranceFunctionals()(x, np.zeros((2, 9), bool)).numpy(), 0.0, atol=1e-3)
+
+
+def test_numpy_utterance_functionals_match_the_layer():
+    """`data.audio.utterance_functionals` (the pipeline's speaker statistics) is the layer's twin."""
+    from kemdy_tf.data import audio
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 12, 4)).astype("float32") * 3
+    np.testing.assert_allclose(audio.utterance_functionals(x[0, :7]),
+                               layers.UtteranceFunctionals()(x, np.arange(12)[None] < 7).numpy()[0], atol=1e-5)
+    assert audio.utterance_functionals(np.zeros((0, 4))).shape == (20,)
+
+
+def test_functional_stats_per_speaker_and_a_single_clip_left_as_it_is():
+    from kemdy_tf.data import audio
+
+    rows = [("a", np.array([1.0, 5.0])), ("a", np.array([3.0, 5.0])), ("b", np.array([7.0, 8.0]))]
+    stats = audio.functional_stats(rows, min_std=0.01)
+    np.testing.assert_allclose(stats["a"][0], [2.0, 5.0])
+    np.testing.assert_allclose(stats["a"][1], [1.0, 0.01])  # floored
+    np.testing.assert_array_equal(stats["b"][0], 0.0)
+    np.testing.assert_array_equal(stats["b"][1], 1.0)
+
+
+def test_speaker_standardise_uses_each_examples_own_statistics():
+    values = np.array([[3.0, 1.0], [3.0, 1.0]], "float32")
+    stats = np.array([[[1.0, 1.0], [2.0, 1.0]], [[3.0, 0.0], [1.0, 0.5]]], "float32")
+    np.testing.assert_allclose(layers.SpeakerStandardise()(values, stats).numpy(), [[1.0, 0.0], [0.0, 2.0]])
 
 
 def test_text_swap_pairs_audio_with_another_examples_transcript_only_in_training():

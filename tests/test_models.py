@@ -418,6 +418,34 @@ def test_functionals_beside_the_deep_summary(models):
     np.testing.assert_allclose(run(fusion, batch).sum(axis=-1), 1.0, atol=1e-5)
 
 
+def test_functionals_standardised_by_the_speakers_statistics(models):
+    """`fusion.functionals_speaker_norm`: a third input holds each example's speaker's
+    mean and std of the functionals; the classifier reads the standardised functionals."""
+    backbone = models["audio"].get_layer("audio_backbone")
+    cfg = dataclasses.replace(FUSION, functionals=True, functionals_speaker_norm=True)
+    classifier = build_fusion_model(backbone, None, cfg, N_CLASSES, modalities=("audio",))
+    assert set(classifier.input) == {"log_mel", "frame_mask", "speaker_functionals"}
+    batch = make_batch()
+    n = 5 * FEATURES.n_mels
+    rng = np.random.default_rng(3)
+    stats = np.stack([rng.normal(size=(3, n)), rng.uniform(0.5, 2.0, (3, n))], axis=1).astype("float32")
+    batch["speaker_functionals"] = stats
+    probabilities = run(classifier, batch)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(run(classifier, with_garbage_frames(batch)), probabilities, atol=ATOL)
+    inner = keras.Model(classifier.input, classifier.get_layer("functionals_speaker_norm").output)
+    raw = keras.Model(classifier.input, classifier.get_layer("utterance_functionals").output)
+    np.testing.assert_allclose(np.asarray(inner(inputs_of(classifier, batch))),
+                               (np.asarray(raw(inputs_of(classifier, batch))) - stats[:, 0]) / stats[:, 1],
+                               rtol=1e-4, atol=1e-4)
+    other = dict(batch, speaker_functionals=stats[::-1].copy())
+    assert not np.allclose(run(classifier, other), probabilities)
+    # Off without functionals: no third input.
+    plain = build_fusion_model(backbone, None, dataclasses.replace(cfg, functionals=False), N_CLASSES,
+                               modalities=("audio",))
+    assert set(plain.input) == {"log_mel", "frame_mask"}
+
+
 # --- pretrained text representations -----------------------------------------------------
 
 
@@ -549,6 +577,20 @@ def test_hashed_bigrams_and_masked_pool():
     x = np.array([[[1.0], [3.0], [np.inf]], [[7.0], [7.0], [7.0]]], "float32")
     mask = np.array([[True, True, False], [False, False, False]])
     np.testing.assert_array_equal(MaskedMeanMaxPool()(x, mask).numpy(), [[2.0, 3.0], [0.0, 0.0]])
+
+
+def test_train_warmup_share_schedules_the_default_optimizer():
+    from kemdy_tf import stages
+    from kemdy_tf.config import RunConfig
+
+    cfg = RunConfig()
+    assert float(stages.get("audio_clf").make_optimizer(cfg, 100).learning_rate) == pytest.approx(1e-3)
+    cfg.train.warmup_share, cfg.train.learning_rate = 0.1, 2e-3
+    assert float(stages.get("audio_clf").make_optimizer(cfg, 100).learning_rate) == 0.0  # warming up
+    schedule = stages.warmup_cosine(2e-3, 0.1, 100)
+    assert float(schedule(0)) == 0.0 and float(schedule(10)) == pytest.approx(2e-3)
+    assert float(schedule(55)) == pytest.approx(2e-3 * (0.05 + 0.95 * 0.5), rel=1e-3)
+    assert float(schedule(100)) == pytest.approx(1e-4, rel=1e-3)
 
 
 def test_text_recipe_optimizer_and_smoothed_loss():

@@ -55,6 +55,12 @@ def _functionals():
     return layers.UtteranceFunctionals(name="utterance_functionals")
 
 
+def _speaker_standardise():  # fusion.functionals_speaker_norm, off by default
+    from kemdy_tf.models import layers
+
+    return layers.SpeakerStandardise(name="functionals_speaker_norm")
+
+
 def _char_ngram_layer(name):
     """The text classifier's character n-gram bag (fusion.char_ngrams), off by default."""
     def make():
@@ -68,6 +74,7 @@ def _char_ngram_layer(name):
 
 EXTRA_EXAMPLES: dict = {"kemdy_tf>SegmentIds": _segment_ids,
                         "kemdy_tf>UtteranceFunctionals": _functionals,
+                        "kemdy_tf>SpeakerStandardise": _speaker_standardise,
                         **{f"kemdy_tf>{n}": _char_ngram_layer(n) for n in ("PieceCharNgrams", "HashedBag")},
                         **{f"kemdy_tf>{n}": _backbone_layer(n) for n in (
                             "BackboneTokenIds", "EveryOtherStep", "RepeatToFrames")},

@@ -363,6 +363,52 @@ def speaker_stats(
     return stats
 
 
+def utterance_functionals(log_mel: np.ndarray, epsilon: float = 1e-6) -> np.ndarray:
+    """Per-band mean, std, std of the frame difference, max and min: `[frames, n]` -> `[5 n]`.
+
+    The numpy twin of `models.layers.UtteranceFunctionals` on one clip's real frames
+    (same order, same `sqrt(variance + epsilon) - sqrt(epsilon)` deviation).
+    """
+    frames = np.asarray(log_mel, np.float64)
+    if frames.shape[0] == 0:
+        return np.zeros(5 * frames.shape[1], np.float32)
+
+    def std(values):
+        if values.shape[0] == 0:
+            return np.zeros(frames.shape[1])
+        return np.sqrt(values.var(axis=0) + epsilon) - epsilon ** 0.5
+
+    return np.concatenate([frames.mean(axis=0), std(frames), std(np.diff(frames, axis=0)),
+                           frames.max(axis=0), frames.min(axis=0)]).astype(np.float32)
+
+
+def functional_stats(
+    items: typing.Iterable[tuple[str, np.ndarray]], min_std: float = 1e-2
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-speaker mean and standard deviation of the utterance functionals, over clips.
+
+    Args:
+        items: (speaker, functionals [F]) pairs, one per clip (`utterance_functionals`).
+        min_std: floor of the standard deviation.
+
+    Returns:
+        {speaker: (mean [F], std [F])}, float32. A speaker with a single clip gets
+        (0, 1): their functionals are left as they are rather than zeroed.
+    """
+    grouped: dict[str, list] = {}
+    for speaker, values in items:
+        grouped.setdefault(speaker, []).append(np.asarray(values, np.float64))
+    stats = {}
+    for speaker, rows in grouped.items():
+        rows = np.stack(rows)
+        if len(rows) < 2:
+            stats[speaker] = (np.zeros(rows.shape[1], np.float32), np.ones(rows.shape[1], np.float32))
+        else:
+            stats[speaker] = (rows.mean(axis=0).astype(np.float32),
+                              np.maximum(rows.std(axis=0), min_std).astype(np.float32))
+    return stats
+
+
 def normalise(log_mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """(log_mel - mean) / std per mel bin, float32."""
     return ((np.asarray(log_mel, np.float32) - mean) / std).astype(np.float32)

@@ -220,6 +220,28 @@ class FeatureCache:
             seen.setdefault(str(path), group)
         return audio.speaker_stats((group, self.read(path)) for path, group in seen.items())
 
+    def functional_stats(
+        self, table: pd.DataFrame, max_frames: int,
+        frame_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """`audio.functional_stats` over the table's cached wavs, grouped by `speaker_group`.
+
+        Each wav counts once; its functionals are those the model computes from the
+        clip it is fed (the first `max_frames` frames, normalised with `frame_stats`
+        when given, no augmentation).
+        """
+        seen: dict[str, str] = {}
+        for path, group in zip(table["wav_path"], speaker_group(table, self)):
+            seen.setdefault(str(path), group)
+
+        def functionals(path, group):
+            log_mel = self.read(path)[:max_frames]
+            if frame_stats is not None:
+                log_mel = audio.normalise(log_mel, *frame_stats[group])
+            return audio.utterance_functionals(log_mel)
+
+        return audio.functional_stats((group, functionals(path, group)) for path, group in seen.items())
+
 
 def _ends_with_newline(path: Path) -> bool:
     with open(path, "rb") as handle:
@@ -398,6 +420,12 @@ def make_dataset(
         columns["group"] = np.array([names.index(g) for g in groups], np.int32)
         normalise = (tf.constant(np.stack([stats[g][0] for g in names])),
                      tf.constant(np.stack([stats[g][1] for g in names])))
+    if cfg.fusion.functionals and cfg.fusion.functionals_speaker_norm:
+        # Each clip's speaker's mean and std of the utterance functionals, [2, 5 n_mels]
+        # (the model standardises its functionals with them; fusion.functionals_speaker_norm).
+        groups = speaker_group(rows, cache)
+        by_group = cache.functional_stats(rows, fcfg.max_frames, stats if fcfg.speaker_norm else None)
+        columns["speaker_functionals"] = np.stack([np.stack(by_group[g]) for g in groups]).astype(np.float32)
 
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
@@ -424,6 +452,8 @@ def make_dataset(
                 log_mel, dcfg.freq_mask_param, seed=seed, probability=dcfg.freq_mask_prob)
         features = {"log_mel": log_mel, "frame_mask": tf.ones(tf.shape(log_mel)[:1], tf.bool),
                     "text": example["text"]}
+        if "speaker_functionals" in example:
+            features["speaker_functionals"] = example["speaker_functionals"]
         if with_ids:
             features["segment_id"] = example["segment_id"]
         targets = {"arousal": example["arousal"][tf.newaxis], "valence": example["valence"][tf.newaxis],

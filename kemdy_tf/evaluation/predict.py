@@ -19,7 +19,9 @@ import typing
 import numpy as np
 import pandas as pd
 
-MODEL_INPUTS = ("log_mel", "frame_mask", "token_ids")
+# speaker_functionals: each clip's speaker's functional statistics, which make_dataset
+# adds under fusion.functionals_speaker_norm (the classifiers then read them).
+MODEL_INPUTS = ("log_mel", "frame_mask", "token_ids", "speaker_functionals")
 TARGETS = ("emotion", "arousal", "valence")
 NO_TEXT_SUFFIX = "_no_text"
 

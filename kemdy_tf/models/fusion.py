@@ -27,6 +27,7 @@ from kemdy_tf.models.layers import (
     ModalityDropout,
     NonEmptyMask,
     PackMaskedSteps,
+    SpeakerStandardise,
     TokenPaddingMask,
     UtteranceFunctionals,
     VoiceVote,
@@ -35,6 +36,8 @@ from kemdy_tf.models.layers import (
 from kemdy_tf.models.text_encoder import PAD_ID
 
 MODALITIES = ("audio", "text")
+# The input of per-speaker functional statistics (fusion.functionals_speaker_norm).
+SPEAKER_FUNCTIONALS = "speaker_functionals"
 # Width of the attention block's feed-forward layer, in multiples of the model width.
 FEEDFORWARD_MULTIPLE = 4
 
@@ -121,6 +124,11 @@ def build_fusion_model(
     wide = None
     if "audio" in modalities and fusion_cfg.functionals:
         wide = UtteranceFunctionals(name="utterance_functionals")(inputs["log_mel"], inputs["frame_mask"])
+        if fusion_cfg.functionals_speaker_norm:
+            # Each speaker's mean and std of these functionals, from the data pipeline.
+            inputs[SPEAKER_FUNCTIONALS] = keras.Input(
+                shape=(2, wide.shape[-1]), dtype="float32", name=SPEAKER_FUNCTIONALS)
+            wide = SpeakerStandardise(name="functionals_speaker_norm")(wide, inputs[SPEAKER_FUNCTIONALS])
         wide = keras.layers.BatchNormalization(name="functionals_norm")(wide)
         wide = keras.layers.Dropout(fusion_cfg.functionals_dropout, name="functionals_dropout")(wide)
     if modalities == ("text",) and fusion_cfg.char_ngrams > 0:

@@ -250,6 +250,33 @@ class UtteranceFunctionals(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
+class SpeakerStandardise(keras.layers.Layer):
+    """Standardises each example's values by its speaker's statistics: `[B, n]`, `[B, 2, n]` -> `[B, n]`.
+
+    `speaker_stats[:, 0]` is the mean and `speaker_stats[:, 1]` the standard deviation
+    (floored, > 0) of the same values over the speaker's clips, computed by the data
+    pipeline (`data.audio.functional_stats`; `fusion.functionals_speaker_norm`). The
+    classical recipe of per-speaker z-normalised utterance functionals, in the graph.
+    Computed in float32, returned in the layer's compute dtype.
+
+    Args:
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+        >>> SpeakerStandardise()(np.array([[3.0]]), np.array([[[1.0], [2.0]]])).numpy()
+        array([[1.]], dtype=float32)
+    """
+
+    def call(self, values, speaker_stats):
+        values = ops.cast(values, "float32")
+        speaker_stats = ops.cast(speaker_stats, "float32")
+        return ops.cast((values - speaker_stats[:, 0]) / speaker_stats[:, 1], self.compute_dtype)
+
+    def compute_output_spec(self, values, speaker_stats):
+        return keras.KerasTensor(values.shape, dtype=self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 class ConcatenateSteps(keras.layers.Layer):
     """Concatenates sequences, or boolean masks, along the time axis (axis 1).
 
@@ -460,6 +487,7 @@ CUSTOM_LAYERS = (
     TokenPaddingMask,
     MaskedStatisticsPooling,
     UtteranceFunctionals,
+    SpeakerStandardise,
     ZeroMaskedSteps,
     NonEmptyMask,
     PackMaskedSteps,
