@@ -85,23 +85,20 @@ class InferenceGraph:
                     encoder.backbones[name] = self.fusion.backbones[name]
         # Under XLA, an audio backbone's convolution stem stays outside the compiled
         # program (oneDNN runs it on the real frames; XLA's CPU convolutions were 1.7x
-        # slower on it, and padded frames cost as much as real ones).
-        self.stems = {}
-        if self.xla_bucket and graph_stem:
+        # slower on it, and padded frames cost as much as real ones), and a text backbone
+        # is its own XLA program: it needs only the token ids, so it can run while the
+        # audio front end and stem do.
+        self.stems, self.text_programs = {}, {}
+        if self.xla_bucket:
             for split in [self.fusion, *filter(None, self.encoders.values())]:
                 for name, backbone in split.backbones.items():
-                    if id(backbone) not in self.stems and name == AUDIO_BACKBONE:
+                    key = id(backbone)
+                    if name == AUDIO_BACKBONE and graph_stem and key not in self.stems:
                         stem = _stem_split(backbone, STEM_LAYER)
                         if stem is not None:
-                            self.stems[id(backbone)] = stem
-        # The text backbone as its own XLA program: it needs only the token ids, so it can
-        # run while the audio front end and stem do.
-        self.text_programs = {}
-        if self.xla_bucket and SEPARATE_TEXT:
-            for split in [self.fusion, *filter(None, self.encoders.values())]:
-                for name, backbone in split.backbones.items():
-                    if name == TEXT_BACKBONE and id(backbone) not in self.text_programs:
-                        self.text_programs[id(backbone)] = tf.function(
+                            self.stems[key] = stem
+                    elif name == TEXT_BACKBONE and SEPARATE_TEXT and key not in self.text_programs:
+                        self.text_programs[key] = tf.function(
                             functools.partial(_text_call, backbone), jit_compile=True)
         # Under XLA, token ids are cut to a multiple of TOKEN_BUCKET past the longest
         # transcript (pad tokens change nothing, as padded frames): a 10-word transcript

@@ -71,6 +71,8 @@ class Stage:
 
         if self.optimizer is not None:
             return self.optimizer(config, total_steps)
+        from kemdy_tf.models.schedules import warmup_cosine
+
         learning_rate = config.train.learning_rate
         if config.train.warmup_share > 0:
             learning_rate = warmup_cosine(learning_rate, config.train.warmup_share, total_steps)
@@ -148,17 +150,6 @@ def _classification_metrics(config) -> list:
 
     return [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             SparseMacroF1(len(config.data.classes), name="f1")]
-
-
-def warmup_cosine(peak: float, warmup_share: float, total_steps: int):
-    """Linear warmup from 0 to `peak` over `warmup_share` of `total_steps`, then cosine
-    decay to 5% of it at `total_steps` (`train.warmup_share`; the text recipe's shape)."""
-    import keras
-
-    total_steps = max(1, int(total_steps))
-    warmup = max(1, int(round(warmup_share * total_steps)))
-    return keras.optimizers.schedules.CosineDecay(
-        0.0, max(1, total_steps - warmup), alpha=0.05, warmup_target=float(peak), warmup_steps=warmup)
 
 
 def _text_optimizer(config, total_steps):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 from pathlib import Path
 
 import keras
@@ -107,3 +108,37 @@ def test_text_classifier_with_the_char_ngram_bag_trains_and_reloads(tmp_path):
                                                     gru_units=8), FeatureConfig(n_mels=16, max_tokens=7))
     fusion = build_fusion_model(audio, backbone, fusion_cfg, 2, pieces=PIECES)
     assert "char_ngram_bag" not in {layer.name for layer in fusion.layers}
+
+
+class _StandInRun:
+    """What the text_clf builder reads from a run: config, tokenizer, vocabulary size."""
+
+    def __init__(self, config, workdir, tokenizer_path):
+        self.config, self.workdir, self.tokenizer_path = config, workdir, tokenizer_path
+        self.pieces = spm.SentencePieceProcessor(model_file=str(tokenizer_path)).get_piece_size()
+
+    def vocab_size(self):
+        return self.pieces
+
+    def model_path(self, stage):
+        return self.workdir / stage / "model.keras"
+
+
+def test_text_clf_stage_builds_the_bag_from_the_runs_tokenizer(tmp_path, tiny_config):
+    from kemdy_tf import stages
+    from kemdy_tf.models.tokenizer import train_sentencepiece
+
+    texts = ["정말 좋은 영화 였다", "별로 재미 없다 ㅋㅋ", "배우 연기가 좋다"] * 30
+    model_path = Path(train_sentencepiece(texts, tmp_path / "tokenizer.model", 40, seed=0))
+    config = copy.deepcopy(tiny_config)  # the fixture is shared by the session
+    config.fusion.char_ngrams = 3
+    run = _StandInRun(config, tmp_path, model_path)
+    classifier = stages.get("text_clf").build(run, "text_clf", from_scratch=True)
+    assert classifier.get_layer("char_ngram_ids").pieces == ngram_pieces(model_path.read_bytes())
+    assert classifier.get_layer("char_ngram_ids").max_n == 3
+    # Audio and fusion classifiers do not read it; a backbone's own tokenizer (a folder) is refused.
+    assert "char_ngram_ids" not in {layer.name for layer in stages.get("audio_clf").build(
+        run, "audio_clf", from_scratch=True).layers}
+    run.tokenizer_path = tmp_path
+    with pytest.raises(stages.StageError, match="char_ngrams=0"):
+        stages.get("text_clf").build(run, "text_clf", from_scratch=True)

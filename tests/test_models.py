@@ -587,7 +587,9 @@ def test_train_warmup_share_schedules_the_default_optimizer():
     assert float(stages.get("audio_clf").make_optimizer(cfg, 100).learning_rate) == pytest.approx(1e-3)
     cfg.train.warmup_share, cfg.train.learning_rate = 0.1, 2e-3
     assert float(stages.get("audio_clf").make_optimizer(cfg, 100).learning_rate) == 0.0  # warming up
-    schedule = stages.warmup_cosine(2e-3, 0.1, 100)
+    from kemdy_tf.models.schedules import warmup_cosine
+
+    schedule = warmup_cosine(2e-3, 0.1, 100)
     assert float(schedule(0)) == 0.0 and float(schedule(10)) == pytest.approx(2e-3)
     assert float(schedule(55)) == pytest.approx(2e-3 * (0.05 + 0.95 * 0.5), rel=1e-3)
     assert float(schedule(100)) == pytest.approx(1e-4, rel=1e-3)

@@ -215,10 +215,7 @@ class FeatureCache:
 
         Each wav counts once (augmented copies share their original's audio).
         """
-        seen: dict[str, str] = {}
-        for path, group in zip(table["wav_path"], speaker_group(table, self)):
-            seen.setdefault(str(path), group)
-        return audio.speaker_stats((group, self.read(path)) for path, group in seen.items())
+        return audio.speaker_stats((group, self.read(path)) for path, group in self._wav_groups(table).items())
 
     def functional_stats(
         self, table: pd.DataFrame, max_frames: int,
@@ -230,17 +227,21 @@ class FeatureCache:
         clip it is fed (the first `max_frames` frames, normalised with `frame_stats`
         when given, no augmentation).
         """
-        seen: dict[str, str] = {}
-        for path, group in zip(table["wav_path"], speaker_group(table, self)):
-            seen.setdefault(str(path), group)
-
         def functionals(path, group):
             log_mel = self.read(path)[:max_frames]
             if frame_stats is not None:
                 log_mel = audio.normalise(log_mel, *frame_stats[group])
             return audio.utterance_functionals(log_mel)
 
-        return audio.functional_stats((group, functionals(path, group)) for path, group in seen.items())
+        return audio.functional_stats((group, functionals(path, group))
+                                      for path, group in self._wav_groups(table).items())
+
+    def _wav_groups(self, table: pd.DataFrame) -> dict[str, str]:
+        """{wav path: speaker group} of the table, each wav once."""
+        groups: dict[str, str] = {}
+        for path, group in zip(table["wav_path"], speaker_group(table, self)):
+            groups.setdefault(str(path), group)
+        return groups
 
 
 def _ends_with_newline(path: Path) -> bool:

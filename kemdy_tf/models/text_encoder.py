@@ -24,6 +24,7 @@ from keras import ops
 
 from kemdy_tf.config import FeatureConfig, TextEncoderConfig
 from kemdy_tf.models.layers import SegmentIds, TokenPaddingMask, ZeroMaskedSteps, rating_head, transformer_blocks
+from kemdy_tf.models.schedules import warmup_cosine
 
 PAD_ID = 0
 
@@ -368,10 +369,7 @@ def text_optimizer(text_cfg: TextEncoderConfig, learning_rate: float, total_step
     """
     if text_cfg.weight_decay <= 0 and text_cfg.warmup_share <= 0:
         return keras.optimizers.Adam(learning_rate, clipnorm=1.0)  # the plain default
-    total_steps = max(1, int(total_steps))
-    warmup = max(1, int(round(text_cfg.warmup_share * total_steps)))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, max(1, total_steps - warmup), alpha=0.05, warmup_target=float(learning_rate), warmup_steps=warmup)
+    schedule = warmup_cosine(learning_rate, text_cfg.warmup_share, total_steps)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=text_cfg.weight_decay, clipnorm=1.0)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "embeddings"])
     return optimizer
