@@ -13,6 +13,8 @@ Features, all from the project's own log-mel recipe (`data.audio.log_mel_file`):
 
 * `functionals`: per mel band mean, std, std of the frame-to-frame difference, max,
   min over the clip (what `layers.UtteranceFunctionals` computes in the model);
+* `+ cepstra`: the same statistics of each frame's first 20 cepstral coefficients
+  (orthonormal DCT-II of the log-mel frame: MFCCs; `fusion.functional_cepstra`);
 * `pitch`: log-F0 statistics from `librosa.yin` on the louder frames (mean, std,
   percentiles 10/50/90 and their range, mean |delta|, delta std, voiced share) and
   frame-energy statistics.
@@ -55,9 +57,9 @@ def clip_features(path: str, cfg) -> tuple[np.ndarray, np.ndarray]:
     return mel, np.stack([f0[:n], rms[:n]], axis=1)
 
 
-def functionals(mel: np.ndarray) -> np.ndarray:
-    step = np.diff(mel, axis=0) if len(mel) > 1 else np.zeros_like(mel)
-    return np.concatenate([mel.mean(0), mel.std(0), step.std(0), mel.max(0), mel.min(0)])
+def functionals(mel: np.ndarray, cepstra: int = 0) -> np.ndarray:
+    """The model's own functionals (`data.audio.utterance_functionals`, the layer's twin)."""
+    return audio.utterance_functionals(mel, cepstra)
 
 
 def pitch_statistics(track: np.ndarray) -> np.ndarray:
@@ -122,14 +124,24 @@ def main(argv=None) -> int:
     paths = table["wav_path"].to_numpy()[keep]
     clips = Parallel(n_jobs=args.workers)(delayed(clip_features)(p, cfg.features) for p in paths)
     mels = [c[0] for c in clips]
+    cepstra = cfg.fusion.functional_cepstra
     raw = np.array([functionals(m) for m in mels])
-    frame_normed = np.array([functionals(m) for m in frames_per_speaker(mels, speakers)])
+    normed_mels = frames_per_speaker(mels, speakers)
+    frame_normed = np.array([functionals(m) for m in normed_mels])
+    with_cepstra = np.array([functionals(m, cepstra) for m in mels])
+    # What the RAVDESS recipe's model reads: frames per speaker, then functionals per speaker.
+    recipe = np.array([functionals(m, cepstra) for m in normed_mels])
     pitch = np.array([pitch_statistics(c[1]) for c in clips])
     rows = [
         ("functionals, frames per speaker (the models' speaker_norm)", frame_normed),
         ("functionals, functionals per speaker", per_speaker(raw, speakers)),
         ("pitch + energy statistics, per speaker", per_speaker(pitch, speakers)),
         ("functionals + pitch, per speaker", per_speaker(np.hstack([raw, pitch]), speakers)),
+        (f"functionals + {cepstra} cepstra, per speaker", per_speaker(with_cepstra, speakers)),
+        (f"functionals + {cepstra} cepstra, frames and functionals per speaker (the recipe's wide input)",
+         per_speaker(recipe, speakers)),
+        (f"functionals + {cepstra} cepstra + pitch, per speaker", per_speaker(np.hstack([with_cepstra, pitch]),
+                                                                              speakers)),
     ]
     print(f"{len(labels)} clips, {len(np.unique(speakers))} speakers, {args.folds} speaker-disjoint folds, UA")
     print("| features (logistic regression) | " + " | ".join(str(i) for i in range(args.folds)) + " | mean ± sd |")

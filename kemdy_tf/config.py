@@ -118,11 +118,15 @@ class FusionConfig:
     # clips can train (docs/real_speech.md). Dropout on them: functionals_dropout.
     functionals: bool = False
     functionals_dropout: float = 0.2
+    # With functionals: the same statistics of each frame's first N cepstral coefficients
+    # (orthonormal DCT-II of the log-mel frame, i.e. MFCCs) as well; 0: the bands only.
+    # +.04 UA for a linear model on RAVDESS (bench/speech_functionals.py).
+    functional_cepstra: int = 20
     # With functionals: standardise each clip's functionals by its speaker's mean and std
     # of them (over the speaker's clips in the same split, no label used; a clip without
     # a speaker is left as it is): the classical per-speaker z-normalisation, worth ~.05 UA
     # to a linear model on RAVDESS (docs/real_speech.md). The model then has a third
-    # input, `speaker_functionals` [B, 2, 5 n_mels], that `data.features.make_dataset`
+    # input, `speaker_functionals` [B, 2, 5 (n_mels + functional_cepstra)], that `data.features.make_dataset`
     # fills; like features.speaker_norm, such a run cannot be exported.
     functionals_speaker_norm: bool = False
     # With functionals or char_ngrams: chance per training example that the deep summary is

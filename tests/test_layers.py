@@ -23,7 +23,7 @@ EXAMPLES = {
     layers.ConcatenateSteps: {},
     layers.ModalityDropout: dict(rate=0.25, swap_rate=0.3, scramble_rate=0.2, seed=11),
     layers.MaskedStatisticsPooling: dict(epsilon=1e-5),
-    layers.UtteranceFunctionals: {},
+    layers.UtteranceFunctionals: dict(cepstra=2),
     layers.SpeakerStandardise: {},
     layers.VoiceVote: dict(share=0.3),
     layers.SegmentIds: dict(segment=1),
@@ -141,6 +141,36 @@ def test_numpy_utterance_functionals_match_the_layer():
     np.testing.assert_allclose(audio.utterance_functionals(x[0, :7]),
                                layers.UtteranceFunctionals()(x, np.arange(12)[None] < 7).numpy()[0], atol=1e-5)
     assert audio.utterance_functionals(np.zeros((0, 4))).shape == (20,)
+    # With cepstra: the bands, then each frame's first orthonormal DCT-II coefficients (MFCCs).
+    np.testing.assert_allclose(audio.utterance_functionals(x[0, :7], cepstra=3),
+                               layers.UtteranceFunctionals(3)(x, np.arange(12)[None] < 7).numpy()[0], atol=1e-4)
+    assert audio.utterance_functionals(np.zeros((0, 4)), cepstra=3).shape == (35,)
+
+
+def test_cepstral_functionals_are_the_statistics_of_the_frames_dct():
+    import scipy.fft
+
+    from kemdy_tf.data.audio import utterance_functionals as audio_functionals
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 10, 8)).astype("float32")
+    mask = np.array([[True] * 10, [True] * 6 + [False] * 4])
+    x[1, 6:] = 1e4  # padding: must not count
+    out = layers.UtteranceFunctionals(cepstra=4)(x, mask).numpy()
+    assert out.shape == (2, 5 * (8 + 4))
+    # Each statistic over the bands, then over the cepstra (the order of the numpy twin).
+    np.testing.assert_allclose(out.reshape(2, 5, 12)[:, :, :8],
+                               layers.UtteranceFunctionals()(x, mask).numpy().reshape(2, 5, 8), atol=1e-5)
+    for row, length in enumerate((10, 6)):
+        c = scipy.fft.dct(x[row, :length], axis=1, norm="ortho")[:, :4]
+        np.testing.assert_allclose(out[row].reshape(5, 12)[:, 8:],
+                                   [c.mean(0), c.std(0), np.diff(c, axis=0).std(0), c.max(0), c.min(0)], atol=2e-3)
+    # A frame of 8 bands has 8 coefficients: asking for more gives all of them, as in numpy.
+    assert layers.UtteranceFunctionals(cepstra=30)(x, mask).shape == (2, 5 * 16)
+    np.testing.assert_allclose(layers.UtteranceFunctionals(cepstra=30)(x, mask).numpy()[0],
+                               audio_functionals(x[0], cepstra=30), atol=1e-4)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        layers.UtteranceFunctionals(cepstra=-1)
 
 
 def test_functional_stats_per_speaker_and_a_single_clip_left_as_it_is():

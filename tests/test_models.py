@@ -426,7 +426,7 @@ def test_functionals_standardised_by_the_speakers_statistics(models):
     classifier = build_fusion_model(backbone, None, cfg, N_CLASSES, modalities=("audio",))
     assert set(classifier.input) == {"log_mel", "frame_mask", "speaker_functionals"}
     batch = make_batch()
-    n = 5 * FEATURES.n_mels
+    n = 5 * (FEATURES.n_mels + min(cfg.functional_cepstra, FEATURES.n_mels))
     rng = np.random.default_rng(3)
     stats = np.stack([rng.normal(size=(3, n)), rng.uniform(0.5, 2.0, (3, n))], axis=1).astype("float32")
     batch["speaker_functionals"] = stats

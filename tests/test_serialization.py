@@ -52,7 +52,7 @@ def _backbone_layer(name):
 def _functionals():
     from kemdy_tf.models import layers
 
-    return layers.UtteranceFunctionals(name="utterance_functionals")
+    return layers.UtteranceFunctionals(cepstra=4, name="utterance_functionals")
 
 
 def _speaker_standardise():  # fusion.functionals_speaker_norm, off by default

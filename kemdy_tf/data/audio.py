@@ -25,6 +25,7 @@ import warnings
 
 import librosa
 import numpy as np
+import scipy.fft
 
 from kemdy_tf.config import FeatureConfig
 
@@ -363,13 +364,17 @@ def speaker_stats(
     return stats
 
 
-def utterance_functionals(log_mel: np.ndarray, epsilon: float = 1e-6) -> np.ndarray:
-    """Per-band mean, std, std of the frame difference, max and min: `[frames, n]` -> `[5 n]`.
+def utterance_functionals(log_mel: np.ndarray, cepstra: int = 0, epsilon: float = 1e-6) -> np.ndarray:
+    """Per-band mean, std, std of the frame difference, max and min: `[frames, n]` -> `[5 (n + cepstra)]`.
 
     The numpy twin of `models.layers.UtteranceFunctionals` on one clip's real frames
-    (same order, same `sqrt(variance + epsilon) - sqrt(epsilon)` deviation).
+    (same order, same `sqrt(variance + epsilon) - sqrt(epsilon)` deviation); with
+    `cepstra` > 0 the bands are followed by each frame's first `cepstra` orthonormal
+    DCT-II coefficients, as there.
     """
     frames = np.asarray(log_mel, np.float64)
+    if cepstra:
+        frames = np.concatenate([frames, scipy.fft.dct(frames, axis=1, norm="ortho")[:, :cepstra]], axis=1)
     if frames.shape[0] == 0:
         return np.zeros(5 * frames.shape[1], np.float32)
 

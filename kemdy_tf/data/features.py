@@ -219,7 +219,7 @@ class FeatureCache:
 
     def functional_stats(
         self, table: pd.DataFrame, max_frames: int,
-        frame_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        frame_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, cepstra: int = 0,
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """`audio.functional_stats` over the table's cached wavs, grouped by `speaker_group`.
 
@@ -231,7 +231,7 @@ class FeatureCache:
             log_mel = self.read(path)[:max_frames]
             if frame_stats is not None:
                 log_mel = audio.normalise(log_mel, *frame_stats[group])
-            return audio.utterance_functionals(log_mel)
+            return audio.utterance_functionals(log_mel, cepstra)
 
         return audio.functional_stats((group, functionals(path, group))
                                       for path, group in self._wav_groups(table).items())
@@ -422,10 +422,11 @@ def make_dataset(
         normalise = (tf.constant(np.stack([stats[g][0] for g in names])),
                      tf.constant(np.stack([stats[g][1] for g in names])))
     if cfg.fusion.functionals and cfg.fusion.functionals_speaker_norm:
-        # Each clip's speaker's mean and std of the utterance functionals, [2, 5 n_mels]
+        # Each clip's speaker's mean and std of the utterance functionals, [2, 5 (n_mels + cepstra)]
         # (the model standardises its functionals with them; fusion.functionals_speaker_norm).
         groups = speaker_group(rows, cache)
-        by_group = cache.functional_stats(rows, fcfg.max_frames, stats if fcfg.speaker_norm else None)
+        by_group = cache.functional_stats(rows, fcfg.max_frames, stats if fcfg.speaker_norm else None,
+                                          cfg.fusion.functional_cepstra)
         columns["speaker_functionals"] = np.stack([np.stack(by_group[g]) for g in groups]).astype(np.float32)
 
     ds = tf.data.Dataset.from_tensor_slices(columns)

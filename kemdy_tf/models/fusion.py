@@ -123,7 +123,8 @@ def build_fusion_model(
     # text-only classifier's character n-gram bag.
     wide = None
     if "audio" in modalities and fusion_cfg.functionals:
-        wide = UtteranceFunctionals(name="utterance_functionals")(inputs["log_mel"], inputs["frame_mask"])
+        wide = UtteranceFunctionals(fusion_cfg.functional_cepstra, name="utterance_functionals")(
+            inputs["log_mel"], inputs["frame_mask"])
         if fusion_cfg.functionals_speaker_norm:
             # Each speaker's mean and std of these functionals, from the data pipeline.
             inputs[SPEAKER_FUNCTIONALS] = keras.Input(

@@ -14,6 +14,7 @@ masks.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 _PACKAGE = "kemdy_tf"
@@ -211,7 +212,7 @@ class MaskedStatisticsPooling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class UtteranceFunctionals(keras.layers.Layer):
-    """Per-band statistics of a clip's real frames: `[B, T, n]` -> `[B, 5 n]`.
+    """Per-band (and per-cepstrum) statistics of a clip's real frames: `[B, T, n]` -> `[B, 5 (n + min(cepstra, n))]`.
 
     Mean, standard deviation, standard deviation of the frame-to-frame difference
     (how fast each band moves), maximum and minimum over the frames `step_mask`
@@ -221,7 +222,15 @@ class UtteranceFunctionals(keras.layers.Layer):
     a frame sequence model alone over-fits (docs/real_speech.md). A row with no real
     frame gives zeros; one real frame gives a zero difference.
 
+    With `cepstra` > 0 the same five statistics of each frame's first `cepstra`
+    cepstral coefficients follow (the orthonormal DCT-II of the log-mel frame: MFCCs
+    when the input is a log-mel): the spectral envelope's shape, decorrelated, which
+    per-band statistics only hold spread over many bands (+.04 UA for a linear model
+    on RAVDESS, `bench/speech_functionals.py`).
+
     Args:
+        cepstra: number of cepstral coefficients to add (0: the bands only); a frame of
+            n bands has n, so more than n gives all n.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -230,6 +239,17 @@ class UtteranceFunctionals(keras.layers.Layer):
         array([[2., 0.999, 0., 3., 1.]], dtype=float32)  # std - sqrt(1e-6): finite gradients
     """
 
+    def __init__(self, cepstra: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if int(cepstra) < 0:
+            raise ValueError(f"UtteranceFunctionals cepstra must be >= 0, got {cepstra!r}")
+        self.cepstra = int(cepstra)
+
+    def build(self, sequence_shape, step_mask_shape=None):
+        # A frame of n bands has n coefficients: asking for more gives all of them.
+        bands = sequence_shape[-1]
+        self._dct = dct_matrix(bands, min(self.cepstra, bands)) if self.cepstra else None
+
     def call(self, sequence, step_mask):
         # In float32 under any dtype policy (sums over hundreds of frames), returned in
         # the layer's compute dtype.
@@ -237,6 +257,8 @@ class UtteranceFunctionals(keras.layers.Layer):
         weights = ops.expand_dims(ops.cast(step_mask, "float32"), axis=-1)
         real = weights > 0
         sequence = ops.where(real, sequence, ops.zeros_like(sequence))
+        if self._dct is not None:
+            sequence = ops.concatenate([sequence, ops.matmul(sequence, ops.convert_to_tensor(self._dct))], axis=-1)
         mean, std = _masked_mean_std(sequence, weights)
         # Differences between neighbouring real frames only (padding follows real frames).
         _, step_std = _masked_mean_std(sequence[:, 1:] - sequence[:, :-1], weights[:, 1:] * weights[:, :-1])
@@ -246,7 +268,22 @@ class UtteranceFunctionals(keras.layers.Layer):
         return ops.cast(ops.concatenate([mean, std, step_std, maximum, minimum], axis=-1), self.compute_dtype)
 
     def compute_output_spec(self, sequence, step_mask):
-        return keras.KerasTensor((sequence.shape[0], 5 * sequence.shape[-1]), dtype=self.compute_dtype)
+        bands = sequence.shape[-1]
+        return keras.KerasTensor((sequence.shape[0], 5 * (bands + min(self.cepstra, bands))),
+                                 dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "cepstra": self.cepstra}
+
+
+def dct_matrix(bands: int, coefficients: int):
+    """`[bands, coefficients]` float32: `frames @ dct_matrix` is the orthonormal DCT-II of each
+    frame, first `coefficients` terms (scipy.fft.dct(..., norm="ortho"), how MFCCs are taken)."""
+    m = np.arange(bands)[:, None] + 0.5
+    k = np.arange(coefficients)[None, :]
+    matrix = np.cos(np.pi / bands * m * k) * np.sqrt(2.0 / bands)
+    matrix[:, 0] = np.sqrt(1.0 / bands)
+    return matrix.astype("float32")
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
