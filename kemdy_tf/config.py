@@ -144,8 +144,6 @@ class FusionConfig:
     # Chance of leaving each n-gram out of the bag in training. 0: on NSMC the bag alone
     # peaked after one epoch either way, lower with .5 (.839 against .843).
     char_ngram_id_dropout: float = 0.0
-    # How fast the bag learns relative to the deep path (models.char_ngrams.HashedBag).
-    char_ngram_learning_rate_scale: float = 1.0
     # Chance per training example to pair its audio with another example's transcript
     # (label stays with the audio): the fusion model learns to follow the voice when
     # the words disagree, so a shortcut transcript cannot make it stop listening.

@@ -7,7 +7,6 @@ import copy
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -72,27 +71,6 @@ def test_hashed_bag_is_the_sqrt_n_sum_of_present_rows():
     assert trained.std(axis=0).max() > 0  # rows differ in how many ids they kept
     with pytest.raises(ValueError, match="id_dropout"):
         HashedBag(4, 3, id_dropout=1.0)
-
-
-def test_hashed_bag_learning_rate_scale_keeps_the_output_and_slows_each_step():
-    """The table is kept divided by the scale and the bag multiplied by it: the same start,
-    and one Adam step (whose size ignores the gradient's scale) moves the output `scale` as far."""
-    ids = np.array([[1, 2, 0], [3, 3, 4]], "int32")
-    target = np.ones((2, 3), "float32")
-    moves = {}
-    for scale in (1.0, 0.25):
-        keras.utils.set_random_seed(0)
-        bag = HashedBag(buckets=4, dim=3, learning_rate_scale=scale)
-        before = np.asarray(bag(ids))
-        optimizer = keras.optimizers.Adam(0.01)
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(bag(ids) - target))
-        optimizer.apply_gradients(zip(tape.gradient(loss, bag.trainable_variables), bag.trainable_variables))
-        moves[scale] = (before, np.asarray(bag(ids)) - before)
-    np.testing.assert_allclose(moves[0.25][0], moves[1.0][0], rtol=1e-5)
-    np.testing.assert_allclose(moves[0.25][1], 0.25 * moves[1.0][1], rtol=1e-3, atol=1e-7)
-    with pytest.raises(ValueError, match="learning_rate_scale"):
-        HashedBag(4, 3, learning_rate_scale=0.0)
 
 
 def test_ngram_pieces_blank_control_and_unknown(tmp_path):

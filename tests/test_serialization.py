@@ -68,8 +68,7 @@ def _char_ngram_layer(name):
 
         return {"PieceCharNgrams": lambda: char_ngrams.PieceCharNgrams(["", "▁가", "나"], max_n=3, buckets=64,
                                                                        name="char_ngram_ids"),
-                "HashedBag": lambda: char_ngrams.HashedBag(64, 4, id_dropout=0.5, learning_rate_scale=0.5,
-                                                                   name="char_ngram_bag")}[name]()
+                "HashedBag": lambda: char_ngrams.HashedBag(64, 4, id_dropout=0.5, name="char_ngram_bag")}[name]()
     return make
 
 

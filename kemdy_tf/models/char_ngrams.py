@@ -140,29 +140,19 @@ class HashedBag(keras.layers.Layer):
         buckets: ids run 1..buckets (the table has buckets + 1 rows; row 0 is unused).
         dim: width of the embedding and the output.
         id_dropout: in training, the chance of leaving each id out of the bag.
-        learning_rate_scale: how fast the bag learns relative to the rest of the model.
-            Adam's step does not depend on the gradient's scale, so the table is kept
-            divided by this and the bag multiplied by it: same output, each step moves
-            it this many times as far (a bag of 2^18 rows learns a training set within
-            one epoch, long before a deep path beside it does; docs/text_real.md).
         **kwargs: standard `keras.layers.Layer` arguments.
     """
 
-    def __init__(self, buckets: int, dim: int, id_dropout: float = 0.0, learning_rate_scale: float = 1.0,
-                 **kwargs):
+    def __init__(self, buckets: int, dim: int, id_dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= float(id_dropout) < 1.0:
             raise ValueError(f"id_dropout must be in [0, 1), got {id_dropout!r}")
-        if not float(learning_rate_scale) > 0.0:
-            raise ValueError(f"learning_rate_scale must be > 0, got {learning_rate_scale!r}")
         self.buckets, self.dim, self.id_dropout = int(buckets), int(dim), float(id_dropout)
-        self.learning_rate_scale = float(learning_rate_scale)
         self.seed = keras.random.SeedGenerator(0)
 
     def build(self, ids_shape):
-        limit = 0.05 / self.learning_rate_scale
         self.embeddings = self.add_weight(shape=(self.buckets + 1, self.dim), name="embeddings",
-                                          initializer=keras.initializers.RandomUniform(-limit, limit))
+                                          initializer=keras.initializers.RandomUniform(-0.05, 0.05))
 
     def call(self, ids, training=False):
         present = ops.cast(ops.not_equal(ids, 0), "float32")
@@ -172,12 +162,10 @@ class HashedBag(keras.layers.Layer):
         rows = ops.cast(ops.take(self.embeddings, ids, axis=0), "float32")  # [B, K, dim]
         total = ops.einsum("bk,bkd->bd", present, rows)
         count = ops.sum(present, axis=1, keepdims=True)
-        bag = self.learning_rate_scale * total / ops.sqrt(ops.maximum(count, 1.0))
-        return ops.cast(bag, self.compute_dtype)
+        return ops.cast(total / ops.sqrt(ops.maximum(count, 1.0)), self.compute_dtype)
 
     def compute_output_spec(self, ids, training=False):
         return keras.KerasTensor((ids.shape[0], self.dim), dtype=self.compute_dtype)
 
     def get_config(self):
-        return {**super().get_config(), "buckets": self.buckets, "dim": self.dim, "id_dropout": self.id_dropout,
-                "learning_rate_scale": self.learning_rate_scale}
+        return {**super().get_config(), "buckets": self.buckets, "dim": self.dim, "id_dropout": self.id_dropout}

@@ -153,8 +153,7 @@ def _char_ngram_bag(token_ids, pieces, fusion_cfg: FusionConfig):
     ngrams = PieceCharNgrams(pieces, max_n=fusion_cfg.char_ngrams, buckets=fusion_cfg.char_ngram_buckets,
                              name="char_ngram_ids")(token_ids)
     bag = HashedBag(fusion_cfg.char_ngram_buckets, fusion_cfg.char_ngram_dim,
-                    id_dropout=fusion_cfg.char_ngram_id_dropout,
-                    learning_rate_scale=fusion_cfg.char_ngram_learning_rate_scale, name="char_ngram_bag")(ngrams)
+                    id_dropout=fusion_cfg.char_ngram_id_dropout, name="char_ngram_bag")(ngrams)
     return keras.layers.Dropout(fusion_cfg.char_ngram_dropout, name="char_ngram_dropout")(bag)
 
 
