@@ -57,11 +57,6 @@ def clip_features(path: str, cfg) -> tuple[np.ndarray, np.ndarray]:
     return mel, np.stack([f0[:n], rms[:n]], axis=1)
 
 
-def functionals(mel: np.ndarray, cepstra: int = 0) -> np.ndarray:
-    """The model's own functionals (`data.audio.utterance_functionals`, the layer's twin)."""
-    return audio.utterance_functionals(mel, cepstra)
-
-
 def pitch_statistics(track: np.ndarray) -> np.ndarray:
     f0, rms = track[:, 0], track[:, 1]
     loud = rms > 0.3 * np.median(rms[rms > 0]) if (rms > 0).any() else rms >= 0
@@ -124,6 +119,8 @@ def main(argv=None) -> int:
     paths = table["wav_path"].to_numpy()[keep]
     clips = Parallel(n_jobs=args.workers)(delayed(clip_features)(p, cfg.features) for p in paths)
     mels = [c[0] for c in clips]
+    # The model's own functionals (`data.audio.utterance_functionals`, the layer's twin).
+    functionals = audio.utterance_functionals
     cepstra = cfg.fusion.functional_cepstra
     raw = np.array([functionals(m) for m in mels])
     normed_mels = frames_per_speaker(mels, speakers)

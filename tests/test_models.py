@@ -405,6 +405,7 @@ def test_functionals_beside_the_deep_summary(models):
     classifier = build_fusion_model(backbone, None, cfg, N_CLASSES, modalities=("audio",))
     names = {layer.name for layer in classifier.layers}
     assert {"utterance_functionals", "functionals_norm", "summary_branch_dropout"} <= names
+    assert classifier.get_layer("utterance_functionals").cepstra == cfg.functional_cepstra > 0  # + MFCC statistics
     batch = make_batch()
     probabilities = run(classifier, batch)
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
@@ -426,7 +427,7 @@ def test_functionals_standardised_by_the_speakers_statistics(models):
     classifier = build_fusion_model(backbone, None, cfg, N_CLASSES, modalities=("audio",))
     assert set(classifier.input) == {"log_mel", "frame_mask", "speaker_functionals"}
     batch = make_batch()
-    n = 5 * (FEATURES.n_mels + min(cfg.functional_cepstra, FEATURES.n_mels))
+    n = classifier.get_layer("utterance_functionals").output.shape[-1]  # bands and cepstra
     rng = np.random.default_rng(3)
     stats = np.stack([rng.normal(size=(3, n)), rng.uniform(0.5, 2.0, (3, n))], axis=1).astype("float32")
     batch["speaker_functionals"] = stats
