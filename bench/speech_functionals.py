@@ -17,7 +17,8 @@ Features, all from the project's own log-mel recipe (`data.audio.log_mel_file`):
   (orthonormal DCT-II of the log-mel frame: MFCCs; `fusion.functional_cepstra`);
 * `pitch`: log-F0 statistics from `librosa.yin` on the louder frames (mean, std,
   percentiles 10/50/90 and their range, mean |delta|, delta std, voiced share) and
-  frame-energy statistics.
+  frame-energy statistics: `data.prosody.PITCH_STATISTICS`, what `fusion.pitch` feeds
+  the models.
 
 Normalisation: `frames` standardises the log-mel per speaker before the functionals
 (what `features.speaker_norm` does for the models); `functionals` standardises the
@@ -31,7 +32,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import librosa
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression
@@ -40,7 +40,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from kemdy_tf.config import make_config
-from kemdy_tf.data import audio, splits
+from kemdy_tf.data import audio, prosody, splits
 from kemdy_tf.data.manifest import read_manifest
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/ravdess_speech_16k/manifest.csv"
@@ -48,24 +48,8 @@ RAVDESS_CLASSES = "neutral,calm,happy,sad,angry,fear,disgust,surprise"
 
 
 def clip_features(path: str, cfg) -> tuple[np.ndarray, np.ndarray]:
-    """(log-mel [frames, n_mels], [frames, 2] F0 + RMS) of one clip."""
-    mel = audio.log_mel_file(path, cfg)
-    wave = audio.load_audio(path, cfg.sample_rate)
-    f0 = librosa.yin(wave, fmin=60, fmax=500, sr=cfg.sample_rate, frame_length=cfg.n_fft, hop_length=cfg.hop_length)
-    rms = librosa.feature.rms(y=wave, frame_length=cfg.n_fft, hop_length=cfg.hop_length)[0]
-    n = min(len(f0), len(rms))
-    return mel, np.stack([f0[:n], rms[:n]], axis=1)
-
-
-def pitch_statistics(track: np.ndarray) -> np.ndarray:
-    f0, rms = track[:, 0], track[:, 1]
-    loud = rms > 0.3 * np.median(rms[rms > 0]) if (rms > 0).any() else rms >= 0
-    log_f0 = np.log(f0[loud] if loud.sum() > 2 else f0)
-    delta = np.diff(log_f0) if len(log_f0) > 1 else np.zeros(1)
-    low, mid, high = np.percentile(log_f0, [10, 50, 90])
-    log_rms = np.log(rms + 1e-5)
-    return np.array([log_f0.mean(), log_f0.std(), low, mid, high, high - low, np.abs(delta).mean(), delta.std(),
-                     loud.mean(), log_rms.mean(), log_rms.std(), np.ptp(np.percentile(log_rms, [10, 90]))])
+    """(log-mel [frames, n_mels], pitch statistics [12]) of one clip: what the models read."""
+    return audio.log_mel_file(path, cfg), prosody.clip_pitch_statistics(path, cfg)
 
 
 def per_speaker(values: np.ndarray, speakers: np.ndarray) -> np.ndarray:
@@ -128,7 +112,7 @@ def main(argv=None) -> int:
     with_cepstra = np.array([functionals(m, cepstra) for m in mels])
     # What the RAVDESS recipe's model reads: frames per speaker, then functionals per speaker.
     recipe = np.array([functionals(m, cepstra) for m in normed_mels])
-    pitch = np.array([pitch_statistics(c[1]) for c in clips])
+    pitch = np.array([c[1] for c in clips])
     rows = [
         ("functionals, frames per speaker (the models' speaker_norm)", frame_normed),
         ("functionals, functionals per speaker", per_speaker(raw, speakers)),

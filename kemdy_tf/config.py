@@ -126,9 +126,14 @@ class FusionConfig:
     # of them (over the speaker's clips in the same split, no label used; a clip without
     # a speaker is left as it is): the classical per-speaker z-normalisation, worth ~.05 UA
     # to a linear model on RAVDESS (docs/real_speech.md). The model then has a third
-    # input, `speaker_functionals` [B, 2, 5 (n_mels + functional_cepstra)], that `data.features.make_dataset`
+    # input, `speaker_functionals` [B, 2, 5 (n_mels + functional_cepstra) (+ 12 with pitch)], that `data.features.make_dataset`
     # fills; like features.speaker_norm, such a run cannot be exported.
     functionals_speaker_norm: bool = False
+    # With functionals: 12 pitch and energy statistics of each clip (YIN F0 level, range and
+    # movement; data.prosody) beside them, which mel bands 25+ Hz wide barely resolve (+.025 UA
+    # for a linear model on RAVDESS, docs/real_speech.md). The data pipeline tracks the pitch
+    # (input `pitch_statistics` [B, 12]), so such a run cannot be exported either.
+    pitch: bool = False
     # With functionals or char_ngrams: chance per training example that the deep summary is
     # dropped whole, so the wide features alone must classify it (the deep path over-fits a few
     # hundred clips first and would otherwise carry every training answer).

@@ -195,6 +195,10 @@ def load_run_models(workdir: str | os.PathLike) -> tuple[dict, RunConfig, Path, 
         raise ExportError(f"{workdir} was trained with fusion.functionals_speaker_norm=true; its models read "
                           "each speaker's functional statistics, which a served clip does not have, so "
                           "this run cannot be exported")
+    if config.fusion.functionals and config.fusion.pitch:
+        raise ExportError(f"{workdir} was trained with fusion.pitch=true; its models read pitch statistics "
+                          "that the data pipeline tracks (librosa's YIN) and the SavedModel's in-graph front end "
+                          "does not compute, so this run cannot be exported (retrain with fusion.pitch=false)")
     models = {}
     for stage in stages_lib.with_requirements(EXPORTED_STAGE):
         path = run.model_path(stage)

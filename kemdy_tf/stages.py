@@ -297,12 +297,12 @@ def stage_dataset(run, stage, split: str, training: bool, tokenizer=None, class_
     # Under MirroredStrategy Keras sums a sample batch across replicas, which fails on bool.
     int_mask = replicas > 1
     weights = tf.constant(class_weights or [1.0], tf.float32)
-    # Optional model inputs the data pipeline fills (fusion.functionals_speaker_norm).
+    # Optional model inputs the data pipeline fills (fusion.functionals_speaker_norm, fusion.pitch).
     cfg = run.config
     extra = ()
-    if "audio" in stage.modalities and stage.is_classifier and cfg.fusion.functionals \
-            and cfg.fusion.functionals_speaker_norm:
-        extra = ("speaker_functionals",)
+    if "audio" in stage.modalities and stage.is_classifier and cfg.fusion.functionals:
+        extra = tuple(name for name, wanted in (("speaker_functionals", cfg.fusion.functionals_speaker_norm),
+                                                ("pitch_statistics", cfg.fusion.pitch)) if wanted)
 
     def select(features, targets):
         x = {k: features[k] for k in inputs + extra}

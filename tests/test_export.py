@@ -298,18 +298,18 @@ def test_refuses_runs_the_served_graph_cannot_reproduce(run, tmp_path):
                              run["root"] / "run" / "tokenizer.model", three_classes, tmp_path / "a")
     assert [p.name for p in (tmp_path / "a").iterdir()] == []
 
-    # Speaker-normalised features need statistics of a speaker the server does not know.
-    normalised = make_config("small", [*TINY, "features.speaker_norm=true"])
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "tokenizer.model").write_bytes((run["root"] / "run" / "tokenizer.model").read_bytes())
-    write_stand_in_run(tmp_path / "run", normalised)
-    with pytest.raises(export.ExportError, match="speaker_norm"):
-        export.export_run(tmp_path / "run", tmp_path / "b")
-
-    # Functionals standardised per speaker: the same, without frame normalisation.
-    per_speaker = make_config("small", [*TINY, "fusion.functionals=true", "fusion.functionals_speaker_norm=true"])
-    (tmp_path / "run2").mkdir()
-    (tmp_path / "run2" / "tokenizer.model").write_bytes((run["root"] / "run" / "tokenizer.model").read_bytes())
-    write_stand_in_run(tmp_path / "run2", per_speaker)
-    with pytest.raises(export.ExportError, match="functionals_speaker_norm"):
-        export.export_run(tmp_path / "run2", tmp_path / "c")
+    refused = [
+        # Speaker-normalised features need statistics of a speaker the server does not know.
+        (["features.speaker_norm=true"], "speaker_norm"),
+        # Functionals standardised per speaker: the same, without frame normalisation.
+        (["fusion.functionals=true", "fusion.functionals_speaker_norm=true"], "functionals_speaker_norm"),
+        # Pitch statistics come from the data pipeline's tracker, which the SavedModel lacks.
+        (["fusion.functionals=true", "fusion.pitch=true"], "fusion.pitch"),
+    ]
+    for k, (overrides, reason) in enumerate(refused):
+        workdir = tmp_path / f"run{k}"
+        workdir.mkdir()
+        (workdir / "tokenizer.model").write_bytes((run["root"] / "run" / "tokenizer.model").read_bytes())
+        write_stand_in_run(workdir, make_config("small", [*TINY, *overrides]))
+        with pytest.raises(export.ExportError, match=reason):
+            export.export_run(workdir, tmp_path / f"out{k}")

@@ -9,7 +9,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from kemdy_tf.config import DataConfig, RunConfig
-from kemdy_tf.data import audio, features, splits
+from kemdy_tf.data import audio, features, prosody, splits
 from kemdy_tf.models import tokenizer as tok_lib
 
 TEXTS = ["오늘 날씨가 정말 좋네요", "저는 학교에 갑니다", "정말 재미있어요", "아 친구들도"]
@@ -339,6 +339,32 @@ def test_speaker_functional_statistics_come_from_each_speakers_own_clips(data):
     (first, _), *_ = features.make_dataset(table, data["cache"], data["tokenizer"], cfg, training=False,
                                            split="test").take(1)
     assert "speaker_functionals" not in first
+
+
+def test_pitch_statistics_are_tracked_once_and_read_beside_the_functionals(data, monkeypatch):
+    """`fusion.pitch`: each example carries its wav's `prosody` statistics, cached beside the
+    log-mels; the speaker statistics of the functionals then cover them too."""
+    cfg = _config()
+    cfg.fusion.functionals = cfg.fusion.pitch = cfg.fusion.functionals_speaker_norm = True
+    table, cache = data["table"], data["cache"]
+    ds = features.make_dataset(table, cache, data["tokenizer"], cfg, training=False, with_ids=True, split="test")
+    wav = table.set_index("segment_id")["wav_path"]
+    examples = _epoch(ds)
+    for e in examples:
+        expected = prosody.clip_pitch_statistics(wav[e["segment_id"]], cfg.features)
+        np.testing.assert_allclose(e["pitch_statistics"], expected, rtol=1e-6)
+        width = audio.utterance_functionals(e["log_mel"][e["frame_mask"]], cfg.fusion.functional_cepstra).size
+        assert e["speaker_functionals"].shape == (2, width + len(prosody.PITCH_STATISTICS))
+    # Tracked once: a second pipeline reads the stored values and opens no wav.
+    monkeypatch.setattr(prosody, "clip_pitch_statistics", lambda *a: pytest.fail("pitch tracked again"))
+    again = _epoch(features.make_dataset(table, cache, data["tokenizer"], cfg, training=False, with_ids=True,
+                                         split="test"))
+    for first, second in zip(examples, again):
+        np.testing.assert_array_equal(first["pitch_statistics"], second["pitch_statistics"])
+    cfg.fusion.pitch = False
+    (plain, _), *_ = features.make_dataset(table, cache, data["tokenizer"], cfg, training=False,
+                                           split="test").take(1)
+    assert "pitch_statistics" not in plain
 
 
 def test_tokenizer_length_must_match_max_tokens(data, tmp_path):

@@ -26,7 +26,7 @@ from kemdy_tf.config import (  # noqa: E402
     make_config,
 )
 from kemdy_tf.models.audio_encoder import build_audio_backbone, build_audio_encoder  # noqa: E402
-from kemdy_tf.models.fusion import build_fusion_model  # noqa: E402
+from kemdy_tf.models.fusion import N_PITCH_STATISTICS, build_fusion_model  # noqa: E402
 from kemdy_tf.models.layers import ModalityDropout  # noqa: E402
 from kemdy_tf.models.text_encoder import build_text_backbone, build_text_encoder  # noqa: E402
 
@@ -442,6 +442,31 @@ def test_functionals_standardised_by_the_speakers_statistics(models):
     other = dict(batch, speaker_functionals=stats[::-1].copy())
     assert not np.allclose(run(classifier, other), probabilities)
     # Off without functionals: no third input.
+    plain = build_fusion_model(backbone, None, dataclasses.replace(cfg, functionals=False), N_CLASSES,
+                               modalities=("audio",))
+    assert set(plain.input) == {"log_mel", "frame_mask"}
+
+
+def test_pitch_statistics_join_the_functionals(models):
+    """`fusion.pitch`: the classifier reads each clip's pitch statistics beside the functionals,
+    standardised per speaker with them."""
+    backbone = models["audio"].get_layer("audio_backbone")
+    cfg = dataclasses.replace(FUSION, functionals=True, pitch=True)
+    classifier = build_fusion_model(backbone, None, cfg, N_CLASSES, modalities=("audio",))
+    assert set(classifier.input) == {"log_mel", "frame_mask", "pitch_statistics"}
+    batch = make_batch()
+    batch["pitch_statistics"] = np.random.default_rng(4).normal(size=(3, N_PITCH_STATISTICS)).astype("float32")
+    probabilities = run(classifier, batch)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(run(classifier, with_garbage_frames(batch)), probabilities, atol=ATOL)
+    assert not np.allclose(run(classifier, dict(batch, pitch_statistics=batch["pitch_statistics"][::-1].copy())),
+                           probabilities)
+    n = classifier.get_layer("utterance_functionals").output.shape[-1]
+    assert classifier.get_layer("functionals_and_pitch").output.shape[-1] == n + N_PITCH_STATISTICS
+    per_speaker = build_fusion_model(backbone, None, dataclasses.replace(cfg, functionals_speaker_norm=True),
+                                     N_CLASSES, modalities=("audio",))
+    assert per_speaker.input["speaker_functionals"].shape[-1] == n + N_PITCH_STATISTICS
+    # Without functionals there is nothing to join: no pitch input.
     plain = build_fusion_model(backbone, None, dataclasses.replace(cfg, functionals=False), N_CLASSES,
                                modalities=("audio",))
     assert set(plain.input) == {"log_mel", "frame_mask"}

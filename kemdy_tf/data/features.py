@@ -20,7 +20,9 @@ which act later. Raw float32 files need neither TensorFlow in the worker process
 Pipeline element (batched; see docs/architecture.md)::
 
     features: log_mel [B, T<=max_frames, n_mels] float32 (0-padded), frame_mask [B, T] bool,
-              token_ids [B, max_tokens] int32 (0-padded), segment_id [B] string (with_ids)
+              token_ids [B, max_tokens] int32 (0-padded), segment_id [B] string (with_ids);
+              with fusion.functionals: speaker_functionals [B, 2, F] (functionals_speaker_norm),
+              pitch_statistics [B, 12] (fusion.pitch; prosody.PITCH_STATISTICS)
     targets:  arousal [B, 1], valence [B, 1] float32, emotion [B] int32
 """
 
@@ -43,7 +45,7 @@ import pandas as pd
 import tensorflow as tf
 
 from kemdy_tf.config import FeatureConfig, RunConfig
-from kemdy_tf.data import audio, splits
+from kemdy_tf.data import audio, prosody, splits
 
 FORMAT_VERSION = 1  # bump when the file format or the log-mel recipe changes
 SHARD_SIZE = 256
@@ -208,6 +210,44 @@ class FeatureCache:
                     entries[row["key"]] = CacheEntry(file, frames)
         return entries
 
+    # --- pitch statistics (fusion.pitch) ---
+
+    def pitch_statistics(self, wav_path: str | os.PathLike) -> np.ndarray:
+        """`prosody.clip_pitch_statistics` of one wav, computed once and kept beside its log-mel.
+
+        Stored as `pitch-<prosody.PITCH_VERSION>/<key>.f32` in this recipe's folder (the
+        track uses the same sample rate, window, hop and max_frames), written by rename
+        so a kill leaves no half file.
+
+        Raises:
+            AudioError: the wav cannot be read or tracked.
+        """
+        target = self._pitch_file(wav_path)
+        if target.exists():
+            return np.fromfile(target, dtype="<f4")
+        stats = prosody.clip_pitch_statistics(wav_path, self.cfg)
+        target.parent.mkdir(exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        np.ascontiguousarray(stats, dtype="<f4").tofile(tmp)
+        os.replace(tmp, target)
+        return stats
+
+    def pitch_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:
+        """[rows, len(PITCH_STATISTICS)] float32: `pitch_statistics` of each row's wav (tracked once)."""
+        paths = list(dict.fromkeys(str(p) for p in table["wav_path"]))
+        reporter = _Progress(sum(not self._pitch_file(p).exists() for p in paths), progress, "pitch tracks")
+        by_path = {}
+        for path in paths:
+            new = not self._pitch_file(path).exists()
+            by_path[path] = self.pitch_statistics(path)
+            if new:
+                reporter.step(failed=0)
+        reporter.done(failed=0)
+        return np.stack([by_path[str(p)] for p in table["wav_path"]]).astype(np.float32)
+
+    def _pitch_file(self, wav_path: str | os.PathLike) -> Path:
+        return self.folder / f"pitch-{prosody.PITCH_VERSION}" / f"{self.key(wav_path)}.f32"
+
     # --- speaker statistics ---
 
     def speaker_stats(self, table: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -220,18 +260,21 @@ class FeatureCache:
     def functional_stats(
         self, table: pd.DataFrame, max_frames: int,
         frame_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, cepstra: int = 0,
+        pitch: bool = False,
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """`audio.functional_stats` over the table's cached wavs, grouped by `speaker_group`.
 
         Each wav counts once; its functionals are those the model computes from the
         clip it is fed (the first `max_frames` frames, normalised with `frame_stats`
-        when given, no augmentation).
+        when given, no augmentation), followed by its `pitch_statistics` when `pitch`
+        (the model's wide features in the same order).
         """
         def functionals(path, group):
             log_mel = self.read(path)[:max_frames]
             if frame_stats is not None:
                 log_mel = audio.normalise(log_mel, *frame_stats[group])
-            return audio.utterance_functionals(log_mel, cepstra)
+            values = audio.utterance_functionals(log_mel, cepstra)
+            return np.concatenate([values, self.pitch_statistics(path)]) if pitch else values
 
         return audio.functional_stats((group, functionals(path, group))
                                       for path, group in self._wav_groups(table).items())
@@ -310,8 +353,8 @@ def _compute(todo: dict[str, str], cfg: FeatureConfig, workers: int, front_end=N
 
 
 class _Progress:
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.count = total, enabled and total > 0, 0
+    def __init__(self, total: int, enabled: bool, what: str = "features"):
+        self.total, self.enabled, self.count, self.what = total, enabled and total > 0, 0, what
         self.start = self.last = time.monotonic()
 
     def step(self, failed: int) -> None:
@@ -319,11 +362,11 @@ class _Progress:
         now = time.monotonic()
         if self.enabled and now - self.last >= 10:
             self.last = now
-            print(f"features: {self.count}/{self.total} computed, {failed} failed", file=sys.stderr)
+            print(f"{self.what}: {self.count}/{self.total} computed, {failed} failed", file=sys.stderr)
 
     def done(self, failed: int) -> None:
         if self.enabled:
-            print(f"features: {self.count}/{self.total} computed in {time.monotonic() - self.start:.1f} s, "
+            print(f"{self.what}: {self.count}/{self.total} computed in {time.monotonic() - self.start:.1f} s, "
                   f"{failed} failed", file=sys.stderr)
 
 
@@ -426,8 +469,11 @@ def make_dataset(
         # (the model standardises its functionals with them; fusion.functionals_speaker_norm).
         groups = speaker_group(rows, cache)
         by_group = cache.functional_stats(rows, fcfg.max_frames, stats if fcfg.speaker_norm else None,
-                                          cfg.fusion.functional_cepstra)
+                                          cfg.fusion.functional_cepstra, pitch=cfg.fusion.pitch)
         columns["speaker_functionals"] = np.stack([np.stack(by_group[g]) for g in groups]).astype(np.float32)
+    if cfg.fusion.functionals and cfg.fusion.pitch:
+        # Each clip's pitch and energy statistics (prosody.PITCH_STATISTICS), read beside the functionals.
+        columns["pitch_statistics"] = cache.pitch_table(rows)
 
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
@@ -454,8 +500,9 @@ def make_dataset(
                 log_mel, dcfg.freq_mask_param, seed=seed, probability=dcfg.freq_mask_prob)
         features = {"log_mel": log_mel, "frame_mask": tf.ones(tf.shape(log_mel)[:1], tf.bool),
                     "text": example["text"]}
-        if "speaker_functionals" in example:
-            features["speaker_functionals"] = example["speaker_functionals"]
+        for name in ("speaker_functionals", "pitch_statistics"):  # optional model inputs
+            if name in example:
+                features[name] = example[name]
         if with_ids:
             features["segment_id"] = example["segment_id"]
         targets = {"arousal": example["arousal"][tf.newaxis], "valence": example["valence"][tf.newaxis],

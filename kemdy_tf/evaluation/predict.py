@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 # speaker_functionals: each clip's speaker's functional statistics, which make_dataset
-# adds under fusion.functionals_speaker_norm (the classifiers then read them).
-MODEL_INPUTS = ("log_mel", "frame_mask", "token_ids", "speaker_functionals")
+# adds under fusion.functionals_speaker_norm; pitch_statistics: fusion.pitch's (the
+# classifiers then read them).
+MODEL_INPUTS = ("log_mel", "frame_mask", "token_ids", "speaker_functionals", "pitch_statistics")
 TARGETS = ("emotion", "arousal", "valence")
 NO_TEXT_SUFFIX = "_no_text"
 

@@ -38,6 +38,9 @@ from kemdy_tf.models.text_encoder import PAD_ID
 MODALITIES = ("audio", "text")
 # The input of per-speaker functional statistics (fusion.functionals_speaker_norm).
 SPEAKER_FUNCTIONALS = "speaker_functionals"
+# The input of each clip's pitch and energy statistics (fusion.pitch; data.prosody).
+PITCH_STATISTICS = "pitch_statistics"
+N_PITCH_STATISTICS = 12  # len(data.prosody.PITCH_STATISTICS)
 # Width of the attention block's feed-forward layer, in multiples of the model width.
 FEEDFORWARD_MULTIPLE = 4
 
@@ -125,6 +128,11 @@ def build_fusion_model(
     if "audio" in modalities and fusion_cfg.functionals:
         wide = UtteranceFunctionals(fusion_cfg.functional_cepstra, name="utterance_functionals")(
             inputs["log_mel"], inputs["frame_mask"])
+        if fusion_cfg.pitch:
+            # Tracked by the data pipeline; standardised per speaker with the functionals.
+            inputs[PITCH_STATISTICS] = keras.Input(
+                shape=(N_PITCH_STATISTICS,), dtype="float32", name=PITCH_STATISTICS)
+            wide = keras.layers.Concatenate(name="functionals_and_pitch")([wide, inputs[PITCH_STATISTICS]])
         if fusion_cfg.functionals_speaker_norm:
             # Each speaker's mean and std of these functionals, from the data pipeline.
             inputs[SPEAKER_FUNCTIONALS] = keras.Input(
