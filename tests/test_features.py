@@ -341,13 +341,14 @@ def test_speaker_functional_statistics_come_from_each_speakers_own_clips(data):
     assert "speaker_functionals" not in first
 
 
-def test_pitch_statistics_are_tracked_once_and_read_beside_the_functionals(data, monkeypatch):
+def test_pitch_statistics_are_tracked_once_and_read_beside_the_functionals(data, monkeypatch, capsys):
     """`fusion.pitch`: each example carries its wav's `prosody` statistics, cached beside the
     log-mels; the speaker statistics of the functionals then cover them too."""
     cfg = _config()
     cfg.fusion.functionals = cfg.fusion.pitch = cfg.fusion.functionals_speaker_norm = True
     table, cache = data["table"], data["cache"]
     ds = features.make_dataset(table, cache, data["tokenizer"], cfg, training=False, with_ids=True, split="test")
+    assert "pitch tracks: " in capsys.readouterr().err  # a long first tracking says how far it is
     wav = table.set_index("segment_id")["wav_path"]
     examples = _epoch(ds)
     for e in examples:

@@ -464,6 +464,10 @@ def make_dataset(
         columns["group"] = np.array([names.index(g) for g in groups], np.int32)
         normalise = (tf.constant(np.stack([stats[g][0] for g in names])),
                      tf.constant(np.stack([stats[g][1] for g in names])))
+    if cfg.fusion.functionals and cfg.fusion.pitch:
+        # Each clip's pitch and energy statistics (prosody.PITCH_STATISTICS), read beside the functionals
+        # (tracked here first, with progress lines; the speaker statistics below reuse them).
+        columns["pitch_statistics"] = cache.pitch_table(rows)
     if cfg.fusion.functionals and cfg.fusion.functionals_speaker_norm:
         # Each clip's speaker's mean and std of the utterance functionals, [2, 5 (n_mels + cepstra)]
         # (the model standardises its functionals with them; fusion.functionals_speaker_norm).
@@ -471,9 +475,6 @@ def make_dataset(
         by_group = cache.functional_stats(rows, fcfg.max_frames, stats if fcfg.speaker_norm else None,
                                           cfg.fusion.functional_cepstra, pitch=cfg.fusion.pitch)
         columns["speaker_functionals"] = np.stack([np.stack(by_group[g]) for g in groups]).astype(np.float32)
-    if cfg.fusion.functionals and cfg.fusion.pitch:
-        # Each clip's pitch and energy statistics (prosody.PITCH_STATISTICS), read beside the functionals.
-        columns["pitch_statistics"] = cache.pitch_table(rows)
 
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
