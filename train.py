@@ -60,7 +60,7 @@ def parse_args(argv=None):
 
 
 def build_config(args):
-    from kemdy_tf.config import check_precision, make_config
+    from kemdy_tf.config import check_monitor, check_precision, make_config
 
     overrides = list(args.overrides)
     for flag, field in ((args.epochs, "train.epochs"), (args.batch_size, "train.batch_size"),
@@ -69,6 +69,7 @@ def build_config(args):
             overrides.append(f"{field}={flag}")
     config = make_config(args.preset, overrides)
     check_precision(config.train.precision)  # refused before the run is prepared
+    check_monitor(config.train.monitor)
     return config
 
 

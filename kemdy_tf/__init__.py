@@ -1,10 +1,10 @@
 """kemdy_tf: multimodal (speech + transcript) emotion recognition on the KEMDy20 layout.
 
 After `import kemdy_tf`, `keras.saving.load_model(path)` works on the `.keras`
-archives a run writes, compiled or not: the custom layers and the training metric
-(`SparseMacroF1`) register as soon as Keras is imported (at once if it already is).
-Data-only tools (the reader, the synthetic generator, the analysis) therefore never
-pay for importing Keras and TensorFlow.
+archives a run writes, compiled or not: the custom layers and the training metrics
+(`SparseMacroF1`, `SparseBalancedAccuracy`) register as soon as Keras is imported (at
+once if it already is). Data-only tools (the reader, the synthetic generator, the
+analysis) therefore never pay for importing Keras and TensorFlow.
 """
 
 import importlib.abc
@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def _register_layers() -> None:
     from kemdy_tf import models  # noqa: F401  (registration is an import side effect)
-    from kemdy_tf.models import metrics  # noqa: F401  SparseMacroF1, in compiled archives
+    from kemdy_tf.models import metrics  # noqa: F401  the training metrics, in compiled archives
 
 
 class _RegisterLayersWithKeras(importlib.abc.MetaPathFinder):

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 DEFAULT_CLASSES = ("neutral", "happy", "sad", "angry", "surprise")
 # `train.precision` values: Keras dtype policies a stage may be trained under (models.precision).
 PRECISIONS = ("float32", "mixed_bfloat16")
+# `train.monitor` values: the validation figure a stage's checkpoint and early stopping follow.
+MONITORS = ("val_loss", "val_ua", "val_f1")
 # Every emotion KEMDy20 annotates, with its spelling fixed ("disqust" -> "disgust").
 ALL_EMOTIONS = ("neutral", "happy", "surprise", "angry", "sad", "fear", "disgust")
 
@@ -185,6 +187,14 @@ class TrainConfig:
     # and losses). Finished models are saved float32 either way. docs/benchmarks.md
     # ("Training precision") has the speed and macro-F1 measured before choosing the default.
     precision: str = "float32"
+    # The validation figure that picks the kept epoch (best-only checkpoint) and stops
+    # training (EarlyStopping): "val_loss" (lowest); for the classifier stages also
+    # "val_ua" (highest balanced accuracy, models.metrics.SparseBalancedAccuracy) or
+    # "val_f1" (highest macro-F1); the rating stages follow val_loss either way. The
+    # validation loss is unweighted, so under heavy imbalance it favours the epochs that
+    # answer the majority class most; docs/imbalance.md ("Monitoring validation UA or
+    # macro-F1") measured the other two and kept val_loss.
+    monitor: str = "val_loss"
 
 
 @dataclass
@@ -272,6 +282,13 @@ def check_precision(name: str) -> str:
     """`name` if it is a known `train.precision`, else a ValueError naming the choices."""
     if name not in PRECISIONS:
         raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}; got {name!r}")
+    return name
+
+
+def check_monitor(name: str) -> str:
+    """`name` if it is a known `train.monitor`, else a ValueError naming the choices."""
+    if name not in MONITORS:
+        raise ValueError(f"train.monitor must be one of {', '.join(MONITORS)}; got {name!r}")
     return name
 
 

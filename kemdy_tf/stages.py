@@ -146,10 +146,12 @@ def _regression_metrics(config) -> list:
 def _classification_metrics(config) -> list:
     import keras
 
-    from kemdy_tf.models.metrics import SparseMacroF1
+    from kemdy_tf.models.metrics import SparseBalancedAccuracy, SparseMacroF1
 
+    n_classes = len(config.data.classes)
+    # "ua" is also what `train.monitor=val_ua` selects the epoch by (training.monitored).
     return [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-            SparseMacroF1(len(config.data.classes), name="f1")]
+            SparseMacroF1(n_classes, name="f1"), SparseBalancedAccuracy(n_classes, name="ua")]
 
 
 def _text_optimizer(config, total_steps):

@@ -34,7 +34,7 @@ import pandas as pd
 import tensorflow as tf
 
 from kemdy_tf import classical, run as run_lib, stages as stages_lib, summaries
-from kemdy_tf.config import RunConfig
+from kemdy_tf.config import RunConfig, check_monitor
 from kemdy_tf.models import precision as precision_lib
 
 log = logging.getLogger("kemdy_tf.training")
@@ -95,6 +95,22 @@ def class_weight_values(labels, n_classes: int, scheme: str = "weights") -> list
     return out
 
 
+def monitored(spec, config: RunConfig) -> tuple[str, str]:
+    """(logged figure, "min" or "max") that a stage's checkpoint and early stopping follow.
+
+    `train.monitor=val_ua` / `val_f1` apply to the classifier stages (their compiled "ua"
+    and "f1" metrics, highest kept); the rating stages have neither and keep the lowest
+    val_loss.
+    """
+    try:
+        monitor = check_monitor(config.train.monitor)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
+    if monitor != "val_loss" and spec.is_classifier:
+        return monitor, "max"
+    return "val_loss", "min"
+
+
 def class_weights(run) -> list[float]:
     """`class_weight_values` of the training split under the run's `train.class_weighting`."""
     classes = list(run.config.data.classes)
@@ -112,6 +128,7 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         precision_lib.check_precision(cfg.train.precision)
     except ValueError as error:
         raise TrainingError(str(error)) from None
+    monitor, mode = monitored(spec, cfg)
     if not stages_lib.has_targets(run, spec.target):
         print(f"stage {stage} skipped: the training split has no {spec.target!r} values (most "
               f"emotion corpora have none); the classifiers learn their {spec.modalities[0]} backbone "
@@ -160,11 +177,18 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     history_csv = stage_dir / run_lib.HISTORY
     # Resume from the last committed epoch; history.csv and model.keras are rolled back to it.
     backup = read_backup(stage_dir / BACKUP_DIR)
-    best_so_far = rollback_to_backup(stage_dir, backup)
-    checkpoint = AtomicModelCheckpoint(stage_dir / run_lib.MODEL, monitor="val_loss", save_best_only=True)
+    if backup is not None and backup.get("monitor", "val_loss") != monitor:
+        # Its best and EarlyStopping's counters measure another figure: start afresh.
+        log.warning("the resume backup of stage %s followed %s, this run follows %s; the stage "
+                    "starts again from epoch 1", stage, backup.get("monitor", "val_loss"), monitor)
+        backup = None
+    best_so_far = rollback_to_backup(stage_dir, backup, monitor, mode)
+    # mode is explicit: Keras' "auto" guesses min for any name without "acc" in it
+    checkpoint = AtomicModelCheckpoint(stage_dir / run_lib.MODEL, monitor=monitor, mode=mode,
+                                       save_best_only=True)
     if best_so_far is not None:  # a resumed run keeps the best it already saved
         checkpoint.best = best_so_far
-    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.patience,
+    stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience,
                                             restore_best_weights=True)
     callbacks = [  # in this order: the backup commits what the three before it did
         checkpoint,
@@ -226,11 +250,13 @@ def _total_steps(run, spec, epochs: int) -> int:
     return max(1, epochs * -(-len(rows) // run.config.train.batch_size))
 
 
-def _best_logged(history_csv: Path, column: str):
+def _best_logged(history_csv: Path, column: str, mode: str = "min"):
     if not history_csv.exists() or history_csv.stat().st_size == 0:
         return None
     history = pd.read_csv(history_csv)
-    return float(history[column].min()) if column in history and len(history) else None
+    if column not in history or not history[column].notna().any():
+        return None
+    return float(history[column].max() if mode == "max" else history[column].min())
 
 
 
@@ -322,8 +348,10 @@ def read_backup(backup_dir) -> dict | None:
     return state
 
 
-def rollback_to_backup(stage_dir: Path, state: dict | None) -> float | None:
-    """Make history.csv and model.keras agree with the committed backup `state`; the best val_loss.
+def rollback_to_backup(stage_dir: Path, state: dict | None, monitor: str = "val_loss",
+                       mode: str = "min") -> float | None:
+    """Make history.csv and model.keras agree with the committed backup `state`; the best
+    value of `monitor` (lowest for mode "min", highest for "max") saved so far.
 
     Rows of epochs after the commit (a kill between the row and the commit) are dropped;
     a model.keras saved after the commit is replaced by the committed best (or removed
@@ -340,7 +368,7 @@ def rollback_to_backup(stage_dir: Path, state: dict | None) -> float | None:
         shutil.rmtree(backup, ignore_errors=True)
         return None
     if state["legacy"]:  # a backup of Keras' own layout: keep its files, best from the history
-        return _best_logged(history, "val_loss")
+        return _best_logged(history, monitor, mode)
     _truncate_history(history, state["epoch"])
     best_model = state.get("best_model")
     if best_model and (backup / best_model).exists():
@@ -383,10 +411,11 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     Each epoch writes `weights-<n>.weights.h5` (a new name), links the best model as
     `best-<n>.keras` when the epoch improved it, then replaces `training_metadata.json`
-    (epoch, weights, best val_loss and model, EarlyStopping's counters, whether it
-    stopped). A kill at any instant leaves the previous commit readable. The folder is
-    kept after `fit` (`delete_checkpoint=False`); the caller removes it once the stage's
-    summary is written, so a kill in between resumes with nothing left to train.
+    (epoch, weights, the monitored figure's name and best value, the best model,
+    EarlyStopping's counters, whether it stopped). A kill at any instant leaves the
+    previous commit readable. The folder is kept after `fit` (`delete_checkpoint=False`);
+    the caller removes it once the stage's summary is written, so a kill in between
+    resumes with nothing left to train.
 
     Place it after the checkpoint, EarlyStopping and CSVLogger: it commits what they did.
     """
@@ -435,7 +464,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             _link_or_copy(self.model_path, self.folder / best_model)
         stopper = self.early_stopping
         state = {"epoch": epoch, "batch": 0, "weights": weights, "best_model": best_model,
-                 "best": _to_json_float(self.checkpoint.best),
+                 "monitor": self.checkpoint.monitor, "best": _to_json_float(self.checkpoint.best),
                  "stopped": bool(self.model.stop_training),
                  "seeds": [np.asarray(v).tolist() for v in _seed_variables(self.model)]}
         if stopper is not None:

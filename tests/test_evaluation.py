@@ -318,6 +318,27 @@ def test_collect_sweep_takes_best_validation_epoch_and_orders_values(tmp_path):
     assert sweeps.find_sweeps(tmp_path / "nowhere") == {}
 
 
+def test_sweep_of_a_val_ua_classifier_takes_the_epoch_of_the_highest_val_ua(tmp_path):
+    """A classifier trained with train.monitor=val_ua (val_f1) kept the highest-val_ua
+    (val_f1) epoch, not the lowest-val_loss one; a rating stage with the same config still
+    follows val_loss."""
+    columns = dict(loss=[1.0, 0.8, 0.7], f1=[.2, .3, .4], val_loss=[0.9, 0.7, 0.8], val_f1=[.25, .2, .35],
+                   val_ua=[.5, .25, .45])
+    kept = {}
+    for monitor in ("val_loss", "val_ua", "val_f1"):
+        folder = tmp_path / monitor / "text_clf"
+        write_history(folder, **columns)
+        (folder / "config.json").write_text(json.dumps({"config": {"train": {"monitor": monitor}}}))
+        result = sweeps.stage_result(folder)
+        kept[monitor] = (result["epoch"], result["val"])
+    assert kept == {"val_loss": (2, .2), "val_ua": (1, .25), "val_f1": (3, .35)}
+    assert "highest val_f1" in result["source"]
+    rating = tmp_path / "text"
+    write_history(rating, loss=[1.0, 0.8], rmse=[1.0, 0.9], val_loss=[0.9, 0.95], val_rmse=[0.95, 0.97])
+    (rating / "config.json").write_text(json.dumps({"config": {"train": {"monitor": "val_ua"}}}))
+    assert sweeps.stage_result(rating)["epoch"] == 1
+
+
 def test_read_history_names_bad_file(tmp_path):
     empty = tmp_path / "history.csv"
     empty.write_text("")

@@ -1,6 +1,7 @@
 """Metrics against numbers worked out by hand (see the comments for the arithmetic)."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -121,3 +122,94 @@ def test_mean_and_std_uses_sample_std_and_skips_nan():
     assert summary["std"] == pytest.approx(math.sqrt(0.02))  # ((0.1^2 + 0.1^2) / (2 - 1))
     assert summary["n"] == 2 and len(summary["values"]) == 3
     assert metrics.mean_and_std([0.4])["std"] == 0.0
+
+
+# === The training metric: streamed balanced accuracy (models.metrics.SparseBalancedAccuracy) ===
+
+def _probabilities(y_pred, n_classes, rng):
+    """Random class probabilities whose argmax is `y_pred`."""
+    p = rng.uniform(0, 0.5, (len(y_pred), n_classes))
+    p[np.arange(len(y_pred)), y_pred] = 1.0
+    return (p / p.sum(axis=1, keepdims=True)).astype("float32")
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample-weighted"])
+def test_streamed_balanced_accuracy_matches_sklearn_over_uneven_batches(weighted):
+    from sklearn.metrics import balanced_accuracy_score
+
+    from kemdy_tf.models.metrics import SparseBalancedAccuracy
+
+    rng = np.random.default_rng(0)
+    n_classes = 5
+    # KEMDy20-like: mostly class 0, class 3 rare, class 4 never a label (only predicted)
+    y_true = rng.choice(4, size=90, p=[.8, .12, .05, .03])
+    y_pred = np.where(rng.uniform(size=90) < .6, y_true, rng.integers(0, n_classes, 90))
+    weights = rng.uniform(.5, 3, 90).astype("float32") if weighted else None
+    probs = _probabilities(y_pred, n_classes, rng)
+    metric = SparseBalancedAccuracy(n_classes)
+    cuts = [0, 7, 8, 30, 31, 64, 90]  # batches of 7, 1, 22, 1, 33, 26: most lack a rare class
+    for a, b in zip(cuts, cuts[1:]):
+        metric.update_state(y_true[a:b].reshape(-1, 1), probs[a:b],  # [B, 1] labels, as Keras passes them
+                            None if weights is None else weights[a:b])
+    with warnings.catch_warnings():  # sklearn: "y_pred contains classes not in y_true", as intended
+        warnings.simplefilter("ignore")
+        expected = balanced_accuracy_score(y_true, y_pred, sample_weight=weights)
+    assert float(metric.result()) == pytest.approx(expected, abs=1e-6)
+    # per-class constant weights (the class weighting) do not change any recall
+    plain = SparseBalancedAccuracy(n_classes)
+    plain.update_state(y_true, probs, np.array([.2, 1, 3, 9, 1], "float32")[y_true])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        unweighted = balanced_accuracy_score(y_true, y_pred)
+    assert float(plain.result()) == pytest.approx(unweighted, abs=1e-6)
+
+
+def test_streamed_balanced_accuracy_counts_only_classes_seen_and_resets():
+    from kemdy_tf.models.metrics import SparseBalancedAccuracy
+
+    metric = SparseBalancedAccuracy(3)
+    assert float(metric.result()) == 0.0  # nothing seen yet
+    # a batch of class 0 only: recall 1/2, classes 1 and 2 have no labels -> UA 1/2
+    metric.update_state([0, 0], [[.9, .1, 0], [.1, .8, .1]])
+    assert float(metric.result()) == pytest.approx(0.5)
+    # class 2 appears, predicted right: (1/2 + 1) / 2
+    metric.update_state([2], [[0, .2, .8]])
+    assert float(metric.result()) == pytest.approx(0.75)
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
+    metric.update_state([1], [[0, 1, 0]])
+    assert float(metric.result()) == pytest.approx(1.0)  # nothing left over from before the reset
+
+
+def test_streamed_balanced_accuracy_config_round_trip_and_registration():
+    import keras
+
+    import kemdy_tf  # noqa: F401
+    from kemdy_tf.models.metrics import SparseBalancedAccuracy
+
+    metric = SparseBalancedAccuracy(4, name="val_thing")
+    config = metric.get_config()
+    assert config["num_classes"] == 4 and config["name"] == "val_thing"
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
+    assert type(clone) is SparseBalancedAccuracy and clone.get_config() == config
+    for m in (metric, clone):
+        m.update_state([0, 1, 3, 3], [[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [1, 0, 0, 0]])
+    assert float(clone.result()) == pytest.approx(float(metric.result())) == pytest.approx(0.5)
+
+
+def test_streamed_balanced_accuracy_in_keras_evaluate_is_the_whole_splits_score():
+    """Inside `model.evaluate` (batches of 4) the result is the score of all the rows,
+    as sklearn computes it from the model's predictions."""
+    import keras
+    from sklearn.metrics import balanced_accuracy_score
+
+    from kemdy_tf.models.metrics import SparseBalancedAccuracy
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(37, 6)).astype("float32")
+    y = rng.choice(3, size=37, p=[.7, .2, .1])
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", metrics=[SparseBalancedAccuracy(3)])
+    scores = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+    predicted = model.predict(x, verbose=0).argmax(axis=1)
+    assert scores["ua"] == pytest.approx(balanced_accuracy_score(y, predicted), abs=1e-6)

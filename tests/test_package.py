@@ -15,9 +15,10 @@ CHECKS = {
     "layers register when keras was imported first": (
         "import keras, kemdy_tf\n"
         "assert keras.saving.get_registered_object('kemdy_tf>ModalityDropout') is not None"),
-    "the training metric registers too (compiled archives load)": (
+    "the training metrics register too (compiled archives load)": (
         "import kemdy_tf, keras\n"
-        "assert keras.saving.get_registered_object('kemdy_tf>SparseMacroF1') is not None"),
+        "assert keras.saving.get_registered_object('kemdy_tf>SparseMacroF1') is not None\n"
+        "assert keras.saving.get_registered_object('kemdy_tf>SparseBalancedAccuracy') is not None"),
     "evaluation and export do not import training (they read finished runs)": (
         "import sys, kemdy_tf.evaluation, kemdy_tf.export, kemdy_tf.run\n"
         "assert 'kemdy_tf.training' not in sys.modules"),

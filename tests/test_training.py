@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,13 +226,14 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 @pytest.fixture
 def killable(tmp_path, train_args):
-    """`(run(workdir, kill=None), files(workdir))`: train.py on the text stage, 3 epochs, one cache."""
+    """`(run(workdir, kill=None, extra=()), files(workdir, stage="text"))`: train.py on the
+    text stage (`extra` arguments may name another), 3 epochs, one cache."""
     killer = tmp_path / "killer.py"
     killer.write_text(_KILLER)
 
-    def run(workdir, kill=None):
+    def run(workdir, kill=None, extra=()):
         args = train_args(workdir, "--stage", "text", "--cache-dir", tmp_path / "cache",
-                          "--set", "train.epochs=3", "--set", "train.patience=10")
+                          "--set", "train.epochs=3", "--set", "train.patience=10", *extra)
         env = dict(os.environ)
         cmd = [sys.executable, str(ROOT / "train.py"), *args]
         if kill:
@@ -245,8 +247,8 @@ def killable(tmp_path, train_args):
             assert done.returncode == 0, done.stderr[-3000:]
         return done
 
-    def files(workdir):
-        stage = workdir / "text"
+    def files(workdir, stage="text"):
+        stage = workdir / stage
         assert not (stage / "backup").exists(), "a finished stage leaves no backup behind"
         assert not [p.name for p in stage.glob("*.tmp")] + [p.name for p in stage.glob(".*.partial.*")]
         return {name: (stage / name).read_text() for name in ("history.csv", "summary.json", "config.json")}
@@ -298,6 +300,93 @@ def test_a_kill_at_each_point_resumes_to_the_same_result(tmp_path, killable, kil
     run(workdir, kill)
     run(workdir)
     assert files(workdir) == files(tmp_path / "ref")
+
+
+# === train.monitor: the figure the checkpoint and early stopping follow ===
+
+_MONITOR_UA = ("--stage", "text_clf", "--from-scratch", "--set", "train.monitor=val_ua")
+
+
+def test_monitor_val_ua_keeps_the_epoch_with_the_best_validation_ua(tmp_path, trained_run, train_args,
+                                                                     monkeypatch, capsys):
+    """With train.monitor=val_ua a classifier's checkpoint keeps the epoch of the highest
+    val_ua (not the lowest val_loss), EarlyStopping follows it in mode max, and the
+    stage summary still prints."""
+    import keras
+
+    from kemdy_tf import training
+
+    stoppers = []
+
+    class Recording(keras.callbacks.EarlyStopping):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stoppers.append(self)
+
+    monkeypatch.setattr(training.keras.callbacks, "EarlyStopping", Recording)
+    workdir = tmp_path / "run"
+    assert run_train(*train_args(workdir, "--cache-dir", trained_run.parent / "cache", *_MONITOR_UA,
+                                 "--set", "train.epochs=4", "--set", "train.patience=10")) == 0
+    assert "== text_clf: validation split" in capsys.readouterr().out
+    [stopper] = stoppers
+    assert (stopper.monitor, stopper.mode) == ("val_ua", "max")
+    history = pd.read_csv(workdir / "text_clf" / "history.csv")
+    assert list(history["epoch"]) == [0, 1, 2, 3]
+    summary = json.loads((workdir / "text_clf" / "summary.json").read_text())
+    # the summary scores the kept model on the same validation split that val_ua was logged on
+    assert summary["model"]["balanced_accuracy"] == pytest.approx(history["val_ua"].max(), abs=1e-5)
+    assert json.loads((workdir / "text_clf" / "config.json").read_text())["config"]["train"]["monitor"] == "val_ua"
+
+
+def test_monitor_applies_to_classifiers_only_and_refuses_unknown_values(tmp_path, train_args, capsys):
+    from kemdy_tf import stages, training
+    from kemdy_tf.config import make_config
+
+    ua = make_config("small", ["train.monitor=val_ua"])
+    assert training.monitored(stages.get("fusion"), ua) == ("val_ua", "max")
+    f1 = make_config("small", ["train.monitor=val_f1"])
+    assert training.monitored(stages.get("audio_clf"), f1) == ("val_f1", "max")
+    assert training.monitored(stages.get("audio"), f1) == ("val_loss", "min")
+    assert training.monitored(stages.get("text"), ua) == ("val_loss", "min")  # a rating has no UA
+    assert training.monitored(stages.get("text_clf"), make_config()) == ("val_loss", "min")
+    with pytest.raises(training.TrainingError, match="train.monitor must be one of val_loss, val_ua, val_f1"):
+        training.monitored(stages.get("text_clf"), make_config("small", ["train.monitor=val_accuracy"]))
+    # train.py refuses it before preparing the run
+    assert run_train(*train_args(tmp_path / "w", "--stage", "text_clf", "--set", "train.monitor=f1")) == 2
+    assert "train.monitor must be one of val_loss, val_ua, val_f1; got 'f1'" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_killed_val_ua_run_resumes_with_its_best_ua(tmp_path, killable):
+    """The resume backup stores the monitored figure and its highest value (mode max): a run
+    killed after its 2nd epoch ends as the uninterrupted one. A backup of another monitor
+    is not resumed from: the stage starts again."""
+    run, files = killable
+    run(tmp_path / "ref", extra=_MONITOR_UA)
+    workdir = tmp_path / "killed"
+    run(workdir, ("text_clf/backup/training_metadata.json", 2, "after"), extra=_MONITOR_UA)
+    state = json.loads((workdir / "text_clf" / "backup" / "training_metadata.json").read_text())
+    logged = pd.read_csv(workdir / "text_clf" / "history.csv")
+    assert state["monitor"] == "val_ua" and state["epoch"] == 2
+    assert state["best"] == pytest.approx(logged["val_ua"].max())
+    switched = tmp_path / "switched"
+    shutil.copytree(workdir, switched)
+    run(workdir, extra=_MONITOR_UA)
+    assert files(workdir, "text_clf") == files(tmp_path / "ref", "text_clf")
+
+    done = run(switched, extra=("--stage", "text_clf", "--from-scratch"))  # now val_loss
+    assert "followed val_ua, this run follows val_loss" in done.stderr
+    assert list(pd.read_csv(switched / "text_clf" / "history.csv")["epoch"]) == [0, 1, 2]
+
+
+def test_legacy_backup_best_is_read_in_the_monitors_direction(tmp_path):
+    from kemdy_tf import training
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss,val_loss,val_ua\n0,1.0,0.9,0.30\n1,0.9,0.8,0.25\n2,0.8,1.0,0.40\n")
+    assert training._best_logged(history, "val_loss") == pytest.approx(0.8)
+    assert training._best_logged(history, "val_ua", "max") == pytest.approx(0.40)
+    assert training._best_logged(history, "val_f1", "max") is None
 
 
 def test_an_unreadable_backup_is_ignored_with_a_warning(tmp_path, caplog):

@@ -3,9 +3,10 @@
 `train.py --sweep section.field=v1,v2` writes one workdir per value under
 `WORKDIR/sweeps/<field>/<value>/`. A sweep is judged on the training and validation
 splits only (choosing a value on the test split would leak it), so this module reads
-each stage's `history.csv` (Keras CSVLogger) and takes the epoch with the lowest
-`val_loss`, the one `ModelCheckpoint` kept. A stage without a history falls back to
-its `summary.json` (validation figures only).
+each stage's `history.csv` (Keras CSVLogger) and takes the epoch `ModelCheckpoint`
+kept: the lowest `val_loss`, or the highest `val_ua` / `val_f1` for a classifier trained
+with `train.monitor=val_ua` / `val_f1` (read from the stage's `config.json`). A stage without a history
+falls back to its `summary.json` (validation figures only).
 """
 
 from __future__ import annotations
@@ -33,11 +34,27 @@ def read_history(path: str | pathlib.Path) -> pd.DataFrame:
     return history
 
 
-def best_epoch(history: pd.DataFrame, monitor: str = "val_loss") -> pd.Series:
-    """The row of the epoch with the lowest `monitor` (the last row when it was not logged)."""
+def best_epoch(history: pd.DataFrame, monitor: str = "val_loss", mode: str = "min") -> pd.Series:
+    """The row of the epoch with the lowest (mode "min") or highest ("max") `monitor`; the
+    first such row on ties, as the checkpoint keeps it; the last row when it was not logged."""
     if monitor in history and history[monitor].notna().any():
-        return history.loc[history[monitor].idxmin()]
+        column = history[monitor]
+        return history.loc[column.idxmax() if mode == "max" else column.idxmin()]
     return history.iloc[-1]
+
+
+def stage_monitor(stage_dir: pathlib.Path, history: pd.DataFrame) -> tuple[str, str]:
+    """(column, mode) the stage's checkpoint followed: the highest `val_ua` (or `val_f1`)
+    when its config.json says train.monitor=val_ua (val_f1) and the history logged it (a
+    classifier), else the lowest `val_loss`."""
+    try:
+        config = json.loads((stage_dir / "config.json").read_text())["config"]
+        monitor = config["train"].get("monitor", "val_loss")
+    except (OSError, ValueError, KeyError, TypeError):
+        monitor = "val_loss"
+    if monitor in ("val_ua", "val_f1") and monitor in history:
+        return monitor, "max"
+    return "val_loss", "min"
 
 
 def sweep_metric(columns) -> str | None:
@@ -60,11 +77,13 @@ def stage_result(stage_dir: str | pathlib.Path) -> dict | None:
         history = read_history(history_csv)
         metric = sweep_metric(history.columns)
         if metric is not None:
-            row = best_epoch(history)
+            monitor, mode = stage_monitor(stage_dir, history)
+            row = best_epoch(history, monitor, mode)
             epoch = int(row["epoch"]) + 1 if "epoch" in row else int(row.name) + 1
+            which = "highest" if mode == "max" else "lowest"
             return {"stage": stage_dir.name, "metric": metric, "train": float(row[metric]),
                     "val": float(row[f"val_{metric}"]), "epoch": epoch, "epochs": int(len(history)),
-                    "source": "history.csv (epoch with the lowest val_loss)"}
+                    "source": f"history.csv (epoch with the {which} {monitor})"}
     summary_json = stage_dir / "summary.json"
     if summary_json.exists():
         summary = json.loads(summary_json.read_text())
