@@ -140,6 +140,10 @@ class FusionConfig:
     # dropped whole, so the wide features alone must classify it (the deep path over-fits a few
     # hundred clips first and would otherwise carry every training answer).
     summary_branch_dropout: float = 0.5
+    # L2 penalty on the emotion classifier's weights (0: none). With functionals it reads ~750
+    # standardised statistics from a few hundred clips: a linear model on them needs shrinkage
+    # (logistic regression C=0.03 in bench/speech_functionals.py; docs/real_speech.md).
+    classifier_l2: float = 0.0
     # The text-only classifier's wide path (models.char_ngrams; docs/text_real.md): a bag of
     # hashed character 1..char_ngrams-grams of the transcript beside the deep summary, the
     # TF-IDF baseline's features inside the model. 0: off. The fusion model does not read

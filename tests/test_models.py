@@ -472,6 +472,19 @@ def test_pitch_statistics_join_the_functionals(models):
     assert set(plain.input) == {"log_mel", "frame_mask"}
 
 
+def test_classifier_l2_penalises_the_emotion_weights_only_when_asked(models):
+    """`fusion.classifier_l2`: an L2 penalty on the softmax layer's kernel joins the training loss."""
+    backbone = models["audio"].get_layer("audio_backbone")
+    plain = build_fusion_model(backbone, None, FUSION, N_CLASSES, modalities=("audio",))
+    assert plain.get_layer("emotion").kernel_regularizer is None and not plain.losses
+    cfg = dataclasses.replace(FUSION, functionals=True, classifier_l2=0.03)
+    penalised = build_fusion_model(backbone, None, cfg, N_CLASSES, modalities=("audio",))
+    kernel = np.asarray(penalised.get_layer("emotion").kernel)
+    np.testing.assert_allclose(float(sum(penalised.losses)), 0.03 * np.square(kernel).sum(), rtol=1e-5)
+    restored = keras.Model.from_config(penalised.get_config())  # the custom layers are registered
+    assert restored.get_layer("emotion").kernel_regularizer.get_config()["l2"] == pytest.approx(0.03)
+
+
 # --- pretrained text representations -----------------------------------------------------
 
 

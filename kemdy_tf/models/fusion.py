@@ -191,7 +191,9 @@ class _FusionHead:
         self.branch_dropout = keras.layers.Dropout(
             fusion_cfg.summary_branch_dropout, noise_shape=(None, 1), name="summary_branch_dropout")
         # float32 under any training precision: the class probabilities (models.precision)
-        self.classify = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="emotion")
+        penalty = keras.regularizers.L2(fusion_cfg.classifier_l2) if fusion_cfg.classifier_l2 > 0 else None
+        self.classify = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=penalty,
+                                           dtype="float32", name="emotion")
 
     def __call__(self, sequences: list, masks: list, wide=None, suffix: str = ""):
         if len(sequences) > 1:
