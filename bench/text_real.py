@@ -88,12 +88,16 @@ def _token_ids(train_texts, other_texts, cfg, workdir: Path):
     return [ids(train_texts)] + [ids(texts) for texts in other_texts], processor.vocab_size(), facts
 
 
-def _fit(model, x_train, y_train, x_val, y_val, *, target, epochs, batch_size, patience):
+def _fit(model, x_train, y_train, x_val, y_val, *, target, epochs, batch_size, cfg, stage):
     import keras
 
+    from kemdy_tf import stages, training
     from kemdy_tf.stages import inputs_for
 
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    # The figure train.py's checkpoint would keep for this stage (train.monitor).
+    monitor, mode = training.monitored(stages.get(stage), cfg)
+    stop = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience,
+                                         restore_best_weights=True)
     return model.fit(inputs_for(model, {"token_ids": x_train}), {target: y_train},
                      validation_data=(inputs_for(model, {"token_ids": x_val}), {target: y_val}),
                      epochs=epochs, batch_size=batch_size, callbacks=[stop], verbose=2)
@@ -121,7 +125,7 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     model = build_fusion_model(None, backbone, cfg.fusion, len(cfg.data.classes), modalities=("text",), pieces=pieces)
     training.compile_stage_model(model, "text_clf", cfg, total_steps=int(np.ceil(len(x_train) / batch_size)) * epochs)
     history = _fit(model, x_train, train_labels, x_val, val_labels, target="emotion", epochs=epochs,
-                   batch_size=batch_size, patience=cfg.train.patience)
+                   batch_size=batch_size, cfg=cfg, stage="text_clf")
     train_s = time.time() - start
     predicted = model.predict(inputs_for(model, {"token_ids": x_test}), batch_size=512, verbose=0)["emotion"]
     predicted = predicted.argmax(-1)
@@ -162,7 +166,7 @@ def text_valence(train_texts, train_labels, val_texts, val_labels, test_texts, t
     model = text_encoder.build_text_encoder(cfg.text, cfg.features, vocab_size)
     training.compile_stage_model(model, "text", cfg, total_steps=int(np.ceil(len(x_train) / batch_size)) * epochs)
     history = _fit(model, x_train, y_train, x_val, y_val, target="valence", epochs=epochs,
-                   batch_size=batch_size, patience=cfg.train.patience)
+                   batch_size=batch_size, cfg=cfg, stage="text")
     train_s = time.time() - start
     predicted = model.predict(inputs_for(model, {"token_ids": x_test}), batch_size=512, verbose=0)["valence"]
     predicted = predicted.reshape(-1)
