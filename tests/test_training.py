@@ -357,6 +357,7 @@ def test_monitor_applies_to_classifiers_only_and_refuses_unknown_values(tmp_path
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow  # ~100 s; the default run kills and resumes a val_loss run, and reads val_ua backups below
 def test_a_killed_val_ua_run_resumes_with_its_best_ua(tmp_path, killable):
     """The resume backup stores the monitored figure and its highest value (mode max): a run
     killed after its 2nd epoch ends as the uninterrupted one. A backup of another monitor
