@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 DEFAULT_CLASSES = ("neutral", "happy", "sad", "angry", "surprise")
 # `train.precision` values: Keras dtype policies a stage may be trained under (models.precision).
 PRECISIONS = ("float32", "mixed_bfloat16")
-# `train.monitor` values: the validation figure a stage's checkpoint and early stopping follow.
-MONITORS = ("val_loss", "val_ua", "val_f1")
+# `train.monitor` values: the validation figure a stage's checkpoint and early stopping
+# follow, and which way is better (the training runner and the sweep reader both use it).
+MONITOR_MODES = {"val_loss": "min", "val_ua": "max", "val_f1": "max"}
 # Every emotion KEMDy20 annotates, with its spelling fixed ("disqust" -> "disgust").
 ALL_EMOTIONS = ("neutral", "happy", "surprise", "angry", "sad", "fear", "disgust")
 
@@ -291,8 +292,8 @@ def check_precision(name: str) -> str:
 
 def check_monitor(name: str) -> str:
     """`name` if it is a known `train.monitor`, else a ValueError naming the choices."""
-    if name not in MONITORS:
-        raise ValueError(f"train.monitor must be one of {', '.join(MONITORS)}; got {name!r}")
+    if name not in MONITOR_MODES:
+        raise ValueError(f"train.monitor must be one of {', '.join(MONITOR_MODES)}; got {name!r}")
     return name
 
 

@@ -34,7 +34,7 @@ import pandas as pd
 import tensorflow as tf
 
 from kemdy_tf import classical, run as run_lib, stages as stages_lib, summaries
-from kemdy_tf.config import RunConfig, check_monitor
+from kemdy_tf.config import MONITOR_MODES, RunConfig, check_monitor
 from kemdy_tf.models import precision as precision_lib
 
 log = logging.getLogger("kemdy_tf.training")
@@ -106,9 +106,9 @@ def monitored(spec, config: RunConfig) -> tuple[str, str]:
         monitor = check_monitor(config.train.monitor)
     except ValueError as error:
         raise TrainingError(str(error)) from None
-    if monitor != "val_loss" and spec.is_classifier:
-        return monitor, "max"
-    return "val_loss", "min"
+    if not spec.is_classifier:
+        monitor = "val_loss"
+    return monitor, MONITOR_MODES[monitor]
 
 
 def class_weights(run) -> list[float]:

@@ -356,6 +356,14 @@ def test_pitch_statistics_are_tracked_once_and_read_beside_the_functionals(data,
         np.testing.assert_allclose(e["pitch_statistics"], expected, rtol=1e-6)
         width = audio.utterance_functionals(e["log_mel"][e["frame_mask"]], cfg.fusion.functional_cepstra).size
         assert e["speaker_functionals"].shape == (2, width + len(prosody.PITCH_STATISTICS))
+    # The speaker statistics' last columns are the mean and std of that speaker's pitch statistics.
+    speaker = table.set_index("segment_id")["speaker"]
+    for name in {speaker[e["segment_id"]] for e in examples}:
+        mine = [e for e in examples if speaker[e["segment_id"]] == name]
+        pitch = np.stack([e["pitch_statistics"] for e in mine])
+        np.testing.assert_allclose(mine[0]["speaker_functionals"][0, width:], pitch.mean(axis=0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(mine[0]["speaker_functionals"][1, width:], np.maximum(pitch.std(axis=0), 1e-2),
+                                   rtol=1e-3, atol=1e-4)
     # Tracked once: a second pipeline reads the stored values and opens no wav.
     monkeypatch.setattr(prosody, "clip_pitch_statistics", lambda *a: pytest.fail("pitch tracked again"))
     again = _epoch(features.make_dataset(table, cache, data["tokenizer"], cfg, training=False, with_ids=True,

@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import sys
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -235,12 +236,12 @@ class FeatureCache:
     def pitch_table(self, table: pd.DataFrame, progress: bool = True) -> np.ndarray:
         """[rows, len(PITCH_STATISTICS)] float32: `pitch_statistics` of each row's wav (tracked once)."""
         paths = list(dict.fromkeys(str(p) for p in table["wav_path"]))
-        reporter = _Progress(sum(not self._pitch_file(p).exists() for p in paths), progress, "pitch tracks")
+        missing = {p for p in paths if not self._pitch_file(p).exists()}
+        reporter = _Progress(len(missing), progress, "pitch tracks")
         by_path = {}
         for path in paths:
-            new = not self._pitch_file(path).exists()
             by_path[path] = self.pitch_statistics(path)
-            if new:
+            if path in missing:
                 reporter.step(failed=0)
         reporter.done(failed=0)
         return np.stack([by_path[str(p)] for p in table["wav_path"]]).astype(np.float32)
@@ -260,21 +261,21 @@ class FeatureCache:
     def functional_stats(
         self, table: pd.DataFrame, max_frames: int,
         frame_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, cepstra: int = 0,
-        pitch: bool = False,
+        pitch: typing.Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """`audio.functional_stats` over the table's cached wavs, grouped by `speaker_group`.
 
         Each wav counts once; its functionals are those the model computes from the
         clip it is fed (the first `max_frames` frames, normalised with `frame_stats`
-        when given, no augmentation), followed by its `pitch_statistics` when `pitch`
-        (the model's wide features in the same order).
+        when given, no augmentation), followed by `pitch[wav_path]` when `pitch` is given
+        (its `pitch_statistics`: the model's wide features in the same order).
         """
         def functionals(path, group):
             log_mel = self.read(path)[:max_frames]
             if frame_stats is not None:
                 log_mel = audio.normalise(log_mel, *frame_stats[group])
             values = audio.utterance_functionals(log_mel, cepstra)
-            return np.concatenate([values, self.pitch_statistics(path)]) if pitch else values
+            return values if pitch is None else np.concatenate([values, pitch[path]])
 
         return audio.functional_stats((group, functionals(path, group))
                                       for path, group in self._wav_groups(table).items())
@@ -466,14 +467,16 @@ def make_dataset(
                      tf.constant(np.stack([stats[g][1] for g in names])))
     if cfg.fusion.functionals and cfg.fusion.pitch:
         # Each clip's pitch and energy statistics (prosody.PITCH_STATISTICS), read beside the functionals
-        # (tracked here first, with progress lines; the speaker statistics below reuse them).
+        # (the speaker statistics below reuse them).
         columns["pitch_statistics"] = cache.pitch_table(rows)
     if cfg.fusion.functionals and cfg.fusion.functionals_speaker_norm:
         # Each clip's speaker's mean and std of the utterance functionals, [2, 5 (n_mels + cepstra)]
         # (the model standardises its functionals with them; fusion.functionals_speaker_norm).
         groups = speaker_group(rows, cache)
+        pitch = (dict(zip(rows["wav_path"].astype(str), columns["pitch_statistics"]))
+                 if "pitch_statistics" in columns else None)
         by_group = cache.functional_stats(rows, fcfg.max_frames, stats if fcfg.speaker_norm else None,
-                                          cfg.fusion.functional_cepstra, pitch=cfg.fusion.pitch)
+                                          cfg.fusion.functional_cepstra, pitch=pitch)
         columns["speaker_functionals"] = np.stack([np.stack(by_group[g]) for g in groups]).astype(np.float32)
 
     ds = tf.data.Dataset.from_tensor_slices(columns)

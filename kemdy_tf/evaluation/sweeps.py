@@ -17,6 +17,8 @@ import pathlib
 
 import pandas as pd
 
+from kemdy_tf.config import MONITOR_MODES
+
 # The figure a sweep is read by, in order of preference: RMSE for the encoders
 # (regression), macro-F1 for the classifiers, accuracy when F1 was not logged.
 SWEEP_METRICS = ("rmse", "f1", "accuracy")
@@ -52,9 +54,9 @@ def stage_monitor(stage_dir: pathlib.Path, history: pd.DataFrame) -> tuple[str, 
         monitor = config["train"].get("monitor", "val_loss")
     except (OSError, ValueError, KeyError, TypeError):
         monitor = "val_loss"
-    if monitor in ("val_ua", "val_f1") and monitor in history:
-        return monitor, "max"
-    return "val_loss", "min"
+    if monitor not in MONITOR_MODES or monitor not in history:  # a rating stage logs no UA
+        monitor = "val_loss"
+    return monitor, MONITOR_MODES[monitor]
 
 
 def sweep_metric(columns) -> str | None:
