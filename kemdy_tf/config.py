@@ -200,6 +200,12 @@ class TrainConfig:
     # answer the majority class most; docs/imbalance.md ("Monitoring validation UA or
     # macro-F1") measured the other two and kept val_loss.
     monitor: str = "val_loss"
+    # > 0: keep an exponential moving average of the weights over about this many epochs
+    # (Keras' optimizer `use_ema`, momentum 1 - 1 / (ema_epochs x steps per epoch)); each
+    # epoch is validated, checkpointed and early-stopped on the averaged weights while
+    # training goes on from the raw ones (`keras.callbacks.SwapEMAWeights`). 0: off.
+    # docs/real_speech.md ("Averaged weights") has the measurement.
+    ema_epochs: float = 0.0
 
 
 @dataclass

@@ -44,15 +44,40 @@ class TrainingError(run_lib.RunError):
     """A training run cannot go on (missing encoders, mismatched workdir, ...)."""
 
 
-def compile_stage_model(model, stage: str, config: RunConfig, total_steps: int | None = None) -> None:
+def compile_stage_model(model, stage: str, config: RunConfig, total_steps: int | None = None,
+                        epochs: int | None = None) -> None:
     """Compile with the stage's registered optimizer, loss and metrics.
 
-    `total_steps` (optimizer steps of the whole fit) sizes a stage's learning-rate
-    schedule; default: `train.epochs` x 100.
+    `total_steps` (optimizer steps of the whole fit of `epochs`, default `train.epochs`)
+    sizes a stage's learning-rate schedule and, with `train.ema_epochs`, the weight
+    average's momentum; default: `train.epochs` x 100.
     """
     spec = stages_lib.get(stage)
-    steps = total_steps or config.train.epochs * 100
-    model.compile(spec.make_optimizer(config, steps), loss=spec.make_loss(config), metrics=spec.metrics(config))
+    epochs = epochs or config.train.epochs
+    steps = total_steps or epochs * 100
+    optimizer = spec.make_optimizer(config, steps)
+    if config.train.ema_epochs > 0:
+        average_weights(optimizer, config.train.ema_epochs, steps / max(1, epochs))
+    model.compile(optimizer, loss=spec.make_loss(config), metrics=spec.metrics(config))
+
+
+def ema_momentum(ema_epochs: float, steps_per_epoch: float) -> float:
+    """The moving average's momentum whose window (1 / (1 - momentum) steps) spans `ema_epochs`."""
+    if ema_epochs < 0:
+        raise TrainingError(f"train.ema_epochs must be >= 0 (0: no weight average); got {ema_epochs}")
+    return max(0.0, 1.0 - 1.0 / (ema_epochs * max(1.0, steps_per_epoch)))
+
+
+def average_weights(optimizer, ema_epochs: float, steps_per_epoch: float) -> None:
+    """Turn on Keras' weight moving average (`use_ema`) on a built-from-the-registry optimizer.
+
+    Set before the optimizer is built: `build` creates the averages when `use_ema` is on.
+    The stages' optimizer factories stay free of the option this way.
+    """
+    target = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
+    target.use_ema = True
+    target.ema_momentum = ema_momentum(ema_epochs, steps_per_epoch)
+    target.ema_overwrite_frequency = None  # the swap callback decides what the model holds
 
 
 def build_stage_model(run, stage: str, unfreeze: bool = False, from_scratch: bool = False):
@@ -160,7 +185,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
                 model = build_stage_model(run, stage, unfreeze=unfreeze, from_scratch=from_scratch)
         except stages_lib.StageError as error:
             raise TrainingError(str(error)) from None
-        compile_stage_model(model, stage, cfg, total_steps=_total_steps(run, spec, epochs or cfg.train.epochs))
+        fit_epochs = epochs or cfg.train.epochs
+        compile_stage_model(model, stage, cfg, total_steps=_total_steps(run, spec, fit_epochs), epochs=fit_epochs)
     _atomic_text(stage_dir / run_lib.STAGE_CONFIG, json.dumps(
         {"stage": stage, "config": cfg.to_dict(), "init_from": str(init_from or ""),
          "unfreeze": unfreeze, "from_scratch": from_scratch}, indent=2, ensure_ascii=False))
@@ -191,6 +217,7 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience,
                                             restore_best_weights=True)
     callbacks = [  # in this order: the backup commits what the three before it did
+        *([AveragedWeightsAtEpochEnd(resumed=backup is not None)] if cfg.train.ema_epochs > 0 else []),
         checkpoint,
         stopper,
         keras.callbacks.CSVLogger(str(history_csv), append=True),
@@ -222,6 +249,20 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     shutil.rmtree(stage_dir / BACKUP_DIR, ignore_errors=True)  # finished: nothing left to resume
     print(summaries.format_summary(summary))
     return summary
+
+
+class AveragedWeightsAtEpochEnd(keras.callbacks.SwapEMAWeights):
+    """`SwapEMAWeights(swap_on_epoch=True)` that also resumes: put it first.
+
+    At each epoch's end the model holds the averaged weights (validation, the checkpoint,
+    early stopping and the backup see them) and the optimizer's averages hold the raw
+    ones; the next epoch swaps back and trains on. A backup is committed in that swapped
+    state, so a resumed fit starts swapped and its first epoch swaps back.
+    """
+
+    def __init__(self, resumed: bool = False):
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = bool(resumed)
 
 
 class EpochLine(keras.callbacks.Callback):

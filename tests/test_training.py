@@ -302,6 +302,31 @@ def test_a_kill_at_each_point_resumes_to_the_same_result(tmp_path, killable, kil
     assert files(workdir) == files(tmp_path / "ref")
 
 
+def test_a_killed_averaged_run_resumes_to_the_uninterrupted_result(tmp_path, killable):
+    """A backup is committed while the model holds the average: the resumed fit swaps back
+    first and ends with the uninterrupted run's history, summary and model; without the
+    average the same run ends elsewhere."""
+    import keras
+
+    import kemdy_tf  # noqa: F401
+
+    run, files = killable
+    ema = ("--set", "train.ema_epochs=1")
+    run(tmp_path / "ref", extra=ema)
+    workdir = tmp_path / "killed"
+    run(workdir, ("text/backup/training_metadata.json", 2, "after"), extra=ema)  # between epochs 2 and 3
+    run(workdir, extra=ema)
+    assert files(workdir) == files(tmp_path / "ref")
+
+    def weights(path):
+        return keras.saving.load_model(path / "text" / "model.keras").get_weights()
+
+    for a, b in zip(weights(workdir), weights(tmp_path / "ref")):
+        np.testing.assert_array_equal(a, b)
+    run(tmp_path / "plain")
+    assert files(tmp_path / "plain")["history.csv"] != files(tmp_path / "ref")["history.csv"]
+
+
 # === train.monitor: the figure the checkpoint and early stopping follow ===
 
 _MONITOR_UA = ("--stage", "text_clf", "--from-scratch", "--set", "train.monitor=val_ua")
