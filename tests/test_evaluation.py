@@ -362,6 +362,33 @@ def test_aggregate_folds_mean_and_sample_std():
     assert summary["folds"] == ["fold0", "fold1", "fold2"]
 
 
+def test_pool_folds_scores_every_folds_predictions_as_one_set(tmp_path):
+    """Fold 0 gets its one rare utterance right, fold 1 its one wrong: the fold mean of
+    UA is .75, pooled (both rare utterances, one right) the rare recall is .5; the
+    majority baseline predicts each fold's own training majority."""
+    classes = ["neutral", "sad"]
+
+    def fold(name, truth, predicted, majority):
+        frame = pd.DataFrame({"model": "text_clf", "segment_id": [f"{name}-{i}" for i in range(len(truth))],
+                              "emotion_true": truth, "emotion_pred": predicted})
+        path = tmp_path / f"{name}.csv"
+        frame.to_csv(path, index=False)
+        return {"classes": classes, "majority_baseline": {"class": majority}}, path
+
+    r0, p0 = fold("fold0", ["neutral"] * 3 + ["sad"], ["neutral"] * 3 + ["sad"], "neutral")
+    r1, p1 = fold("fold1", ["neutral"] * 3 + ["sad"], ["neutral", "neutral", "sad", "neutral"], "sad")
+    pooled = runs.pool_folds({"fold0": r0, "fold1": r1}, {"fold0": p0, "fold1": p1})
+    assert pooled["n"] == 8
+    text = pooled["models"]["text_clf"]
+    assert text["accuracy"] == pytest.approx(6 / 8)
+    assert text["balanced_accuracy"] == pytest.approx((5 / 6 + 1 / 2) / 2)
+    # fold0 says neutral to all 4, fold1 sad to all 4: neutral recall 3/6, sad recall 1/2
+    assert pooled["majority_baseline"]["balanced_accuracy"] == pytest.approx(0.5)
+    assert pooled["majority_baseline"]["accuracy"] == pytest.approx(4 / 8)
+    p1.unlink()  # a fold without predictions: nothing pooled
+    assert runs.pool_folds({"fold0": r0, "fold1": r1}, {"fold0": p0, "fold1": p1}) == {}
+
+
 # === A whole workdir: a real tiny run (conftest's trained_run), copied ===
 
 def _trim(workdir: pathlib.Path, keep) -> pathlib.Path:
@@ -417,6 +444,10 @@ def test_evaluate_workdir_writes_report_plots_sweeps_and_folds(tmp_path, trained
     assert result["folds"]["models"]["fusion"]["emotion"]["accuracy"]["mean"] == pytest.approx(np.mean(wa))
     assert result["folds"]["models"]["fusion"]["emotion"]["accuracy"]["values"] == pytest.approx(wa)
     assert (out / "folds" / "fold1" / "report.md").exists()
+    # Pooled: both folds' test predictions as one set (here the same run twice: the same figures).
+    assert result["folds"]["pooled"]["n"] == 2 * n_test
+    assert result["folds"]["pooled"]["models"]["fusion"]["accuracy"] == pytest.approx(wa[0])
+    assert "Pooled: every fold's test predictions scored as one set" in markdown
 
 
 def test_evaluation_never_rebuilds_a_missing_feature_cache(tmp_path, trained_run):

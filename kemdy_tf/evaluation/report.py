@@ -234,6 +234,14 @@ def _folds_section(folds: dict) -> str:
             rows.append([describe(model)] + [_mean_std(emotion.get(k)) for k in HEADLINE])
     if rows:
         blocks.append(_table(header, rows))
+    pooled = folds.get("pooled")
+    if pooled and pooled.get("models"):
+        blocks.append(f"Pooled: every fold's test predictions scored as one set ({pooled['n']} utterances, "
+                      "each once); steadier than the fold mean when a fold holds few utterances of a class.")
+        pooled_rows = [["majority baseline"] + [f"{pooled['majority_baseline'][k]:.3f}" for k in HEADLINE]]
+        pooled_rows += [[describe(m)] + [f"{scores[k]:.3f}" for k in HEADLINE]
+                        for m, scores in pooled["models"].items()]
+        blocks.append(_table(header, pooled_rows))
     reg_rows = []
     for model in ordered(folds.get("models", {})):
         for target in ("arousal", "valence"):

@@ -198,6 +198,9 @@ def evaluate_folds(workdir: pathlib.Path, split: str, out_dir: pathlib.Path, cac
         reports[name] = evaluate_workdir(fold_dir, split, out_dir / name, cache_dir,
                                          with_sweeps=False, with_folds=False)
     summary = aggregate_folds(reports)
+    pooled = pool_folds(reports, {name: out_dir / name / "predictions.csv" for name in reports})
+    if pooled:
+        summary["pooled"] = pooled
     summary["split"] = split
     summary["reports"] = {name: f"folds/{name}/report.md" for name in reports}
     return summary
@@ -235,6 +238,46 @@ def aggregate_folds(reports: dict[str, dict]) -> dict:
                 out[target] = {k: metrics.mean_and_std([v[k] for v in values]) for k in ("rmse", "ccc")}
         summary["models"][model] = out
     return summary
+
+
+def pool_folds(reports: dict[str, dict], prediction_files: dict[str, pathlib.Path]) -> dict:
+    """Every fold's emotion predictions scored as one set (each test utterance counted once).
+
+    Under heavy imbalance a fold's test split holds two or three utterances of a rare
+    class, so one of them moves that fold's UA by a whole class's recall share; pooled,
+    the rare classes have every fold's utterances. Models missing from a fold are left
+    out; the majority baseline predicts each fold's own training majority.
+
+    Returns `{}` without emotion predictions, else `{"n", "majority_baseline": headline,
+    "models": {model: headline}}` (headline: `scoring.HEADLINE` figures).
+    """
+    classes = next((r["classes"] for r in reports.values() if r.get("classes")), None)
+    frames, majority = [], []
+    for name, path in prediction_files.items():
+        if not path.exists() or "majority_baseline" not in reports[name]:
+            return {}
+        frame = pd.read_csv(path)
+        if "emotion_pred" not in frame:
+            return {}
+        frames.append(frame.assign(fold=name))
+        reference = frame[frame["model"] == frame["model"].iloc[0]]
+        majority.append(reference.assign(model="majority", emotion_pred=reports[name]["majority_baseline"]["class"]))
+    if not classes or not frames:
+        return {}
+    table = pd.concat(frames, ignore_index=True)
+    index = {c: i for i, c in enumerate(classes)}
+
+    def headline(rows: pd.DataFrame) -> dict:
+        scores = metrics.classification_metrics(rows["emotion_true"].map(index), rows["emotion_pred"].map(index),
+                                                classes)
+        return {k: scores[k] for k in (*metrics.HEADLINE, "n")}
+
+    models = [m for m in report_lib.ordered(set(table["model"]))
+              if table.loc[table["model"] == m, "fold"].nunique() == len(frames)
+              and table.loc[table["model"] == m, "emotion_pred"].notna().all()]
+    majority_rows = pd.concat(majority, ignore_index=True)
+    return {"n": int(len(majority_rows)), "majority_baseline": headline(majority_rows),
+            "models": {m: headline(table[table["model"] == m]) for m in models}}
 
 
 # === Figures ===
