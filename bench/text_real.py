@@ -98,9 +98,11 @@ def _fit(model, x_train, y_train, x_val, y_val, *, target, epochs, batch_size, c
     monitor, mode = training.monitored(stages.get(stage), cfg)
     stop = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience,
                                          restore_best_weights=True)
+    # train.ema_epochs: validated and kept on the averaged weights, as in train.py
+    average = [training.AveragedWeightsAtEpochEnd()] if cfg.train.ema_epochs > 0 else []
     return model.fit(inputs_for(model, {"token_ids": x_train}), {target: y_train},
                      validation_data=(inputs_for(model, {"token_ids": x_val}), {target: y_val}),
-                     epochs=epochs, batch_size=batch_size, callbacks=[stop], verbose=2)
+                     epochs=epochs, batch_size=batch_size, callbacks=[*average, stop], verbose=2)
 
 
 def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_labels, *, epochs, batch_size,
@@ -123,7 +125,8 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     backbone = text_encoder.build_text_backbone(cfg.text, cfg.features, vocab_size)
     pieces = ngram_pieces((workdir / "tokenizer.model").read_bytes())
     model = build_fusion_model(None, backbone, cfg.fusion, len(cfg.data.classes), modalities=("text",), pieces=pieces)
-    training.compile_stage_model(model, "text_clf", cfg, total_steps=int(np.ceil(len(x_train) / batch_size)) * epochs)
+    steps = int(np.ceil(len(x_train) / batch_size)) * epochs
+    training.compile_stage_model(model, "text_clf", cfg, total_steps=steps, epochs=epochs)
     history = _fit(model, x_train, train_labels, x_val, val_labels, target="emotion", epochs=epochs,
                    batch_size=batch_size, cfg=cfg, stage="text_clf")
     train_s = time.time() - start
@@ -164,7 +167,8 @@ def text_valence(train_texts, train_labels, val_texts, val_labels, test_texts, t
     (x_train, x_val, x_test), vocab_size, facts = _token_ids(train_texts, (val_texts, test_texts), cfg, workdir)
     keras.utils.set_random_seed(cfg.train.seed)
     model = text_encoder.build_text_encoder(cfg.text, cfg.features, vocab_size)
-    training.compile_stage_model(model, "text", cfg, total_steps=int(np.ceil(len(x_train) / batch_size)) * epochs)
+    steps = int(np.ceil(len(x_train) / batch_size)) * epochs
+    training.compile_stage_model(model, "text", cfg, total_steps=steps, epochs=epochs)
     history = _fit(model, x_train, y_train, x_val, y_val, target="valence", epochs=epochs,
                    batch_size=batch_size, cfg=cfg, stage="text")
     train_s = time.time() - start
