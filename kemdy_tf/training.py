@@ -56,7 +56,7 @@ def compile_stage_model(model, stage: str, config: RunConfig, total_steps: int |
     epochs = epochs or config.train.epochs
     steps = total_steps or epochs * 100
     optimizer = spec.make_optimizer(config, steps)
-    if config.train.ema_epochs > 0:
+    if config.train.ema_epochs:  # a negative value is refused by ema_momentum
         average_weights(optimizer, config.train.ema_epochs, steps / max(1, epochs))
     model.compile(optimizer, loss=spec.make_loss(config), metrics=spec.metrics(config))
 
@@ -216,7 +216,7 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         checkpoint.best = best_so_far
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience,
                                             restore_best_weights=True)
-    callbacks = [  # in this order: the backup commits what the three before it did
+    callbacks = [  # in this order: the average first, the backup commits what the others did
         *([AveragedWeightsAtEpochEnd(resumed=backup is not None)] if cfg.train.ema_epochs > 0 else []),
         checkpoint,
         stopper,

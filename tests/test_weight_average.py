@@ -63,3 +63,16 @@ def test_epoch_ends_see_the_average_and_training_goes_on_from_the_raw_weights():
     assert not np.allclose(at_epoch_end[-1], raw[-1])  # the average is not the raw endpoint
     np.testing.assert_allclose(model.get_weights()[0], average, rtol=1e-5, atol=1e-6)  # fit ends on it
 
+
+
+def test_a_negative_window_is_refused_when_the_stage_compiles(tiny_config):
+    import dataclasses
+
+    import keras
+
+    from kemdy_tf.training import TrainingError, compile_stage_model
+
+    config = dataclasses.replace(tiny_config, train=dataclasses.replace(tiny_config.train, ema_epochs=-2))
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, name="arousal")])
+    with pytest.raises(TrainingError, match="train.ema_epochs must be >= 0"):
+        compile_stage_model(model, "audio", config, total_steps=10)
