@@ -373,11 +373,12 @@ def test_pool_folds_scores_every_folds_predictions_as_one_set(tmp_path):
                               "emotion_true": truth, "emotion_pred": predicted})
         path = tmp_path / f"{name}.csv"
         frame.to_csv(path, index=False)
-        return {"classes": classes, "majority_baseline": {"class": majority}}, path
+        return {"classes": classes, "majority_baseline": {"class": majority},
+                "paths": {"predictions": str(path)}}, path
 
     r0, p0 = fold("fold0", ["neutral"] * 3 + ["sad"], ["neutral"] * 3 + ["sad"], "neutral")
     r1, p1 = fold("fold1", ["neutral"] * 3 + ["sad"], ["neutral", "neutral", "sad", "neutral"], "sad")
-    pooled = runs.pool_folds({"fold0": r0, "fold1": r1}, {"fold0": p0, "fold1": p1})
+    pooled = runs.pool_folds({"fold0": r0, "fold1": r1})
     assert pooled["n"] == 8
     text = pooled["models"]["text_clf"]
     assert text["accuracy"] == pytest.approx(6 / 8)
@@ -386,7 +387,7 @@ def test_pool_folds_scores_every_folds_predictions_as_one_set(tmp_path):
     assert pooled["majority_baseline"]["balanced_accuracy"] == pytest.approx(0.5)
     assert pooled["majority_baseline"]["accuracy"] == pytest.approx(4 / 8)
     p1.unlink()  # a fold without predictions: nothing pooled
-    assert runs.pool_folds({"fold0": r0, "fold1": r1}, {"fold0": p0, "fold1": p1}) == {}
+    assert runs.pool_folds({"fold0": r0, "fold1": r1}) == {}
 
 
 # === A whole workdir: a real tiny run (conftest's trained_run), copied ===

@@ -198,7 +198,7 @@ def evaluate_folds(workdir: pathlib.Path, split: str, out_dir: pathlib.Path, cac
         reports[name] = evaluate_workdir(fold_dir, split, out_dir / name, cache_dir,
                                          with_sweeps=False, with_folds=False)
     summary = aggregate_folds(reports)
-    pooled = pool_folds(reports, {name: out_dir / name / "predictions.csv" for name in reports})
+    pooled = pool_folds(reports)
     if pooled:
         summary["pooled"] = pooled
     summary["split"] = split
@@ -240,8 +240,10 @@ def aggregate_folds(reports: dict[str, dict]) -> dict:
     return summary
 
 
-def pool_folds(reports: dict[str, dict], prediction_files: dict[str, pathlib.Path]) -> dict:
+def pool_folds(reports: dict[str, dict]) -> dict:
     """Every fold's emotion predictions scored as one set (each test utterance counted once).
+
+    Reads the `predictions.csv` each fold's report names in its `paths`.
 
     Under heavy imbalance a fold's test split holds two or three utterances of a rare
     class, so one of them moves that fold's UA by a whole class's recall share; pooled,
@@ -253,15 +255,16 @@ def pool_folds(reports: dict[str, dict], prediction_files: dict[str, pathlib.Pat
     """
     classes = next((r["classes"] for r in reports.values() if r.get("classes")), None)
     frames, majority = [], []
-    for name, path in prediction_files.items():
-        if not path.exists() or "majority_baseline" not in reports[name]:
+    for name, report in reports.items():
+        path = report.get("paths", {}).get("predictions")
+        if path is None or not pathlib.Path(path).exists() or "majority_baseline" not in report:
             return {}
         frame = pd.read_csv(path)
         if "emotion_pred" not in frame:
             return {}
         frames.append(frame.assign(fold=name))
         reference = frame[frame["model"] == frame["model"].iloc[0]]
-        majority.append(reference.assign(model="majority", emotion_pred=reports[name]["majority_baseline"]["class"]))
+        majority.append(reference.assign(model="majority", emotion_pred=report["majority_baseline"]["class"]))
     if not classes or not frames:
         return {}
     table = pd.concat(frames, ignore_index=True)
