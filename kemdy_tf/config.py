@@ -183,7 +183,9 @@ class TrainConfig:
     warmup_share: float = 0.0
     # Class weights as sample weights in the classifier stages (training.class_weight_values):
     # "weights" sklearn balanced n / (k * n_c); "capped" the same clipped at 10; "sqrt"
-    # proportional to n_c ** -0.5 (mean example weight 1); "none". Balanced sampling
+    # proportional to n_c ** -0.5 (mean example weight 1); "none"; "logit_adjust" no
+    # weights, the loss sees the outputs times the training class prior (models.losses),
+    # so the model itself answers the class-balanced posterior. Balanced sampling
     # instead: data.balance_target oversamples minority classes with augmented copies.
     # docs/imbalance.md compares them under KEMDy20's imbalance.
     class_weighting: str = "weights"

@@ -36,6 +36,7 @@ import tensorflow as tf
 from kemdy_tf import classical, run as run_lib, stages as stages_lib, summaries
 from kemdy_tf.config import MONITOR_MODES, RunConfig, check_monitor
 from kemdy_tf.models import precision as precision_lib
+from kemdy_tf.models.losses import LogitAdjustedLoss, class_prior
 
 log = logging.getLogger("kemdy_tf.training")
 
@@ -45,12 +46,14 @@ class TrainingError(run_lib.RunError):
 
 
 def compile_stage_model(model, stage: str, config: RunConfig, total_steps: int | None = None,
-                        epochs: int | None = None) -> None:
+                        epochs: int | None = None, class_prior=None) -> None:
     """Compile with the stage's registered optimizer, loss and metrics.
 
     `total_steps` (optimizer steps of the whole fit of `epochs`, default `train.epochs`)
     sizes a stage's learning-rate schedule and, with `train.ema_epochs`, the weight
-    average's momentum; default: `train.epochs` x 100.
+    average's momentum; default: `train.epochs` x 100. `class_prior` (the training class
+    shares, `losses.class_prior`) wraps a classifier's loss in the logit-adjusted one
+    (`train.class_weighting=logit_adjust`).
     """
     spec = stages_lib.get(stage)
     epochs = epochs or config.train.epochs
@@ -58,7 +61,10 @@ def compile_stage_model(model, stage: str, config: RunConfig, total_steps: int |
     optimizer = spec.make_optimizer(config, steps)
     if config.train.ema_epochs:  # a negative value is refused by ema_momentum
         average_weights(optimizer, config.train.ema_epochs, steps / max(1, epochs))
-    model.compile(optimizer, loss=spec.make_loss(config), metrics=spec.metrics(config))
+    loss = spec.make_loss(config)
+    if class_prior is not None and spec.is_classifier:
+        loss = LogitAdjustedLoss(class_prior, base=loss)
+    model.compile(optimizer, loss=loss, metrics=spec.metrics(config))
 
 
 def ema_momentum(ema_epochs: float, steps_per_epoch: float) -> float:
@@ -86,7 +92,7 @@ def build_stage_model(run, stage: str, unfreeze: bool = False, from_scratch: boo
 
 
 # `train.class_weighting` schemes; docs/imbalance.md has the measurement behind the default.
-CLASS_WEIGHTINGS = ("weights", "capped", "sqrt", "none")
+CLASS_WEIGHTINGS = ("weights", "capped", "sqrt", "none", "logit_adjust")
 WEIGHT_CAP = 10.0  # the "capped" scheme's largest weight
 
 
@@ -99,14 +105,16 @@ def class_weight_values(labels, n_classes: int, scheme: str = "weights") -> list
                  outweigh the rest (KEMDy20's rarest classes get ~15 balanced);
         sqrt     proportional to n_c ** -0.5, scaled so the mean example weight is 1:
                  halfway (in log) between no weighting and balanced;
-        none     all 1.
+        none     all 1;
+        logit_adjust  all 1: the balance comes from the loss instead (`class_prior`,
+                 models.losses.LogitAdjustedLoss), not from weighting examples.
     A class absent from the labels gets weight 1 (it contributes no loss anyway).
     """
     if scheme not in CLASS_WEIGHTINGS:
         raise TrainingError(f"train.class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}; got {scheme!r}")
     out = [1.0] * n_classes
     present, counts = np.unique(np.asarray(labels, dtype=int), return_counts=True)
-    if scheme == "none" or len(present) == 0:
+    if scheme in ("none", "logit_adjust") or len(present) == 0:
         return out
     if scheme == "sqrt":
         weights = counts ** -0.5
@@ -136,12 +144,23 @@ def monitored(spec, config: RunConfig) -> tuple[str, str]:
     return monitor, MONITOR_MODES[monitor]
 
 
-def class_weights(run) -> list[float]:
-    """`class_weight_values` of the training split under the run's `train.class_weighting`."""
+def _training_labels(run) -> np.ndarray:
     classes = list(run.config.data.classes)
     labels = run.split("train")["emotion"]
-    labels = labels[labels.isin(classes)].map(classes.index).to_numpy()
-    return class_weight_values(labels, len(classes), run.config.train.class_weighting)
+    return labels[labels.isin(classes)].map(classes.index).to_numpy()
+
+
+def class_weights(run) -> list[float]:
+    """`class_weight_values` of the training split under the run's `train.class_weighting`."""
+    return class_weight_values(_training_labels(run), len(run.config.data.classes),
+                               run.config.train.class_weighting)
+
+
+def run_class_prior(run) -> list[float] | None:
+    """The training split's class prior when `train.class_weighting=logit_adjust`, else None."""
+    if run.config.train.class_weighting != "logit_adjust":
+        return None
+    return class_prior(_training_labels(run), len(run.config.data.classes))
 
 
 def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
@@ -186,14 +205,15 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         except stages_lib.StageError as error:
             raise TrainingError(str(error)) from None
         fit_epochs = epochs or cfg.train.epochs
-        compile_stage_model(model, stage, cfg, total_steps=_total_steps(run, spec, fit_epochs), epochs=fit_epochs)
+        compile_stage_model(model, stage, cfg, total_steps=_total_steps(run, spec, fit_epochs), epochs=fit_epochs,
+                            class_prior=run_class_prior(run) if spec.is_classifier else None)
     _atomic_text(stage_dir / run_lib.STAGE_CONFIG, json.dumps(
         {"stage": stage, "config": cfg.to_dict(), "init_from": str(init_from or ""),
          "unfreeze": unfreeze, "from_scratch": from_scratch}, indent=2, ensure_ascii=False))
 
     tokenizer = run.tokenizer()
     weights = None
-    if spec.is_classifier and cfg.train.class_weighting != "none":
+    if spec.is_classifier and cfg.train.class_weighting not in ("none", "logit_adjust"):
         weights = class_weights(run)
     replicas = strategy.num_replicas_in_sync
     train_ds = stages_lib.stage_dataset(run, spec, "train", training=True, tokenizer=tokenizer,

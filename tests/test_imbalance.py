@@ -51,3 +51,96 @@ def test_none_and_absent_classes_weigh_one():
 def test_unknown_scheme_is_refused_by_name():
     with pytest.raises(TrainingError, match="train.class_weighting.*'balanced'"):
         class_weight_values(LABELS, 5, "balanced")
+
+
+# === train.class_weighting=logit_adjust: the prior in the loss instead of weights ===
+
+
+def test_logit_adjust_weighs_every_example_one():
+    assert "logit_adjust" in CLASS_WEIGHTINGS
+    assert class_weight_values(LABELS, 5, "logit_adjust") == [1.0] * 5
+
+
+def test_class_prior_is_the_training_shares_with_one_example_added():
+    from kemdy_tf.models.losses import class_prior
+
+    prior = class_prior(LABELS, 5)
+    assert prior == pytest.approx((np.array(COUNTS) + 1) / (sum(COUNTS) + 5))
+    assert class_prior(np.array([0, 0, 1]), 3)[2] == pytest.approx(1 / 6)  # absent: positive, not 0
+
+
+def test_the_adjusted_loss_is_the_base_loss_of_the_prior_weighted_probabilities():
+    import keras
+
+    from kemdy_tf.models.losses import LogitAdjustedLoss
+    from kemdy_tf.models.text_encoder import SmoothedSparseCrossentropy
+
+    prior = np.array([0.7, 0.2, 0.1])
+    probs = np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]], "float32")
+    labels = np.array([2, 0])
+    adjusted = probs * prior / (probs * prior).sum(1, keepdims=True)
+    expected = -np.log(adjusted[[0, 1], labels]).mean()
+    assert float(LogitAdjustedLoss(prior)(labels, probs)) == pytest.approx(expected, rel=1e-5)
+
+    smoothed = SmoothedSparseCrossentropy(3, 0.1)
+    loss = LogitAdjustedLoss(prior, base=smoothed)
+    assert float(loss(labels, probs)) == pytest.approx(float(smoothed(labels, adjusted)), rel=1e-5)
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(again.base, SmoothedSparseCrossentropy) and again.prior == pytest.approx(list(prior))
+    assert float(again(labels, probs)) == pytest.approx(float(loss(labels, probs)), rel=1e-6)
+    with pytest.raises(ValueError, match="positive share"):
+        LogitAdjustedLoss([0.5, 0.0])
+
+
+def test_trained_on_the_adjusted_loss_a_model_answers_the_balanced_posterior():
+    """Inputs that say nothing, labels 90% class 0: the plain loss learns the prior
+    (.9 / .1), the adjusted one learns what the input says about the class (.5 / .5)."""
+    import keras
+
+    from kemdy_tf.models.losses import LogitAdjustedLoss, class_prior
+
+    labels = np.array([0] * 90 + [1] * 10)
+    inputs = np.ones((100, 1), "float32")
+    answers = {}
+    for name, loss in (("plain", "sparse_categorical_crossentropy"),
+                       ("adjusted", LogitAdjustedLoss(class_prior(labels, 2)))):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile(keras.optimizers.Adam(0.1), loss=loss)
+        model.fit(inputs, labels, epochs=60, batch_size=100, verbose=0)
+        answers[name] = model.predict(inputs[:1], verbose=0)[0]
+    np.testing.assert_allclose(answers["plain"], [0.9, 0.1], atol=0.02)
+    np.testing.assert_allclose(answers["adjusted"], [0.5, 0.5], atol=0.03)
+
+
+def test_a_logit_adjust_run_compiles_its_classifiers_with_the_prior(tiny_config):
+    import dataclasses
+
+    import keras
+    import pandas as pd
+
+    from kemdy_tf.models.losses import LogitAdjustedLoss
+    from kemdy_tf.training import compile_stage_model, run_class_prior
+
+    config = dataclasses.replace(tiny_config, train=dataclasses.replace(tiny_config.train,
+                                                                        class_weighting="logit_adjust"))
+    classes = list(config.data.classes)
+
+    class Run:  # the two things run_class_prior reads
+        def __init__(self, config):
+            self.config = config
+
+        def split(self, name):
+            return pd.DataFrame({"emotion": [classes[0]] * 8 + [classes[1]] * 2 + ["not a class"]})
+
+    prior = run_class_prior(Run(config))
+    assert prior == pytest.approx(np.array([9, 3] + [1] * (len(classes) - 2)) / (10 + len(classes)))
+    assert run_class_prior(Run(tiny_config)) is None  # balanced weights: no prior in the loss
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(len(classes), activation="softmax",
+                                                                    name="emotion")])
+    compile_stage_model(model, "audio_clf", config, total_steps=10, class_prior=prior)
+    assert isinstance(model.loss, LogitAdjustedLoss) and model.loss.prior == pytest.approx(prior)
+    rating = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, name="arousal")])
+    compile_stage_model(rating, "audio", config, total_steps=10, class_prior=prior)
+    assert not isinstance(rating.loss, LogitAdjustedLoss)  # the rating stages keep theirs
