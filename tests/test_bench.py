@@ -139,6 +139,7 @@ def _numbers(value, path=""):
         yield path, value
 
 
+@pytest.mark.slow  # the whole benchmark, tiny (~1-2 min): a job of its own (.ci/slow.sh)
 def test_tiny_benchmark_writes_every_section_with_finite_numbers(tmp_path):
     out = tmp_path / "benchmarks.md"
     # The limit only catches a hang: beside training jobs on 2 cores --tiny took over 300 s.

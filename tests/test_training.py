@@ -97,6 +97,7 @@ def test_training_resumes_after_sigkill(tmp_path, train_args):
     assert (workdir / "audio" / "summary.json").exists()
 
 
+@pytest.mark.slow  # ~30 s quiet, 50 s beside other jobs: a job of its own (.ci/slow.sh)
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, train_args):
     workdir = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "train.py"), "--stage", "audio",
@@ -107,6 +108,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, train_args):
     assert len(pd.read_csv(workdir / "audio" / "history.csv")) == 1
 
 
+@pytest.mark.slow  # two whole --stage all runs (~2-4 min): a job of its own (.ci/slow.sh)
 def test_same_seed_repeats_a_cpu_run(tmp_path, train_args):
     """The same command and seed twice: the same weights and the same validation metrics,
     for every stage (the README's numbers depend on it)."""
