@@ -135,7 +135,14 @@ def test_a_logit_adjust_run_compiles_its_classifiers_with_the_prior(tiny_config)
 
     prior = run_class_prior(Run(config))
     assert prior == pytest.approx(np.array([9, 3] + [1] * (len(classes) - 2)) / (10 + len(classes)))
-    assert run_class_prior(Run(tiny_config)) is None  # balanced weights: no prior in the loss
+    assert run_class_prior(Run(tiny_config)) is None  # auto, weights <= 2.5: balanced weights, no prior
+
+    class RareRun(Run):
+        def split(self, name):
+            return pd.DataFrame({"emotion": [classes[0]] * 90 + [classes[1]] * 3})
+
+    assert run_class_prior(RareRun(tiny_config)) == pytest.approx(  # auto, a weight of 15.5: the prior
+        np.array([91, 4] + [1] * (len(classes) - 2)) / (93 + len(classes)))
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(len(classes), activation="softmax",
                                                                     name="emotion")])
@@ -144,3 +151,17 @@ def test_a_logit_adjust_run_compiles_its_classifiers_with_the_prior(tiny_config)
     rating = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, name="arousal")])
     compile_stage_model(rating, "audio", config, total_steps=10, class_prior=prior)
     assert not isinstance(rating.loss, LogitAdjustedLoss)  # the rating stages keep theirs
+
+
+def test_auto_adjusts_logits_only_where_balanced_weights_would_pass_the_cap():
+    from kemdy_tf.training import resolve_class_weighting
+
+    assert resolve_class_weighting(LABELS, "auto") == "logit_adjust"  # KEMDy20's shares: up to ~19
+    assert class_weight_values(LABELS, 5, "auto") == [1.0] * 5
+    default_set = np.repeat(np.arange(5), [389, 91, 79, 125, 100])  # the default synthetic set's: up to ~2.1
+    assert resolve_class_weighting(default_set, "auto") == "weights"
+    assert class_weight_values(default_set, 5, "auto") == class_weight_values(default_set, 5, "weights")
+    at_cap = np.repeat([0, 1], [19, 1])  # balanced weight of class 1: 20 / (2 x 1) = 10, not above
+    assert resolve_class_weighting(at_cap, "auto") == "weights"
+    assert resolve_class_weighting(np.repeat([0, 1], [21, 1]), "auto") == "logit_adjust"
+    assert resolve_class_weighting(LABELS, "sqrt") == "sqrt"  # named schemes are kept
