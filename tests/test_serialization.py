@@ -72,7 +72,15 @@ def _char_ngram_layer(name):
     return make
 
 
+def _logit_adjusted_loss():  # train.class_weighting=logit_adjust (auto under heavy imbalance)
+    from kemdy_tf.models.losses import LogitAdjustedLoss
+    from kemdy_tf.models.text_encoder import SmoothedSparseCrossentropy
+
+    return LogitAdjustedLoss([0.8, 0.15, 0.05], base=SmoothedSparseCrossentropy(3, 0.1))
+
+
 EXTRA_EXAMPLES: dict = {"kemdy_tf>SegmentIds": _segment_ids,
+                        "kemdy_tf>LogitAdjustedLoss": _logit_adjusted_loss,
                         "kemdy_tf>UtteranceFunctionals": _functionals,
                         "kemdy_tf>SpeakerStandardise": _speaker_standardise,
                         **{f"kemdy_tf>{n}": _char_ngram_layer(n) for n in ("PieceCharNgrams", "HashedBag")},
