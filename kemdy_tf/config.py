@@ -181,12 +181,12 @@ class TrainConfig:
     # > 0 warms the learning rate up linearly over this share of all steps, then decays
     # it by a cosine to 5% at the last epoch; 0: constant train.learning_rate.
     warmup_share: float = 0.0
-    # Class weights as sample weights in the classifier stages (training.class_weight_values):
-    # "auto" (default) "weights", or "logit_adjust" where a balanced weight would exceed 10
-    # (training.resolve_class_weighting; KEMDy20's shares); "weights" sklearn balanced n / (k * n_c); "capped" the same clipped at 10; "sqrt"
-    # proportional to n_c ** -0.5 (mean example weight 1); "none"; "logit_adjust" no
-    # weights, the loss sees the outputs times the training class prior (models.losses),
-    # so the model itself answers the class-balanced posterior. Balanced sampling
+    # How the classifier stages balance the classes (training.class_balance): "weights"
+    # sklearn balanced n / (k * n_c) as sample weights; "capped" the same clipped at 10;
+    # "sqrt" proportional to n_c ** -0.5 (mean example weight 1); "none"; "logit_adjust" no
+    # weights, the loss sees the outputs times the training class prior (models.losses), so
+    # the model itself answers the class-balanced posterior; "auto" "weights", or
+    # "logit_adjust" where a balanced weight would exceed 10 (KEMDy20's shares). Balanced sampling
     # instead: data.balance_target oversamples minority classes with augmented copies.
     # docs/imbalance.md compares them under KEMDy20's imbalance.
     class_weighting: str = "auto"

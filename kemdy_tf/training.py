@@ -178,16 +178,18 @@ def class_weights(run) -> list[float]:
                                run.config.train.class_weighting)
 
 
-def run_class_weighting(run) -> str:
-    """The run's `train.class_weighting` resolved on its training split (`auto` -> a scheme)."""
-    return resolve_class_weighting(_training_labels(run), run.config.train.class_weighting)
-
-
-def run_class_prior(run) -> list[float] | None:
-    """The training split's class prior when the run's scheme is `logit_adjust`, else None."""
-    if run_class_weighting(run) != "logit_adjust":
-        return None
-    return class_prior(_training_labels(run), len(run.config.data.classes))
+def class_balance(run) -> tuple[str, list[float] | None, list[float] | None]:
+    """(scheme, class weights, class prior) of a classifier stage: the run's
+    `train.class_weighting` resolved on its training split (`auto` -> a scheme), the
+    per-class sample weights (None when every example weighs one) and the prior the
+    logit-adjusted loss needs (None unless the scheme is `logit_adjust`)."""
+    labels, n_classes = _training_labels(run), len(run.config.data.classes)
+    scheme = resolve_class_weighting(labels, run.config.train.class_weighting)
+    if scheme == "logit_adjust":
+        return scheme, None, class_prior(labels, n_classes)
+    if scheme == "none":
+        return scheme, None, None
+    return scheme, class_weight_values(labels, n_classes, scheme), None
 
 
 def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
@@ -200,7 +202,7 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     except ValueError as error:
         raise TrainingError(str(error)) from None
     monitor, mode = monitored(spec, cfg)
-    weighting = run_class_weighting(run) if spec.is_classifier else None
+    weighting, weights, prior = class_balance(run) if spec.is_classifier else (None, None, None)
     if not stages_lib.has_targets(run, spec.target):
         print(f"stage {stage} skipped: the training split has no {spec.target!r} values (most "
               f"emotion corpora have none); the classifiers learn their {spec.modalities[0]} backbone "
@@ -234,15 +236,12 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
             raise TrainingError(str(error)) from None
         fit_epochs = epochs or cfg.train.epochs
         compile_stage_model(model, stage, cfg, total_steps=_total_steps(run, spec, fit_epochs), epochs=fit_epochs,
-                            class_prior=run_class_prior(run) if weighting == "logit_adjust" else None)
+                            class_prior=prior)
     _atomic_text(stage_dir / run_lib.STAGE_CONFIG, json.dumps(
         {"stage": stage, "config": cfg.to_dict(), "init_from": str(init_from or ""),
          "unfreeze": unfreeze, "from_scratch": from_scratch}, indent=2, ensure_ascii=False))
 
     tokenizer = run.tokenizer()
-    weights = None
-    if weighting not in (None, "none", "logit_adjust"):
-        weights = class_weights(run)
     if weighting and weighting != cfg.train.class_weighting:
         log.info("stage %s: train.class_weighting=%s is %s on this training split", stage,
                  cfg.train.class_weighting, weighting)

@@ -120,28 +120,30 @@ def test_a_logit_adjust_run_compiles_its_classifiers_with_the_prior(tiny_config)
     import pandas as pd
 
     from kemdy_tf.models.losses import LogitAdjustedLoss
-    from kemdy_tf.training import compile_stage_model, run_class_prior
+    from kemdy_tf.training import class_balance, compile_stage_model
 
     config = dataclasses.replace(tiny_config, train=dataclasses.replace(tiny_config.train,
                                                                         class_weighting="logit_adjust"))
     classes = list(config.data.classes)
 
-    class Run:  # the two things run_class_prior reads
+    class Run:  # the two things class_balance reads
         def __init__(self, config):
             self.config = config
 
         def split(self, name):
             return pd.DataFrame({"emotion": [classes[0]] * 8 + [classes[1]] * 2 + ["not a class"]})
 
-    prior = run_class_prior(Run(config))
+    scheme, weights, prior = class_balance(Run(config))
+    assert scheme == "logit_adjust" and weights is None  # no sample weights beside the prior
     assert prior == pytest.approx(np.array([9, 3] + [1] * (len(classes) - 2)) / (10 + len(classes)))
-    assert run_class_prior(Run(tiny_config)) is None  # auto, weights <= 2.5: balanced weights, no prior
+    scheme, weights, prior_none = class_balance(Run(tiny_config))  # auto, weights <= 2.5: balanced
+    assert (scheme, prior_none) == ("weights", None) and weights[:2] == pytest.approx([10 / 16, 10 / 4])
 
     class RareRun(Run):
         def split(self, name):
             return pd.DataFrame({"emotion": [classes[0]] * 90 + [classes[1]] * 3})
 
-    assert run_class_prior(RareRun(tiny_config)) == pytest.approx(  # auto, a weight of 15.5: the prior
+    assert class_balance(RareRun(tiny_config))[2] == pytest.approx(  # auto, a weight of 15.5: the prior
         np.array([91, 4] + [1] * (len(classes) - 2)) / (93 + len(classes)))
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(len(classes), activation="softmax",
@@ -165,3 +167,28 @@ def test_auto_adjusts_logits_only_where_balanced_weights_would_pass_the_cap():
     assert resolve_class_weighting(at_cap, "auto") == "weights"
     assert resolve_class_weighting(np.repeat([0, 1], [21, 1]), "auto") == "logit_adjust"
     assert resolve_class_weighting(LABELS, "sqrt") == "sqrt"  # named schemes are kept
+
+
+def test_a_trained_logit_adjust_stage_keeps_the_prior_in_its_loss_and_says_so(trained_run, train_args,
+                                                                               tiny_config):
+    """train.py wires the scheme: the saved classifier is compiled with its training split's
+    prior, and its summary records the scheme it used."""
+    import json
+
+    import keras
+    import pandas as pd
+
+    from kemdy_tf.models.losses import LogitAdjustedLoss, class_prior
+    from train import main
+
+    workdir = trained_run.parent / "logit_adjust"
+    assert main([str(a) for a in ("--stage", "text_clf", "--from-scratch", *train_args(
+        workdir, "--cache-dir", trained_run.parent / "cache", "--epochs", "1",
+        "--set", "train.class_weighting=logit_adjust"))]) == 0
+    assert json.loads((workdir / "text_clf" / "summary.json").read_text())["class_weighting"] == "logit_adjust"
+    classes = list(tiny_config.data.classes)
+    table = pd.read_csv(workdir / "table.csv", keep_default_na=False)
+    train = table[(table["split"] == "train") & table["emotion"].isin(classes)]
+    loss = keras.saving.load_model(workdir / "text_clf" / "model.keras").loss
+    assert isinstance(loss, LogitAdjustedLoss)
+    assert loss.prior == pytest.approx(class_prior(train["emotion"].map(classes.index), len(classes)))
