@@ -209,6 +209,14 @@ class TrainConfig:
     # training goes on from the raw ones (`keras.callbacks.SwapEMAWeights`). 0: off.
     # docs/real_speech.md ("Averaged weights") has the measurement.
     ema_epochs: float = 0.0
+    # After early stopping, train the stage again from its initial weights on the training
+    # and validation splits together, for as many epochs as the kept model had, on the same
+    # learning-rate schedule (training.refit_stage); the refitted model is the stage's
+    # model.keras, the early-stopped one stays beside it and gives summary.json its honest
+    # validation figures. With it the classical baseline fits on both splits too. Costs
+    # about one more fit; on a small corpus the held-out speakers' clips are worth it
+    # (docs/real_speech.md, "Refitting on the validation speakers").
+    refit: bool = False
 
 
 @dataclass

@@ -13,8 +13,10 @@ import numpy as np
 from kemdy_tf import classical, scoring, stages as stages_lib
 
 
-def validation_summary(run, stage: str, model, tokenizer=None) -> dict:
-    """The stage's metrics on the validation split next to the majority/mean baseline."""
+def validation_summary(run, stage: str, model, tokenizer=None, classical_row: bool = True) -> dict:
+    """The stage's metrics on the validation split next to the majority/mean baseline (and,
+    unless `classical_row` is False, e.g. a classical model fitted on this split, the
+    classical baseline)."""
     spec = stages_lib.get(stage)
     target = spec.target
     ds = stages_lib.stage_dataset(run, spec, "val", training=False, tokenizer=tokenizer, model=model)
@@ -35,6 +37,8 @@ def validation_summary(run, stage: str, model, tokenizer=None) -> dict:
         summary["baseline"] = scoring.majority_baseline(y_true.astype(int), majority, classes)
         summary["baseline_name"] = f"majority class ({classes[majority]})"
         val = classical.labelled_rows(run.table, classes, "val")
+        if not classical_row:
+            val = val.iloc[:0]
         try:
             probs = classical.predict_for_run(run.workdir, val, spec.modalities)
         except ValueError:  # no classical model for this modality (e.g. no transcripts)
@@ -60,4 +64,9 @@ def format_summary(summary: dict) -> str:
     for m, label in ((model, summary["stage"]), *others):
         rows.append(f"{label:28s}{m['accuracy']:8.3f}{m['balanced_accuracy']:8.3f}"
                     f"{m['macro_f1']:10.3f}{m['weighted_f1']:8.3f}")
-    return "\n".join([head, *rows, "(WA flatters a majority-class model: read UA and macro-F1)\n"])
+    notes = ["(WA flatters a majority-class model: read UA and macro-F1)"]
+    if summary.get("refit"):
+        refit = summary["refit"]
+        notes.append(f"(these are the early-stopped model's figures; model.keras is the refit on training + "
+                     f"validation, {refit['rows']} rows, {refit['epochs']} epochs)")
+    return "\n".join([head, *rows, *notes]) + "\n"

@@ -222,21 +222,9 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     keras.utils.set_random_seed(cfg.train.seed)
 
     strategy = strategy or tf.distribute.get_strategy()
-    # Built and trained under the run's dtype policy (train.precision); the global policy
-    # is restored after each block, also on error.
-    with precision_lib.dtype_policy(cfg.train.precision), strategy.scope():
-        try:
-            if init_from:
-                model = keras.saving.load_model(init_from, compile=False)
-                if spec.is_classifier and not (unfreeze or from_scratch):
-                    _freeze_backbones(model)
-            else:
-                model = build_stage_model(run, stage, unfreeze=unfreeze, from_scratch=from_scratch)
-        except stages_lib.StageError as error:
-            raise TrainingError(str(error)) from None
-        fit_epochs = epochs or cfg.train.epochs
-        compile_stage_model(model, stage, cfg, total_steps=_total_steps(run, spec, fit_epochs), epochs=fit_epochs,
-                            class_prior=prior)
+    fit_epochs = epochs or cfg.train.epochs
+    start = dict(init_from=init_from, unfreeze=unfreeze, from_scratch=from_scratch)
+    model = _compiled_stage_model(run, stage, strategy, fit_epochs, prior, **start)
     _atomic_text(stage_dir / run_lib.STAGE_CONFIG, json.dumps(
         {"stage": stage, "config": cfg.to_dict(), "init_from": str(init_from or ""),
          "unfreeze": unfreeze, "from_scratch": from_scratch}, indent=2, ensure_ascii=False))
@@ -276,6 +264,7 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     ]
     if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else "line"
+    progress = verbose  # the refit reports the same way
     if verbose == "line":
         callbacks.append(EpochLine(stage, epochs or cfg.train.epochs))
         verbose = 0
@@ -293,14 +282,121 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         best = precision_lib.with_policy(best, "float32")
         atomic_save_model(best, stage_dir / run_lib.MODEL)
     if spec.is_classifier:  # the classical baseline beside the summary (fitted once per run)
-        classical.fit_for_run(run)
-    summary = summaries.validation_summary(run, stage, best, tokenizer)
+        classical.fit_for_run(refit_view(run) if cfg.train.refit else run)
+    # Scored before any refit: the early-stopped model never saw the validation split.
+    summary = summaries.validation_summary(run, stage, best, tokenizer, classical_row=not cfg.train.refit)
     if weighting:
         summary["class_weighting"] = weighting
+    if cfg.train.refit:
+        kept = kept_epochs(history_csv, monitor, mode)
+        summary["refit"] = refit_stage(run, stage, epochs=kept, fit_epochs=fit_epochs, strategy=strategy,
+                                       verbose=progress, **start)
     run_lib.atomic_write(summary_path, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     shutil.rmtree(stage_dir / BACKUP_DIR, ignore_errors=True)  # finished: nothing left to resume
+    shutil.rmtree(stage_dir / REFIT_DIR / BACKUP_DIR, ignore_errors=True)
     print(summaries.format_summary(summary))
     return summary
+
+
+def _compiled_stage_model(run, stage: str, strategy, fit_epochs: int, prior, *, init_from=None,
+                          unfreeze=False, from_scratch=False):
+    """The stage's model, built (or loaded from `init_from`) and compiled for a fit of
+    `fit_epochs` over `run`'s training split, under the run's dtype policy
+    (train.precision; the global policy is restored after the block, also on error)."""
+    spec, cfg = stages_lib.get(stage), run.config
+    with precision_lib.dtype_policy(cfg.train.precision), strategy.scope():
+        try:
+            if init_from:
+                model = keras.saving.load_model(init_from, compile=False)
+                if spec.is_classifier and not (unfreeze or from_scratch):
+                    _freeze_backbones(model)
+            else:
+                model = build_stage_model(run, stage, unfreeze=unfreeze, from_scratch=from_scratch)
+        except stages_lib.StageError as error:
+            raise TrainingError(str(error)) from None
+        compile_stage_model(model, stage, cfg, total_steps=_total_steps(run, spec, fit_epochs), epochs=fit_epochs,
+                            class_prior=prior)
+    return model
+
+
+# === Refitting on training + validation (train.refit) ===
+
+REFIT_DIR = "refit"
+EARLY_STOPPED = "early_stopped.keras"
+
+
+def refit_view(run):
+    """`run` with its validation rows moved into the training split (none left in val)."""
+    import dataclasses
+
+    table = run.table.copy()
+    table.loc[table["split"] == "val", "split"] = "train"
+    return dataclasses.replace(run, table=table)
+
+
+def kept_epochs(history_csv: Path, monitor: str, mode: str) -> int:
+    """How many epochs the kept (best-only checkpointed) model had trained: the first epoch
+    with the best `monitor` in history.csv, counted from one."""
+    history = pd.read_csv(history_csv) if history_csv.exists() and history_csv.stat().st_size else None
+    if history is None or monitor not in history or not history[monitor].notna().any():
+        raise TrainingError(f"{history_csv} has no {monitor!r} column to find the kept epoch in; "
+                            f"train.refit needs the stage's history (train it again with --retrain)")
+    best = history[monitor].idxmax() if mode == "max" else history[monitor].idxmin()
+    return int(history.loc[best, "epoch"]) + 1
+
+
+def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None, init_from=None,
+                unfreeze=False, from_scratch=False, verbose=0) -> dict:
+    """Train `stage` again from its initial weights on training + validation rows for
+    `epochs` epochs, on the schedule of a `fit_epochs` fit (the learning rate of each epoch
+    is the early-stopped fit's), then make it the stage's model.keras and keep the
+    early-stopped model beside it as early_stopped.keras. Resumable like the first fit
+    (its own backup in `STAGE/refit/`). Returns what the summary records of it."""
+    spec, cfg = stages_lib.get(stage), run.config
+    merged = refit_view(run)
+    stage_dir = run.stage_dir(stage)
+    folder = stage_dir / REFIT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.train.seed)
+    strategy = strategy or tf.distribute.get_strategy()
+    _, weights, prior = class_balance(merged) if spec.is_classifier else (None, None, None)
+    model = _compiled_stage_model(merged, stage, strategy, fit_epochs, prior, init_from=init_from,
+                                  unfreeze=unfreeze, from_scratch=from_scratch)
+    train_ds = stages_lib.stage_dataset(merged, spec, "train", training=True, tokenizer=run.tokenizer(),
+                                        class_weights=weights, replicas=strategy.num_replicas_in_sync,
+                                        model=model)
+    backup = read_backup(folder / BACKUP_DIR)
+    rollback_to_backup(folder, backup, "loss", "min")
+    # every epoch is saved: the last one is the refitted model
+    checkpoint = AtomicModelCheckpoint(folder / run_lib.MODEL, monitor="loss", mode="min", save_best_only=False)
+    callbacks = [
+        *([AveragedWeightsAtEpochEnd(resumed=backup is not None)] if cfg.train.ema_epochs > 0 else []),
+        checkpoint,
+        keras.callbacks.CSVLogger(str(folder / run_lib.HISTORY), append=True),
+        AtomicBackupAndRestore(folder / BACKUP_DIR, backup, checkpoint),
+    ]
+    if verbose == "line":
+        callbacks.append(EpochLine(f"{stage} refit", epochs))
+        verbose = 0
+    if backup is not None:
+        skip_finished_epochs(train_ds, backup["epoch"])
+    with precision_lib.dtype_policy(cfg.train.precision):
+        model.fit(train_ds, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    refitted = folder / run_lib.MODEL
+    if not refitted.exists():
+        atomic_save_model(model, refitted)
+    final = keras.saving.load_model(refitted, compile=False)
+    if precision_lib.is_mixed(final):
+        atomic_save_model(precision_lib.with_policy(final, "float32"), refitted)
+    # The early-stopped model first (a copy, renamed into place), then the refitted one
+    # by one rename: a kill in between leaves the main backup, which restores the first.
+    tmp = stage_dir / f".{EARLY_STOPPED}.partial.keras"
+    shutil.copy2(stage_dir / run_lib.MODEL, tmp)
+    os.replace(tmp, stage_dir / EARLY_STOPPED)
+    os.replace(refitted, stage_dir / run_lib.MODEL)
+    rows = len(dataset_rows_of(merged, spec))
+    log.info("stage %s refitted on %d training + validation rows for %d epochs", stage, rows, epochs)
+    return {"epochs": epochs, "rows": rows, "early_stopped_model": EARLY_STOPPED}
 
 
 class AveragedWeightsAtEpochEnd(keras.callbacks.SwapEMAWeights):
@@ -333,14 +429,19 @@ class EpochLine(keras.callbacks.Callback):
               flush=True)
 
 
-def _total_steps(run, spec, epochs: int) -> int:
-    """Optimizer steps of the whole fit: epochs x training batches of the stage."""
+def dataset_rows_of(run, spec) -> pd.DataFrame:
+    """The training rows a stage's dataset yields (a rating stage: those with its target)."""
     from kemdy_tf.data.features import dataset_rows
 
     rows = dataset_rows(run.split("train"), run.config)
     if not spec.is_classifier:
         rows = rows[rows[spec.target].notna()] if spec.target in rows else rows.iloc[:0]
-    return max(1, epochs * -(-len(rows) // run.config.train.batch_size))
+    return rows
+
+
+def _total_steps(run, spec, epochs: int) -> int:
+    """Optimizer steps of the whole fit: epochs x training batches of the stage."""
+    return max(1, epochs * -(-len(dataset_rows_of(run, spec)) // run.config.train.batch_size))
 
 
 def _best_logged(history_csv: Path, column: str, mode: str = "min"):
