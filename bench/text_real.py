@@ -110,7 +110,7 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     import keras
     import numpy as np
 
-    from kemdy_tf import training
+    from kemdy_tf import stages, training
     from kemdy_tf.config import make_config
     from kemdy_tf.models import text_encoder
     from kemdy_tf.models.char_ngrams import ngram_pieces
@@ -121,23 +121,43 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     cfg = make_config("small", [*overrides, "data.classes=negative,positive"])
     start = time.time()
     (x_train, x_val, x_test), vocab_size, facts = _token_ids(train_texts, (val_texts, test_texts), cfg, workdir)
-    keras.utils.set_random_seed(cfg.train.seed)
-    backbone = text_encoder.build_text_backbone(cfg.text, cfg.features, vocab_size)
     pieces = ngram_pieces((workdir / "tokenizer.model").read_bytes())
-    model = build_fusion_model(None, backbone, cfg.fusion, len(cfg.data.classes), modalities=("text",), pieces=pieces)
-    steps = int(np.ceil(len(x_train) / batch_size)) * epochs
-    training.compile_stage_model(model, "text_clf", cfg, total_steps=steps, epochs=epochs)
+
+    def compiled(rows: int):
+        keras.utils.set_random_seed(cfg.train.seed)
+        backbone = text_encoder.build_text_backbone(cfg.text, cfg.features, vocab_size)
+        model = build_fusion_model(None, backbone, cfg.fusion, len(cfg.data.classes), modalities=("text",),
+                                   pieces=pieces)
+        training.compile_stage_model(model, "text_clf", cfg, total_steps=int(np.ceil(rows / batch_size)) * epochs,
+                                     epochs=epochs)
+        return model
+
+    def accuracy(model) -> float:
+        predicted = model.predict(inputs_for(model, {"token_ids": x_test}), batch_size=512, verbose=0)["emotion"]
+        return float((predicted.argmax(-1) == test_labels).mean())
+
+    model = compiled(len(x_train))
     history = _fit(model, x_train, train_labels, x_val, val_labels, target="emotion", epochs=epochs,
                    batch_size=batch_size, cfg=cfg, stage="text_clf")
+    refit = {}
+    if cfg.train.refit:  # as train.py: the kept epochs again, on training + validation rows
+        monitor, mode = training.monitored(stages.get("text_clf"), cfg)
+        logged = history.history[monitor]
+        kept = int(np.argmax(logged) if mode == "max" else np.argmin(logged)) + 1
+        refit = {"early_stopped_accuracy": accuracy(model), "refit_epochs": kept}
+        model = compiled(len(x_train) + len(x_val))
+        model.fit(inputs_for(model, {"token_ids": np.concatenate([x_train, x_val])}),
+                  {"emotion": np.concatenate([train_labels, val_labels])}, epochs=kept, batch_size=batch_size,
+                  verbose=2)
     train_s = time.time() - start
-    predicted = model.predict(inputs_for(model, {"token_ids": x_test}), batch_size=512, verbose=0)["emotion"]
-    predicted = predicted.argmax(-1)
     return {
-        "accuracy": float((predicted == test_labels).mean()),
+        "accuracy": accuracy(model),
+        **refit,
         "train_s": round(train_s, 1),
         **facts,
         "epochs_run": len(history.history["loss"]),
         "val_accuracy": [round(v, 4) for v in history.history["val_accuracy"]],
+        "val_loss": [round(v, 4) for v in history.history["val_loss"]],
         "text_config": dataclasses.asdict(cfg.text),
         "batch_size": batch_size,
     }

@@ -66,6 +66,18 @@ def test_text_clf_learns_the_reviews(reviews, tmp_path):
     assert result["accuracy"] >= 0.8, result  # nothing learned: 0.5
 
 
+def test_text_clf_refits_on_training_and_validation_reviews(reviews, tmp_path):
+    """train.refit in the bench, as in train.py: the kept epochs again on both splits,
+    which the scored reviews (all of them) then include."""
+    texts, labels = reviews
+    fit = (texts[:N_FIT], labels[:N_FIT])  # validation = training: the best epoch is a late one
+    result = text_real.text_clf(*fit, *fit, *fit, epochs=6, batch_size=16, workdir=tmp_path,
+                                overrides=[*FIT_SETTINGS, "train.refit=true"])
+    kept = int(np.argmin(result["val_loss"])) + 1
+    assert result["refit_epochs"] == kept and 0.0 <= result["early_stopped_accuracy"] <= 1.0
+    assert result["accuracy"] >= 0.8, result
+
+
 def test_valence_regressor_learns_the_reviews(reviews, tmp_path):
     texts, labels = reviews
     fit = (texts[:N_FIT], labels[:N_FIT])
