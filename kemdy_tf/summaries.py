@@ -54,9 +54,10 @@ def format_summary(summary: dict) -> str:
     head = f"\n== {summary['stage']}: validation split ({summary['n']} utterances) =="
     model, baseline = summary["model"], summary["baseline"]
     if "rmse" in model:
-        return (f"{head}\n{'':28s}{'RMSE':>8s}{'CCC':>8s}\n"
-                f"{summary['stage'] + ' ' + summary['target']:28s}{model['rmse']:8.3f}{model['ccc']:8.3f}\n"
-                f"{summary['baseline_name']:28s}{baseline['rmse']:8.3f}{baseline['ccc']:8.3f}\n")
+        rows = [f"{'':28s}{'RMSE':>8s}{'CCC':>8s}",
+                f"{summary['stage'] + ' ' + summary['target']:28s}{model['rmse']:8.3f}{model['ccc']:8.3f}",
+                f"{summary['baseline_name']:28s}{baseline['rmse']:8.3f}{baseline['ccc']:8.3f}"]
+        return "\n".join([head, *rows, *_refit_note(summary)]) + "\n"
     rows = [f"{'':28s}{'WA':>8s}{'UA':>8s}{'macro-F1':>10s}{'wF1':>8s}"]
     others = [(baseline, summary["baseline_name"])]
     if summary.get("classical"):
@@ -64,9 +65,13 @@ def format_summary(summary: dict) -> str:
     for m, label in ((model, summary["stage"]), *others):
         rows.append(f"{label:28s}{m['accuracy']:8.3f}{m['balanced_accuracy']:8.3f}"
                     f"{m['macro_f1']:10.3f}{m['weighted_f1']:8.3f}")
-    notes = ["(WA flatters a majority-class model: read UA and macro-F1)"]
-    if summary.get("refit"):
-        refit = summary["refit"]
-        notes.append(f"(these are the early-stopped model's figures; model.keras is the refit on training + "
-                     f"validation, {refit['rows']} rows, {refit['epochs']} epochs)")
+    notes = ["(WA flatters a majority-class model: read UA and macro-F1)", *_refit_note(summary)]
     return "\n".join([head, *rows, *notes]) + "\n"
+
+
+def _refit_note(summary: dict) -> list[str]:
+    refit = summary.get("refit")
+    if not refit:
+        return []
+    return [f"(the early-stopped model's figures; model.keras is its refit on training + validation: "
+            f"{refit['rows']} rows, {refit['epochs']} epochs)"]
