@@ -59,6 +59,10 @@ class DataConfig:
     balance_target: float = 0.0  # oversample minority classes toward this share of the majority
     freq_mask_param: int = 15  # max width of the random frequency mask (mel bins), train only
     freq_mask_prob: float = 0.5
+    # > 0: stretch each training clip's mel axis by a random factor in [1 - w, 1 + w]
+    # (audio.tf_frequency_warp, vocal tract length perturbation): new voices from the
+    # training speakers. 0: off. docs/real_speech.md has the measurement.
+    freq_warp: float = 0.0
 
 
 @dataclass

@@ -209,6 +209,28 @@ def test_tf_frequency_mask_same_rule_seeded_and_probability():
     np.testing.assert_array_equal(never.numpy(), features)
 
 
+
+def test_tf_frequency_warp_moves_a_band_by_its_factor_and_keeps_the_shape():
+    import tensorflow as tf
+
+    line = np.zeros((5, 128), np.float32)
+    line[:, 60] = 1.0
+    peaks = set()
+    for i in range(40):
+        warped = audio.tf_frequency_warp(tf.constant(line), 0.1, tf.constant([i, 7])).numpy()
+        assert warped.shape == line.shape
+        peak = int(np.argmax(warped[0]))
+        assert 54 <= peak <= 66  # 60 x [0.9, 1.1]
+        np.testing.assert_allclose(warped, np.broadcast_to(warped[0], warped.shape))  # every frame alike
+        peaks.add(peak)
+    assert len(peaks) > 4  # the factor is drawn per seed
+    again = audio.tf_frequency_warp(tf.constant(line), 0.1, tf.constant([3, 7])).numpy()
+    np.testing.assert_array_equal(again, audio.tf_frequency_warp(tf.constant(line), 0.1, tf.constant([3, 7])))
+    flat = np.full((5, 128), -40.0, np.float32)  # interpolation adds no energy
+    np.testing.assert_allclose(audio.tf_frequency_warp(tf.constant(flat), 0.2, tf.constant([1, 2])), flat)
+    np.testing.assert_allclose(audio.tf_frequency_warp(tf.constant(line), 0.0, tf.constant([1, 2])), line)
+
+
 # === speaker normalisation ===
 
 def test_speaker_stats_use_only_that_speakers_utterances():

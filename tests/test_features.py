@@ -260,6 +260,27 @@ def test_frequency_masking_only_on_the_training_split(data):
         np.testing.assert_array_equal(a["log_mel"], b["log_mel"])  # seeded by train.seed
 
 
+
+def test_frequency_warp_only_on_the_training_split_and_masks_draw_as_before(data):
+    base = _config(freq_mask_prob=1.0, freq_mask_param=20)
+    warped = _config(freq_mask_prob=1.0, freq_mask_param=20, freq_warp=0.15)
+    make = lambda cfg, **kw: features.make_dataset(data["table"], data["cache"], data["tokenizer"], cfg,  # noqa: E731
+                                                   with_ids=True, **kw)
+    for a, b in zip(_epoch(make(base, training=False, split="val")), _epoch(make(warped, training=False, split="val"))):
+        np.testing.assert_array_equal(a["log_mel"], b["log_mel"])
+    plain = _epoch(make(base, training=True, split="train", shuffle=False))
+    both = _epoch(make(warped, training=True, split="train", shuffle=False))
+    assert any(not np.array_equal(a["log_mel"], b["log_mel"]) for a, b in zip(plain, both))
+    unmasked = _config(freq_mask_prob=0.0, freq_warp=0.15)
+    only_warp = _epoch(make(unmasked, training=True, split="train", shuffle=False))
+    for a, b in zip(only_warp, both):  # the mask's draws do not depend on the warp's
+        cached = data["cache"].read(data["table"].set_index("segment_id").loc[a["segment_id"], "wav_path"])
+        n = cached.shape[0]
+        changed = np.flatnonzero(np.any(a["log_mel"][:n] != b["log_mel"][:n], axis=0))
+        if len(changed):
+            assert np.all(np.diff(changed) == 1) and len(changed) <= 20
+
+
 def test_no_test_utterance_or_copy_of_one_reaches_training(data):
     table, cfg = data["table"], data["cfg"]
     table = table.assign(augmented_from="")

@@ -332,6 +332,24 @@ def tf_frequency_mask(log_mel, max_width: int, seed=None, probability: float = 1
     return tf.where(band[tf.newaxis, :], tf.reduce_mean(log_mel), log_mel)
 
 
+
+def tf_frequency_warp(log_mel, max_warp: float, seed):
+    """`log_mel` [frames, n_mels] with its mel axis stretched by a random factor in
+    [1 - max_warp, 1 + max_warp] (bin k reads bin k / factor, linearly interpolated, the
+    top bin repeated past the edge): the same utterance as from a longer or shorter vocal
+    tract, the way vocal tract length perturbation (Jaitly & Hinton 2013) makes new
+    speakers from old ones. `seed`: shape-[2] integer tensor for stateless random ops."""
+    import tensorflow as tf
+
+    n_mels = tf.shape(log_mel)[1]
+    factor = tf.random.stateless_uniform([], tf.cast(seed, tf.int64), 1.0 - max_warp, 1.0 + max_warp)
+    source = tf.minimum(tf.cast(tf.range(n_mels), tf.float32) / factor, tf.cast(n_mels - 1, tf.float32))
+    low = tf.cast(tf.floor(source), tf.int32)
+    high = tf.minimum(low + 1, n_mels - 1)
+    weight = source - tf.cast(low, tf.float32)
+    return tf.gather(log_mel, low, axis=1) * (1.0 - weight) + tf.gather(log_mel, high, axis=1) * weight
+
+
 # === Speaker normalisation ===
 
 def speaker_stats(

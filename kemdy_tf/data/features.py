@@ -484,7 +484,8 @@ def make_dataset(
         # Elements are file names, so a full shuffle costs nothing.
         ds = ds.shuffle(len(rows), seed=cfg.train.seed, reshuffle_each_iteration=True)
     mask = training and dcfg.freq_mask_param > 0 and dcfg.freq_mask_prob > 0
-    if mask:
+    warp = training and dcfg.freq_warp > 0
+    if mask or warp:
         # One stateless seed pair per element, new every epoch, reproducible from train.seed.
         seeds = tf.data.Dataset.random(seed=cfg.train.seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds)
@@ -499,6 +500,9 @@ def make_dataset(
         if normalise is not None:
             log_mel = (log_mel - tf.gather(normalise[0], example["group"])) / tf.gather(
                 normalise[1], example["group"])
+        if warp:  # its own seed, folded from the element's: the mask's draws stay as they were
+            log_mel = audio.tf_frequency_warp(
+                log_mel, dcfg.freq_warp, tf.random.experimental.stateless_fold_in(seed, 1))
         if mask:
             log_mel = audio.tf_frequency_mask(
                 log_mel, dcfg.freq_mask_param, seed=seed, probability=dcfg.freq_mask_prob)
