@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+
 import os
 import typing
 from pathlib import Path
@@ -203,7 +205,7 @@ def _texts(table: pd.DataFrame) -> list[str]:
 # === The baseline of a run (WORKDIR/classical/) ===
 
 FOLDER = "classical"
-_MODEL, _FEATURES = "model.joblib", "acoustic_features.npz"
+_MODEL, _FEATURES, _FITTED_ON = "model.joblib", "acoustic_features.npz", "fitted_on.json"
 # The baseline's rows in reports and predictions.csv: name -> (modalities, description).
 REPORT_MODELS = {
     "classical_audio": (("audio",), "classical baseline, audio: eGeMAPS + per-speaker z + LR"),
@@ -226,26 +228,43 @@ def fit_for_run(run) -> Path:
     """Fit the run's classical baseline on its training split once (later calls reuse it).
 
     Writes `WORKDIR/classical/acoustic_features.npz` (eGeMAPS of every labelled clip of
-    every split, keyed by segment id) and `model.joblib`, each atomically; returns the folder.
+    every split, keyed by segment id), `model.joblib` and `fitted_on.json` (how many
+    training rows it saw), each atomically; returns the folder. A model fitted on other
+    training rows (`run` is a `train.refit` view: validation moved into training, or the
+    other way round) is fitted again from the stored features.
     """
     import joblib
 
     from kemdy_tf.run import atomic_write
 
     folder = Path(run.workdir) / FOLDER
-    if (folder / _MODEL).is_file() and (folder / _FEATURES).is_file():
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
     classes = list(run.config.data.classes)
     rows = labelled_rows(run.table, classes)
     rows = rows[rows["split"].isin(("train", "val", "test"))]
-    features = acoustic_features(rows["wav_path"], run.config.features.sample_rate)
-    atomic_write(folder / _FEATURES, lambda tmp: np.savez(
-        open(tmp, "wb"), segment_id=rows["segment_id"].astype(str).to_numpy().astype("U"), features=features))
     train = (rows["split"] == "train").to_numpy()
+    fitted_on = {"train_rows": int(train.sum())}
+    if (folder / _MODEL).is_file() and (folder / _FEATURES).is_file():
+        recorded = json.loads((folder / _FITTED_ON).read_text()) if (folder / _FITTED_ON).is_file() else None
+        if recorded is None or recorded == fitted_on:  # no record: fitted before records, on train
+            return folder
+        features = _stored_features(folder, rows)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        features = acoustic_features(rows["wav_path"], run.config.features.sample_rate)
+        atomic_write(folder / _FEATURES, lambda tmp: np.savez(
+            open(tmp, "wb"), segment_id=rows["segment_id"].astype(str).to_numpy().astype("U"), features=features))
     model = ClassicalBaseline(classes, seed=run.config.train.seed).fit(rows[train], features[train])
     atomic_write(folder / _MODEL, lambda tmp: joblib.dump(model, tmp))
+    atomic_write(folder / _FITTED_ON, lambda tmp: Path(tmp).write_text(json.dumps(fitted_on)))
     return folder
+
+
+def _stored_features(folder: Path, rows: pd.DataFrame) -> np.ndarray:
+    """The stored acoustic features of `rows`, in their order."""
+    with np.load(folder / _FEATURES, allow_pickle=True) as stored:
+        index = {str(k): i for i, k in enumerate(stored["segment_id"])}
+        features = stored["features"]
+    return features[[index[str(k)] for k in rows["segment_id"]]]
 
 
 def load_for_run(workdir) -> tuple[ClassicalBaseline, dict[str, np.ndarray]] | None:

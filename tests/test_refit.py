@@ -78,6 +78,24 @@ def test_the_classical_baseline_of_a_refit_run_fits_on_training_and_validation(r
     assert model.models["audio"][0].n_samples_seen_ == rows["split"].isin(["train", "val"]).sum()
 
 
+def test_a_classical_baseline_fitted_on_training_only_is_fitted_again_for_a_refit(trained_run, tmp_path):
+    import joblib
+
+    from conftest import copy_run
+    from kemdy_tf import classical
+    from kemdy_tf.run import open_run
+
+    workdir = copy_run(trained_run, tmp_path / "run")
+    run = open_run(workdir, with_features=False)
+    rows = classical.labelled_rows(run.table, list(run.config.data.classes))
+    seen = lambda: joblib.load(workdir / "classical" / "model.joblib").models["audio"][0].n_samples_seen_  # noqa: E731
+    assert seen() == (rows["split"] == "train").sum()
+    classical.fit_for_run(training.refit_view(run))
+    assert seen() == rows["split"].isin(["train", "val"]).sum()
+    classical.fit_for_run(run)  # and back
+    assert seen() == (rows["split"] == "train").sum()
+
+
 def test_a_refit_killed_before_its_model_is_in_place_finishes_like_an_uninterrupted_one(
         refitted, trained_run, train_args, monkeypatch):
     from train import main
