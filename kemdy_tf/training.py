@@ -246,6 +246,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         log.warning("the resume backup of stage %s followed %s, this run follows %s; the stage "
                     "starts again from epoch 1", stage, backup.get("monitor", "val_loss"), monitor)
         backup = None
+    if backup is None:  # the first fit starts afresh: so does any refit a killed earlier run left
+        shutil.rmtree(stage_dir / REFIT_DIR, ignore_errors=True)
     best_so_far = rollback_to_backup(stage_dir, backup, monitor, mode)
     # mode is explicit: Keras' "auto" guesses min for any name without "acc" in it
     checkpoint = AtomicModelCheckpoint(stage_dir / run_lib.MODEL, monitor=monitor, mode=mode,

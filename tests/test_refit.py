@@ -118,3 +118,25 @@ def test_a_refit_killed_before_its_model_is_in_place_finishes_like_an_uninterrup
         (stage / "summary.json").read_text())["refit"]["epochs"]
     for ours, theirs in zip(_weights(stage / "model.keras"), _weights(refitted / "text_clf" / "model.keras")):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_retrained_stage_does_not_resume_an_earlier_killed_refit(trained_run, train_args, tmp_path, monkeypatch):
+    """--retrain (or any first fit starting afresh) drops what an earlier, killed refit left,
+    so the new refit cannot resume from another run's weights."""
+    from train import main
+
+    workdir = tmp_path / "run"
+    args = _refit_args(train_args, workdir, trained_run.parent / "cache")
+    real_copy = training.shutil.copy2
+    monkeypatch.setattr(training.shutil, "copy2", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    monkeypatch.setattr(training.shutil, "copy2", real_copy)
+    refit_history = workdir / "text_clf" / "refit" / "history.csv"
+    killed = pd.read_csv(refit_history)
+    assert (workdir / "text_clf" / "refit" / "backup").is_dir()  # a refit that a rerun would resume
+    assert main([*args, "--retrain", "--set", "train.seed=1"]) == 0
+    again = pd.read_csv(refit_history)
+    summary = json.loads((workdir / "text_clf" / "summary.json").read_text())
+    assert len(again) == summary["refit"]["epochs"]
+    assert not np.allclose(again["loss"].iloc[: len(killed)], killed["loss"].iloc[: len(again)])  # trained anew
