@@ -142,8 +142,7 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     refit = {}
     if cfg.train.refit:  # as train.py: the kept epochs again, on training + validation rows
         monitor, mode = training.monitored(stages.get("text_clf"), cfg)
-        logged = history.history[monitor]
-        kept = int(np.argmax(logged) if mode == "max" else np.argmin(logged)) + 1
+        kept = training.best_epoch(history.history[monitor], mode)
         refit = {"early_stopped_accuracy": accuracy(model), "refit_epochs": kept}
         model = compiled(len(x_train) + len(x_val))
         model.fit(inputs_for(model, {"token_ids": np.concatenate([x_train, x_val])}),

@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import json
-
 import os
 import typing
 from pathlib import Path
@@ -247,7 +246,8 @@ def fit_for_run(run) -> Path:
         recorded = json.loads((folder / _FITTED_ON).read_text()) if (folder / _FITTED_ON).is_file() else None
         if recorded is None or recorded == fitted_on:  # no record: fitted before records, on train
             return folder
-        features = _stored_features(folder, rows)
+        stored = _stored_features(folder)
+        features = np.stack([stored[str(k)] for k in rows["segment_id"]])
     else:
         folder.mkdir(parents=True, exist_ok=True)
         features = acoustic_features(rows["wav_path"], run.config.features.sample_rate)
@@ -259,12 +259,12 @@ def fit_for_run(run) -> Path:
     return folder
 
 
-def _stored_features(folder: Path, rows: pd.DataFrame) -> np.ndarray:
-    """The stored acoustic features of `rows`, in their order."""
+def _stored_features(folder: Path) -> dict[str, np.ndarray]:
+    """`{segment_id: acoustic features}` of the folder's acoustic_features.npz."""
+    # allow_pickle: files written before ids were stored as unicode hold an object array;
+    # the model beside it is a joblib pickle anyway, so the folder is trusted as a whole.
     with np.load(folder / _FEATURES, allow_pickle=True) as stored:
-        index = {str(k): i for i, k in enumerate(stored["segment_id"])}
-        features = stored["features"]
-    return features[[index[str(k)] for k in rows["segment_id"]]]
+        return {str(k): f for k, f in zip(stored["segment_id"].tolist(), stored["features"])}
 
 
 def load_for_run(workdir) -> tuple[ClassicalBaseline, dict[str, np.ndarray]] | None:
@@ -274,11 +274,7 @@ def load_for_run(workdir) -> tuple[ClassicalBaseline, dict[str, np.ndarray]] | N
     folder = Path(workdir) / FOLDER
     if not (folder / _MODEL).is_file() or not (folder / _FEATURES).is_file():
         return None
-    # allow_pickle: files written before ids were stored as unicode hold an object array;
-    # the model beside it is a joblib pickle anyway, so the folder is trusted as a whole.
-    with np.load(folder / _FEATURES, allow_pickle=True) as stored:
-        features = dict(zip(stored["segment_id"].tolist(), stored["features"]))
-    return joblib.load(folder / _MODEL), features
+    return joblib.load(folder / _MODEL), _stored_features(folder)
 
 
 def predict_for_run(workdir, rows: pd.DataFrame, modalities: typing.Sequence[str]) -> np.ndarray | None:

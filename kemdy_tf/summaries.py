@@ -37,10 +37,8 @@ def validation_summary(run, stage: str, model, tokenizer=None, classical_row: bo
         summary["baseline"] = scoring.majority_baseline(y_true.astype(int), majority, classes)
         summary["baseline_name"] = f"majority class ({classes[majority]})"
         val = classical.labelled_rows(run.table, classes, "val")
-        if not classical_row:
-            val = val.iloc[:0]
         try:
-            probs = classical.predict_for_run(run.workdir, val, spec.modalities)
+            probs = classical.predict_for_run(run.workdir, val, spec.modalities) if classical_row else None
         except ValueError:  # no classical model for this modality (e.g. no transcripts)
             probs = None
         if probs is not None and len(val):

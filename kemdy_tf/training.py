@@ -336,15 +336,20 @@ def refit_view(run):
     return dataclasses.replace(run, table=table)
 
 
+def best_epoch(values, mode: str) -> int:
+    """The first epoch with the best of the logged `values` (highest for mode "max"),
+    counted from one: how many epochs a best-only checkpoint's model had trained."""
+    values = np.asarray(values, dtype=float)
+    return int(np.nanargmax(values) if mode == "max" else np.nanargmin(values)) + 1
+
+
 def kept_epochs(history_csv: Path, monitor: str, mode: str) -> int:
-    """How many epochs the kept (best-only checkpointed) model had trained: the first epoch
-    with the best `monitor` in history.csv, counted from one."""
-    history = pd.read_csv(history_csv) if history_csv.exists() and history_csv.stat().st_size else None
-    if history is None or monitor not in history or not history[monitor].notna().any():
+    """`best_epoch` of `monitor` in a stage's history.csv."""
+    logged = _logged(history_csv, monitor)
+    if logged is None:
         raise TrainingError(f"{history_csv} has no {monitor!r} column to find the kept epoch in; "
                             f"train.refit needs the stage's history (train it again with --retrain)")
-    best = history[monitor].idxmax() if mode == "max" else history[monitor].idxmin()
-    return int(history.loc[best, "epoch"]) + 1
+    return best_epoch(logged, mode)
 
 
 def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None, init_from=None,
@@ -364,6 +369,7 @@ def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None,
     _, weights, prior = class_balance(merged) if spec.is_classifier else (None, None, None)
     model = _compiled_stage_model(merged, stage, strategy, fit_epochs, prior, init_from=init_from,
                                   unfreeze=unfreeze, from_scratch=from_scratch)
+    # A tokenizer of its own: the first fit's SentencePiece resource does not outlive that fit's datasets.
     train_ds = stages_lib.stage_dataset(merged, spec, "train", training=True, tokenizer=run.tokenizer(),
                                         class_weights=weights, replicas=strategy.num_replicas_in_sync,
                                         model=model)
@@ -387,9 +393,9 @@ def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None,
     refitted = folder / run_lib.MODEL
     if not refitted.exists():
         atomic_save_model(model, refitted)
-    final = keras.saving.load_model(refitted, compile=False)
-    if precision_lib.is_mixed(final):
-        atomic_save_model(precision_lib.with_policy(final, "float32"), refitted)
+    if precision_lib.is_mixed(model):  # trained in mixed precision: kept in float32, as the first fit
+        atomic_save_model(precision_lib.with_policy(keras.saving.load_model(refitted, compile=False), "float32"),
+                          refitted)
     # The early-stopped model first (a copy, renamed into place), then the refitted one
     # by one rename: a kill in between leaves the main backup, which restores the first.
     tmp = stage_dir / f".{EARLY_STOPPED}.partial.keras"
@@ -446,13 +452,21 @@ def _total_steps(run, spec, epochs: int) -> int:
     return max(1, epochs * -(-len(dataset_rows_of(run, spec)) // run.config.train.batch_size))
 
 
-def _best_logged(history_csv: Path, column: str, mode: str = "min"):
+def _logged(history_csv: Path, column: str) -> pd.Series | None:
+    """`column` of a history.csv, one row per epoch; None without the file, column or a value."""
     if not history_csv.exists() or history_csv.stat().st_size == 0:
         return None
     history = pd.read_csv(history_csv)
     if column not in history or not history[column].notna().any():
         return None
-    return float(history[column].max() if mode == "max" else history[column].min())
+    return history[column]
+
+
+def _best_logged(history_csv: Path, column: str, mode: str = "min"):
+    logged = _logged(history_csv, column)
+    if logged is None:
+        return None
+    return float(logged.max() if mode == "max" else logged.min())
 
 
 

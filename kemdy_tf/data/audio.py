@@ -332,7 +332,6 @@ def tf_frequency_mask(log_mel, max_width: int, seed=None, probability: float = 1
     return tf.where(band[tf.newaxis, :], tf.reduce_mean(log_mel), log_mel)
 
 
-
 def tf_frequency_warp(log_mel, max_warp: float, seed):
     """`log_mel` [frames, n_mels] with its mel axis stretched by a random factor in
     [1 - max_warp, 1 + max_warp] (bin k reads bin k / factor, linearly interpolated, the
