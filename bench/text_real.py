@@ -112,7 +112,7 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
 
     from kemdy_tf import stages, training
     from kemdy_tf.config import make_config
-    from kemdy_tf.models import text_encoder
+    from kemdy_tf.models import ngram_logistic, text_encoder
     from kemdy_tf.models.char_ngrams import ngram_pieces
     from kemdy_tf.models.fusion import build_fusion_model
     from kemdy_tf.stages import inputs_for
@@ -136,22 +136,39 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
         predicted = model.predict(inputs_for(model, {"token_ids": x_test}), batch_size=512, verbose=0)["emotion"]
         return float((predicted.argmax(-1) == test_labels).mean())
 
+    def batches(x, y):  # what ngram_logistic reads: (inputs, {target: labels}) batches
+        return [({"token_ids": x[i: i + 1024]}, {"emotion": y[i: i + 1024]}) for i in range(0, len(x), 1024)]
+
     model = compiled(len(x_train))
+    wide = {}
+    if ngram_logistic.has_ngram_logistic(model):  # as train.py: fitted before the deep path trains
+        wide_start = time.time()
+        wide["ngram_rows"] = ngram_logistic.fit_ngram_logistic(model, batches(x_train, train_labels),
+                                                               cfg.fusion.char_ngram_c)
+        wide["ngram_fit_s"] = round(time.time() - wide_start, 1)
     history = _fit(model, x_train, train_labels, x_val, val_labels, target="emotion", epochs=epochs,
                    batch_size=batch_size, cfg=cfg, stage="text_clf")
+    if wide:  # and mixed by the share the validation split prefers
+        wide["deep_accuracy"] = accuracy(model)
+        wide["share"] = ngram_logistic.choose_share_for(model, batches(x_val, val_labels))
     refit = {}
     if cfg.train.refit:  # as train.py: the kept epochs again, on training + validation rows
         monitor, mode = training.monitored(stages.get("text_clf"), cfg)
         kept = training.best_epoch(history.history[monitor], mode)
         refit = {"early_stopped_accuracy": accuracy(model), "refit_epochs": kept}
         model = compiled(len(x_train) + len(x_val))
-        model.fit(inputs_for(model, {"token_ids": np.concatenate([x_train, x_val])}),
-                  {"emotion": np.concatenate([train_labels, val_labels])}, epochs=kept, batch_size=batch_size,
+        x_all, y_all = np.concatenate([x_train, x_val]), np.concatenate([train_labels, val_labels])
+        if wide:
+            ngram_logistic.fit_ngram_logistic(model, batches(x_all, y_all), cfg.fusion.char_ngram_c)
+        model.fit(inputs_for(model, {"token_ids": x_all}), {"emotion": y_all}, epochs=kept, batch_size=batch_size,
                   verbose=2)
+        if wide:
+            ngram_logistic.set_share(model, wide["share"])
     train_s = time.time() - start
     return {
         "accuracy": accuracy(model),
         **refit,
+        **wide,
         "train_s": round(train_s, 1),
         **facts,
         "epochs_run": len(history.history["loss"]),

@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from kemdy_tf import classical, run as run_lib, stages as stages_lib, summaries
 from kemdy_tf.config import MONITOR_MODES, RunConfig, check_monitor
-from kemdy_tf.models import precision as precision_lib
+from kemdy_tf.models import ngram_logistic, precision as precision_lib
 from kemdy_tf.models.losses import LogitAdjustedLoss, class_prior
 
 log = logging.getLogger("kemdy_tf.training")
@@ -238,6 +238,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
                                         class_weights=weights, replicas=replicas, model=model)
     val_ds = stages_lib.stage_dataset(run, spec, "val", training=False, tokenizer=tokenizer,
                                       replicas=replicas, model=model)
+    wide_weights = ngram_class_weights(run, weighting, weights)
+    wide_rows = _fit_ngram_logistic(run, spec, model, tokenizer, wide_weights)
     history_csv = stage_dir / run_lib.HISTORY
     # Resume from the last committed epoch; history.csv and model.keras are rolled back to it.
     backup = read_backup(stage_dir / BACKUP_DIR)
@@ -283,16 +285,23 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     if precision_lib.is_mixed(best):  # trained in mixed precision: kept, scored and served in float32
         best = precision_lib.with_policy(best, "float32")
         atomic_save_model(best, stage_dir / run_lib.MODEL)
+    share = None
+    if wide_rows:  # the n-gram path's share of each answer, chosen on the validation split
+        share = ngram_logistic.choose_share_for(best, stages_lib.stage_dataset(
+            run, spec, "val", training=False, tokenizer=tokenizer, model=best), wide_weights)
+        atomic_save_model(best, stage_dir / run_lib.MODEL)
     if spec.is_classifier:  # the classical baseline beside the summary (fitted once per run)
         classical.fit_for_run(refit_view(run) if cfg.train.refit else run)
     # Scored before any refit: the early-stopped model never saw the validation split.
     summary = summaries.validation_summary(run, stage, best, tokenizer, classical_row=not cfg.train.refit)
     if weighting:
         summary["class_weighting"] = weighting
+    if wide_rows:
+        summary["char_ngram_logistic"] = {"rows": wide_rows, "share": share}
     if cfg.train.refit:
         kept = kept_epochs(history_csv, monitor, mode)
         summary["refit"] = refit_stage(run, stage, epochs=kept, fit_epochs=fit_epochs, strategy=strategy,
-                                       verbose=progress, **start)
+                                       verbose=progress, wide_share=share, **start)
     run_lib.atomic_write(summary_path, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     shutil.rmtree(stage_dir / BACKUP_DIR, ignore_errors=True)  # finished: nothing left to resume
     shutil.rmtree(stage_dir / REFIT_DIR / BACKUP_DIR, ignore_errors=True)
@@ -353,12 +362,14 @@ def kept_epochs(history_csv: Path, monitor: str, mode: str) -> int:
 
 
 def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None, init_from=None,
-                unfreeze=False, from_scratch=False, verbose=0) -> dict:
+                unfreeze=False, from_scratch=False, verbose=0, wide_share=None) -> dict:
     """Train `stage` again from its initial weights on training + validation rows for
     `epochs` epochs, on the schedule of a `fit_epochs` fit (the learning rate of each epoch
     is the early-stopped fit's), then make it the stage's model.keras and keep the
     early-stopped model beside it as early_stopped.keras. Resumable like the first fit
-    (its own backup in `STAGE/refit/`). Returns what the summary records of it."""
+    (its own backup in `STAGE/refit/`). A text classifier's n-gram logistic regression is
+    fitted again on the same rows and keeps the early-stopped model's `wide_share` (no
+    validation split is left to choose it on). Returns what the summary records of it."""
     spec, cfg = stages_lib.get(stage), run.config
     merged = refit_view(run)
     stage_dir = run.stage_dir(stage)
@@ -366,13 +377,15 @@ def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None,
     folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.train.seed)
     strategy = strategy or tf.distribute.get_strategy()
-    _, weights, prior = class_balance(merged) if spec.is_classifier else (None, None, None)
+    weighting, weights, prior = class_balance(merged) if spec.is_classifier else (None, None, None)
     model = _compiled_stage_model(merged, stage, strategy, fit_epochs, prior, init_from=init_from,
                                   unfreeze=unfreeze, from_scratch=from_scratch)
     # A tokenizer of its own: the first fit's SentencePiece resource does not outlive that fit's datasets.
-    train_ds = stages_lib.stage_dataset(merged, spec, "train", training=True, tokenizer=run.tokenizer(),
+    tokenizer = run.tokenizer()
+    train_ds = stages_lib.stage_dataset(merged, spec, "train", training=True, tokenizer=tokenizer,
                                         class_weights=weights, replicas=strategy.num_replicas_in_sync,
                                         model=model)
+    _fit_ngram_logistic(merged, spec, model, tokenizer, ngram_class_weights(merged, weighting, weights))
     backup = read_backup(folder / BACKUP_DIR)
     rollback_to_backup(folder, backup, "loss", "min")
     # every epoch is saved: the last one is the refitted model
@@ -393,9 +406,13 @@ def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None,
     refitted = folder / run_lib.MODEL
     if not refitted.exists():
         atomic_save_model(model, refitted)
-    if precision_lib.is_mixed(model):  # trained in mixed precision: kept in float32, as the first fit
-        atomic_save_model(precision_lib.with_policy(keras.saving.load_model(refitted, compile=False), "float32"),
-                          refitted)
+    if precision_lib.is_mixed(model) or wide_share is not None:
+        final = keras.saving.load_model(refitted, compile=False)
+        if precision_lib.is_mixed(final):  # trained in mixed precision: kept in float32, as the first fit
+            final = precision_lib.with_policy(final, "float32")
+        if wide_share is not None and ngram_logistic.has_ngram_logistic(final):
+            ngram_logistic.set_share(final, wide_share)
+        atomic_save_model(final, refitted)
     # The early-stopped model first (a copy, renamed into place), then the refitted one
     # by one rename: a kill in between leaves the main backup, which restores the first.
     tmp = stage_dir / f".{EARLY_STOPPED}.partial.keras"
@@ -435,6 +452,30 @@ class EpochLine(keras.callbacks.Callback):
         figures = "  ".join(f"{k} {float(v):.4g}" for k, v in (logs or {}).items() if k != "learning_rate")
         print(f"{self.stage} epoch {epoch + 1}/{self.epochs}  {time.perf_counter() - self.start:.0f}s  {figures}",
               flush=True)
+
+
+def ngram_class_weights(run, weighting, weights):
+    """The class weights a text classifier's n-gram regression fits (and its share is chosen)
+    with: the deep path's, or under logit_adjust, which weighs no example, the balanced
+    weights, which reach the same prior-free decision."""
+    if weighting == "logit_adjust":
+        return class_weight_values(_training_labels(run), len(run.config.data.classes), "weights")
+    return weights
+
+
+def _fit_ngram_logistic(run, spec, model, tokenizer, weights) -> int:
+    """Fit a text classifier's n-gram logistic regression (fusion.char_ngram_model "nblr") on
+    the run's training split, weighted like the deep path; 0 (nothing done) for other models.
+    Deterministic, so a resumed run fits the same weights again."""
+    if not ngram_logistic.has_ngram_logistic(model):
+        return 0
+    train = stages_lib.stage_dataset(run, spec, "train", training=False, tokenizer=tokenizer,
+                                     class_weights=weights, model=model)
+    start = time.perf_counter()
+    rows = ngram_logistic.fit_ngram_logistic(model, train, run.config.fusion.char_ngram_c)
+    log.info("stage %s: character n-gram logistic regression fitted on %d rows in %.0fs", spec.name, rows,
+             time.perf_counter() - start)
+    return rows
 
 
 def dataset_rows_of(run, spec) -> pd.DataFrame:

@@ -33,6 +33,22 @@ def expected_ngrams(pieces, max_n, buckets):
     return found
 
 
+def test_jamo_ngrams_are_those_of_the_decomposed_text():
+    """jamo=True: the same ids give the n-grams of the text spelled in jamo (NFD), across
+    piece boundaries too, so endings that differ in one jamo share the rest."""
+    import unicodedata
+
+    layer = PieceCharNgrams(PIECES, max_n=3, buckets=997, max_piece_chars=24, jamo=True)
+    ids = np.array([[1, 2, 3, 4, 5, 0]], "int32")
+    grams = np.asarray(layer(ids))[0]
+    decomposed = [unicodedata.normalize("NFD", p) for p in PIECES[1:]]
+    assert len(decomposed[0]) == 4  # ▁ ㅈ ㅗ ㅎ
+    assert collections.Counter(grams[grams > 0].tolist()) == expected_ngrams(decomposed, 3, 997)
+    sounds = PieceCharNgrams(["", "▁감", "▁갑"], max_n=2, buckets=997, jamo=True)
+    first, second = (set(np.asarray(sounds(np.array([[i]], "int32")))[0].tolist()) - {0} for i in (1, 2))
+    assert len(first) == len(second) == 7 and len(first & second) == 5  # ▁ ㄱ ㅏ ▁ㄱ ㄱㅏ; not ㅁ, ㅏㅁ
+
+
 def test_ngrams_are_those_of_the_text_the_ids_spell():
     layer = PieceCharNgrams(PIECES, max_n=3, buckets=997)
     ids = np.array([[1, 2, 3, 4, 5, 0, 0], [3, 0, 0, 0, 0, 0, 0]], "int32")

@@ -72,6 +72,16 @@ def _char_ngram_layer(name):
     return make
 
 
+def _ngram_logistic_layer(name):
+    """The text classifier's fitted n-gram path (fusion.char_ngram_model=nblr), off by default."""
+    def make():
+        from kemdy_tf.models import ngram_logistic
+
+        return {"NgramLogisticScores": lambda: ngram_logistic.NgramLogisticScores(64, 3, name="char_ngram_scores"),
+                "WideShare": lambda: ngram_logistic.WideShare(name="wide_share")}[name]()
+    return make
+
+
 def _logit_adjusted_loss():  # train.class_weighting=logit_adjust (auto under heavy imbalance)
     from kemdy_tf.models.losses import LogitAdjustedLoss
     from kemdy_tf.models.text_encoder import SmoothedSparseCrossentropy
@@ -84,6 +94,7 @@ EXTRA_EXAMPLES: dict = {"kemdy_tf>SegmentIds": _segment_ids,
                         "kemdy_tf>UtteranceFunctionals": _functionals,
                         "kemdy_tf>SpeakerStandardise": _speaker_standardise,
                         **{f"kemdy_tf>{n}": _char_ngram_layer(n) for n in ("PieceCharNgrams", "HashedBag")},
+                        **{f"kemdy_tf>{n}": _ngram_logistic_layer(n) for n in ("NgramLogisticScores", "WideShare")},
                         **{f"kemdy_tf>{n}": _backbone_layer(n) for n in (
                             "BackboneTokenIds", "EveryOtherStep", "RepeatToFrames")},
                         **{f"kemdy_tf>{n}": _text_recipe(n) for n in (

@@ -78,6 +78,20 @@ def test_text_clf_refits_on_training_and_validation_reviews(reviews, tmp_path):
     assert result["accuracy"] >= 0.8, result
 
 
+def test_text_clf_fits_its_ngram_logistic_regression_and_mixes_it_in(reviews, tmp_path):
+    """fusion.char_ngram_model=nblr in the bench, as in train.py: fitted before the deep
+    path, mixed by the validation split's share. Two epochs leave the deep path near
+    chance while the n-gram regression fits the reviews: the share must follow it."""
+    from kemdy_tf.models.ngram_logistic import SHARE_GRID
+
+    texts, labels = reviews
+    fit = (texts[:N_FIT], labels[:N_FIT])
+    result = text_real.text_clf(*fit, *fit, *fit, epochs=2, batch_size=16, workdir=tmp_path, overrides=[
+        *FIT_SETTINGS, "fusion.char_ngrams=6", "fusion.char_ngram_model=nblr", "fusion.char_ngram_jamo=true"])
+    assert result["ngram_rows"] == N_FIT and result["share"] in SHARE_GRID
+    assert result["share"] >= 0.5 and result["accuracy"] >= 0.9 > result["deep_accuracy"], result
+
+
 def test_valence_regressor_learns_the_reviews(reviews, tmp_path):
     texts, labels = reviews
     fit = (texts[:N_FIT], labels[:N_FIT])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import typing
+import unicodedata
 
 import keras
 import numpy as np
@@ -63,6 +64,10 @@ class PieceCharNgrams(keras.layers.Layer):
         buckets: number of hash buckets.
         max_piece_chars: longer pieces contribute the n-grams of their first this-many
             characters only (bounds the table width).
+        jamo: decompose Hangul syllables into their jamo first (Unicode NFD: 감 -> ㄱ ㅏ ㅁ),
+            so n-grams (and `max_n`, `max_piece_chars`) count jamo: Korean endings and
+            particles change single jamo (했다 / 해요), which syllable n-grams see as
+            unrelated characters.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -72,7 +77,7 @@ class PieceCharNgrams(keras.layers.Layer):
     """
 
     def __init__(self, pieces: typing.Sequence[str], max_n: int = 4, buckets: int = 2**18,
-                 max_piece_chars: int = 12, **kwargs):
+                 max_piece_chars: int = 12, jamo: bool = False, **kwargs):
         super().__init__(**kwargs)
         if int(max_n) < 1 or int(buckets) < 1 or int(max_piece_chars) < 1:
             raise ValueError(f"max_n, buckets and max_piece_chars must be >= 1, got {max_n}, {buckets}, "
@@ -81,13 +86,15 @@ class PieceCharNgrams(keras.layers.Layer):
             raise ValueError("pieces is empty: pass the tokenizer's vocabulary (char_ngrams.ngram_pieces)")
         self.pieces = [str(p) for p in pieces]
         self.max_n, self.buckets, self.max_piece_chars = int(max_n), int(buckets), int(max_piece_chars)
+        self.jamo = bool(jamo)
         self._within, self._prefix, self._suffix = self._tables()
         # Every (suffix length i, prefix length j) with i + j <= max_n: the spanning n-grams.
         self._spans = [(i, j) for i, j in itertools.product(range(1, self.max_n), repeat=2) if i + j <= self.max_n]
         self.per_step = self._within.shape[1] + len(self._spans)
 
     def _tables(self):
-        words = [p[: self.max_piece_chars] for p in self.pieces]
+        spelled = [unicodedata.normalize("NFD", p) for p in self.pieces] if self.jamo else self.pieces
+        words = [p[: self.max_piece_chars] for p in spelled]
         grams = [[w[s: s + n] for n in range(1, self.max_n + 1) for s in range(len(w) - n + 1)] for w in words]
         within = np.zeros((len(words), max(1, max(map(len, grams)))), "int32")
         for row, found in enumerate(grams):
@@ -125,7 +132,7 @@ class PieceCharNgrams(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "pieces": self.pieces, "max_n": self.max_n, "buckets": self.buckets,
-                "max_piece_chars": self.max_piece_chars}
+                "max_piece_chars": self.max_piece_chars, "jamo": self.jamo}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

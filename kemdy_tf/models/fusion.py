@@ -21,6 +21,7 @@ import keras_hub
 
 from kemdy_tf.config import FusionConfig
 from kemdy_tf.models.char_ngrams import HashedBag, PieceCharNgrams
+from kemdy_tf.models.ngram_logistic import NGRAM_IDS, NGRAM_SCORES, WIDE_SHARE, NgramLogisticScores, WideShare
 from kemdy_tf.models.layers import (
     ConcatenateSteps,
     MaskedStatisticsPooling,
@@ -41,6 +42,10 @@ SPEAKER_FUNCTIONALS = "speaker_functionals"
 # The input of each clip's pitch and energy statistics (fusion.pitch; data.prosody).
 PITCH_STATISTICS = "pitch_statistics"
 N_PITCH_STATISTICS = 12  # len(data.prosody.PITCH_STATISTICS)
+# What the text classifier's character n-grams feed (fusion.char_ngram_model).
+CHAR_NGRAM_MODELS = ("bag", "nblr")
+# Pieces longer than this many syllables give the n-grams of their start only.
+MAX_PIECE_SYLLABLES = 12
 # Width of the attention block's feed-forward layer, in multiples of the model width.
 FEEDFORWARD_MULTIPLE = 4
 
@@ -140,10 +145,18 @@ def build_fusion_model(
             wide = SpeakerStandardise(name="functionals_speaker_norm")(wide, inputs[SPEAKER_FUNCTIONALS])
         wide = keras.layers.BatchNormalization(name="functionals_norm")(wide)
         wide = keras.layers.Dropout(fusion_cfg.functionals_dropout, name="functionals_dropout")(wide)
+    ngram_scores = None
     if modalities == ("text",) and fusion_cfg.char_ngrams > 0:
-        wide = _char_ngram_bag(inputs["token_ids"], pieces, fusion_cfg)
+        ngrams = _char_ngram_ids(inputs["token_ids"], pieces, fusion_cfg)
+        if fusion_cfg.char_ngram_model == "bag":
+            wide = _char_ngram_bag(ngrams, fusion_cfg)
+        else:  # "nblr": fitted by scikit-learn before training (models.ngram_logistic)
+            ngram_scores = NgramLogisticScores(fusion_cfg.char_ngram_buckets, n_classes,
+                                               name=NGRAM_SCORES)(ngrams)
     head = _FusionHead(width, fusion_cfg, n_classes)
     emotion = head([projected[m] for m in modalities], [masks[m] for m in modalities], wide)
+    if ngram_scores is not None:
+        emotion = WideShare(name=WIDE_SHARE)(emotion, ngram_scores)
     if len(modalities) == 2 and fusion_cfg.voice_share > 0.0:
         # The same head on the audio steps alone is exactly its answer with the
         # transcript blanked; at inference it holds the voice's share of every answer.
@@ -153,13 +166,23 @@ def build_fusion_model(
     return keras.Model(inputs, {"emotion": emotion}, name=name or default_name)
 
 
-def _char_ngram_bag(token_ids, pieces, fusion_cfg: FusionConfig):
-    """The wide text path: hashed character n-grams of the transcript, bagged (models.char_ngrams)."""
+def _char_ngram_ids(token_ids, pieces, fusion_cfg: FusionConfig):
+    """The hashed character (or jamo) n-grams of the transcript the ids spell (models.char_ngrams)."""
     if not pieces:
         raise ValueError("fusion.char_ngrams needs the tokenizer's pieces (build_fusion_model(pieces=...), "
                          "char_ngrams.ngram_pieces); set fusion.char_ngrams=0 to build without them")
-    ngrams = PieceCharNgrams(pieces, max_n=fusion_cfg.char_ngrams, buckets=fusion_cfg.char_ngram_buckets,
-                             name="char_ngram_ids")(token_ids)
+    if fusion_cfg.char_ngram_model not in CHAR_NGRAM_MODELS:
+        raise ValueError(f"fusion.char_ngram_model must be one of {', '.join(CHAR_NGRAM_MODELS)}; "
+                         f"got {fusion_cfg.char_ngram_model!r}")
+    # A syllable is two or three jamo: the same pieces, spelled in jamo, need a longer reach.
+    piece_chars = 2 * MAX_PIECE_SYLLABLES if fusion_cfg.char_ngram_jamo else MAX_PIECE_SYLLABLES
+    return PieceCharNgrams(pieces, max_n=fusion_cfg.char_ngrams, buckets=fusion_cfg.char_ngram_buckets,
+                           max_piece_chars=piece_chars, jamo=fusion_cfg.char_ngram_jamo,
+                           name=NGRAM_IDS)(token_ids)
+
+
+def _char_ngram_bag(ngrams, fusion_cfg: FusionConfig):
+    """The wide text path "bag": the n-grams' learned embeddings, pooled, beside the deep summary."""
     bag = HashedBag(fusion_cfg.char_ngram_buckets, fusion_cfg.char_ngram_dim,
                     id_dropout=fusion_cfg.char_ngram_id_dropout, name="char_ngram_bag")(ngrams)
     return keras.layers.Dropout(fusion_cfg.char_ngram_dropout, name="char_ngram_dropout")(bag)
