@@ -160,15 +160,19 @@ class FusionConfig:
     # Chance of leaving each n-gram out of the bag in training. 0: on NSMC the bag alone
     # peaked after one epoch either way, lower with .5 (.839 against .843).
     char_ngram_id_dropout: float = 0.0
-    # What the n-grams feed: "bag", the learned bag above, beside the deep summary; "nblr", a
-    # naive-Bayes logistic regression (models.ngram_logistic) that scikit-learn fits on the
-    # training split before the deep path trains, frozen, its probabilities mixed with the
-    # deep head's by a share chosen on the validation split (NSMC: docs/text_real.md).
+    # What the n-grams feed: "bag", the learned bag above, beside the deep summary; or a
+    # logistic regression (models.ngram_logistic) that scikit-learn fits on the training
+    # split before the deep path trains, frozen, its probabilities mixed with the deep
+    # head's by a share chosen on the validation split: "nblr" (naive-Bayes-weighted, best
+    # on NSMC) or "tfidf_lr" (the classical baseline's weighting). docs/text_real.md.
     char_ngram_model: str = "bag"
-    char_ngram_c: float = 0.1  # nblr: the inverse L2 strength of its logistic regressions
+    char_ngram_c: float = 0.0  # its inverse L2 strength; 0: nblr 0.1, tfidf_lr 10
     # N-grams of jamo (Hangul syllables decomposed, Unicode NFD) instead of characters; n
     # then counts jamo (6 jamo ~ 2-3 syllables). Korean endings change single jamo.
     char_ngram_jamo: bool = False
+    # No n-gram reaches into the next word (scikit-learn's char_wb): for transcripts whose
+    # adjacent words are unrelated; NSMC's reviews gain from spanning them.
+    char_ngram_word_bounded: bool = False
     # Chance per training example to pair its audio with another example's transcript
     # (label stays with the audio): the fusion model learns to follow the voice when
     # the words disagree, so a shortcut transcript cannot make it stop listening.

@@ -33,6 +33,26 @@ def expected_ngrams(pieces, max_n, buckets):
     return found
 
 
+def test_word_bounded_ngrams_stop_at_the_next_word_but_its_space():
+    """word_bounded=True (scikit-learn's char_wb): an n-gram may end with the next word's
+    "▁" but not reach past it."""
+    layer = PieceCharNgrams(PIECES, max_n=3, buckets=997, word_bounded=True)
+    used = [1, 2, 3, 4, 5]
+    grams = np.asarray(layer(np.array([used], "int32")))[0]
+    text = "".join(PIECES[i] for i in used)  # ▁좋은▁영화ㅋㅋ다
+    starts = np.cumsum([0] + [len(PIECES[i]) for i in used])
+    piece_of = np.searchsorted(starts, np.arange(len(text)), side="right") - 1
+    wanted = collections.Counter()
+    for n in range(1, 4):
+        for s in range(len(text) - n + 1):
+            gram = text[s: s + n]
+            if piece_of[s + n - 1] - piece_of[s] <= 1 and "▁" not in gram[1:-1]:  # ▁ first or last only
+                wanted[1 + _rolling_hash(gram) % 997] += 1
+    assert collections.Counter(grams[grams > 0].tolist()) == wanted
+    spanning = PieceCharNgrams(PIECES, max_n=3, buckets=997)
+    assert (np.asarray(spanning(np.array([used], "int32"))) > 0).sum() == (grams > 0).sum() + 1  # 은▁영
+
+
 def test_jamo_ngrams_are_those_of_the_decomposed_text():
     """jamo=True: the same ids give the n-grams of the text spelled in jamo (NFD), across
     piece boundaries too, so endings that differ in one jamo share the rest."""

@@ -146,3 +146,46 @@ def test_an_unknown_char_ngram_model_is_refused(tiny_config):
     backbone = text_encoder.build_text_backbone(tiny_config.text, tiny_config.features, 50)
     with pytest.raises(ValueError, match="char_ngram_model must be one of bag, nblr"):
         build_fusion_model(None, backbone, fusion_cfg, 3, modalities=("text",), pieces=["", "▁가", "나"])
+
+
+def test_two_classes_fit_once_and_match_fitting_each_side():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 200)
+    ids = rng.integers(3, 30, (200, 5))
+    ids[:, 0] = np.where(rng.random(200) < 0.8, labels + 1, 2 - labels)  # a noisy marker
+    presence = presence_matrix(ids, 30)
+    table, bias = fit_nb_logistic(presence, labels, 2, c=0.5)
+    # class 0 fitted on its own, as for any other number of classes
+    with_0 = 1.0 + np.asarray(presence[labels == 0].sum(0)).ravel()
+    without_0 = 1.0 + np.asarray(presence[labels == 1].sum(0)).ravel()
+    ratio = np.log(with_0 / with_0.sum()) - np.log(without_0 / without_0.sum())
+    own = LogisticRegression(C=0.5, max_iter=3000).fit(presence.multiply(ratio).tocsr(), labels == 0)
+    np.testing.assert_allclose(table[1:, 0], ratio[1:] * own.coef_[0][1:], atol=1e-3)
+    assert bias[0] == pytest.approx(own.intercept_[0], abs=1e-3)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_the_tfidf_weighting_gives_scikit_learns_tfidf_regression(n_classes):
+    """weighting=tfidf_lr: the layer's probabilities are those of scikit-learn's pipeline
+    (smoothed idf, l2 rows, multinomial logistic regression) on the same presence matrix."""
+    from sklearn.feature_extraction.text import TfidfTransformer
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, n_classes, 120)
+    ids = rng.integers(n_classes + 1, 25, (120, 6))
+    ids[:, 0] = np.where(rng.random(120) < 0.7, labels + 1, 1)
+    presence = presence_matrix(ids, 25)
+    idf, table, bias = ngram_logistic.fit_tfidf_logistic(presence, labels, n_classes, c=10.0)
+    layer = NgramLogisticScores(25, n_classes, weighting="tfidf_lr")
+    layer.build(ids.shape)
+    layer.idf.assign(idf)
+    layer.table.assign(table)
+    layer.bias.assign(bias)
+    columns = presence[:, 1:]  # scikit-learn sees only the real n-grams
+    tfidf = TfidfTransformer(sublinear_tf=False).fit(columns)
+    reference = LogisticRegression(C=10.0, max_iter=3000).fit(tfidf.transform(columns), labels)
+    np.testing.assert_allclose(np.asarray(layer(ids)), reference.predict_proba(tfidf.transform(columns)),
+                               atol=2e-3)

@@ -21,7 +21,14 @@ import keras_hub
 
 from kemdy_tf.config import FusionConfig
 from kemdy_tf.models.char_ngrams import HashedBag, PieceCharNgrams
-from kemdy_tf.models.ngram_logistic import NGRAM_IDS, NGRAM_SCORES, WIDE_SHARE, NgramLogisticScores, WideShare
+from kemdy_tf.models.ngram_logistic import (
+    NGRAM_IDS,
+    NGRAM_SCORES,
+    WEIGHTINGS,
+    WIDE_SHARE,
+    NgramLogisticScores,
+    WideShare,
+)
 from kemdy_tf.models.layers import (
     ConcatenateSteps,
     MaskedStatisticsPooling,
@@ -43,7 +50,7 @@ SPEAKER_FUNCTIONALS = "speaker_functionals"
 PITCH_STATISTICS = "pitch_statistics"
 N_PITCH_STATISTICS = 12  # len(data.prosody.PITCH_STATISTICS)
 # What the text classifier's character n-grams feed (fusion.char_ngram_model).
-CHAR_NGRAM_MODELS = ("bag", "nblr")
+CHAR_NGRAM_MODELS = ("bag", *WEIGHTINGS)
 # Pieces longer than this many syllables give the n-grams of their start only.
 MAX_PIECE_SYLLABLES = 12
 # Width of the attention block's feed-forward layer, in multiples of the model width.
@@ -150,9 +157,9 @@ def build_fusion_model(
         ngrams = _char_ngram_ids(inputs["token_ids"], pieces, fusion_cfg)
         if fusion_cfg.char_ngram_model == "bag":
             wide = _char_ngram_bag(ngrams, fusion_cfg)
-        else:  # "nblr": fitted by scikit-learn before training (models.ngram_logistic)
+        else:  # a regression scikit-learn fits before training (models.ngram_logistic)
             ngram_scores = NgramLogisticScores(fusion_cfg.char_ngram_buckets, n_classes,
-                                               name=NGRAM_SCORES)(ngrams)
+                                               weighting=fusion_cfg.char_ngram_model, name=NGRAM_SCORES)(ngrams)
     head = _FusionHead(width, fusion_cfg, n_classes)
     emotion = head([projected[m] for m in modalities], [masks[m] for m in modalities], wide)
     if ngram_scores is not None:
@@ -178,6 +185,7 @@ def _char_ngram_ids(token_ids, pieces, fusion_cfg: FusionConfig):
     piece_chars = 2 * MAX_PIECE_SYLLABLES if fusion_cfg.char_ngram_jamo else MAX_PIECE_SYLLABLES
     return PieceCharNgrams(pieces, max_n=fusion_cfg.char_ngrams, buckets=fusion_cfg.char_ngram_buckets,
                            max_piece_chars=piece_chars, jamo=fusion_cfg.char_ngram_jamo,
+                           word_bounded=fusion_cfg.char_ngram_word_bounded,
                            name=NGRAM_IDS)(token_ids)
 
 

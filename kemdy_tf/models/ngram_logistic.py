@@ -1,4 +1,4 @@
-"""A naive-Bayes logistic regression over the transcript's character n-grams, inside the model.
+"""A logistic regression over the transcript's character n-grams, fitted, inside the model.
 
 On real Korean text the strongest linear model we measured is NB-LR (Wang & Manning 2012,
 "NBSVM"): binary n-gram presence scaled by each n-gram's naive-Bayes log-count ratio,
@@ -27,37 +27,57 @@ _PACKAGE = "kemdy_tf"
 SHARE_GRID = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
 
 
+# How the n-grams are weighted and the regression fitted (fusion.char_ngram_model):
+#   nblr      binary presence x naive-Bayes log-count ratio, one-vs-rest (Wang & Manning)
+#   tfidf_lr  binary presence x idf, rows l2-normalised, multinomial: the classical
+#             baseline's TF-IDF logistic regression (kemdy_tf.classical), on these n-grams
+WEIGHTINGS = ("nblr", "tfidf_lr")
+DEFAULT_C = {"nblr": 0.1, "tfidf_lr": 10.0}
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class NgramLogisticScores(keras.layers.Layer):
-    """Hashed n-gram ids -> class probabilities of a frozen one-vs-rest linear model.
+    """Hashed n-gram ids -> class probabilities of a frozen linear model.
 
     ``[B, K]`` ids in ``0..buckets`` (0: none; repeats count once: binary presence) ->
-    ``[B, n_classes]``: ``sigmoid(sum of the present ids' rows + bias)``, normalised to sum
-    to one. The weights are not trained by the optimizer; `fit_nb_logistic` sets them.
+    ``[B, n_classes]``. "nblr": ``sigmoid(sum of the present ids' rows + bias)`` per class
+    (one-vs-rest), normalised to sum to one; "tfidf_lr": the present ids' idf weights,
+    l2-normalised, times the table, plus bias, softmax. The weights are not trained by the
+    optimizer; `fit_nb_logistic` / `fit_tfidf_logistic` set them.
 
     Args:
         buckets: ids run 1..buckets (the table has buckets + 1 rows; row 0 stays zero).
         n_classes: number of classes.
+        weighting: "nblr" or "tfidf_lr" (`WEIGHTINGS`).
         **kwargs: standard `keras.layers.Layer` arguments.
     """
 
-    def __init__(self, buckets: int, n_classes: int, **kwargs):
+    def __init__(self, buckets: int, n_classes: int, weighting: str = "nblr", **kwargs):
         kwargs.setdefault("dtype", "float32")  # probabilities, summed over thousands of ids
         super().__init__(**kwargs)
         if int(buckets) < 1 or int(n_classes) < 2:
             raise ValueError(f"buckets must be >= 1 and n_classes >= 2, got {buckets}, {n_classes}")
-        self.buckets, self.n_classes = int(buckets), int(n_classes)
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}; got {weighting!r}")
+        self.buckets, self.n_classes, self.weighting = int(buckets), int(n_classes), weighting
 
     def build(self, ids_shape):
         self.table = self.add_weight(shape=(self.buckets + 1, self.n_classes), name="table",
                                      initializer="zeros", trainable=False)
         self.bias = self.add_weight(shape=(self.n_classes,), name="bias", initializer="zeros", trainable=False)
+        if self.weighting == "tfidf_lr":
+            self.idf = self.add_weight(shape=(self.buckets + 1,), name="idf", initializer="ones", trainable=False)
 
     def call(self, ids):
         ids = ops.sort(ops.cast(ids, "int32"), axis=-1)
         # Binary presence: an id counts at its first place in the sorted row only.
         first = ops.concatenate([ops.ones_like(ids[:, :1], "bool"), ops.not_equal(ids[:, 1:], ids[:, :-1])], axis=-1)
         present = ops.cast(ops.logical_and(first, ops.not_equal(ids, 0)), "float32")
+        if self.weighting == "tfidf_lr":
+            weighted = present * ops.take(self.idf, ids, axis=0)
+            norm = ops.sqrt(ops.maximum(ops.sum(weighted * weighted, axis=-1, keepdims=True), 1e-12))
+            logits = ops.einsum("bk,bkc->bc", weighted / norm, ops.take(self.table, ids, axis=0)) + self.bias
+            return ops.softmax(logits, axis=-1)
         logits = ops.einsum("bk,bkc->bc", present, ops.take(self.table, ids, axis=0)) + self.bias
         scores = ops.sigmoid(logits)
         return scores / ops.sum(scores, axis=-1, keepdims=True)
@@ -66,7 +86,8 @@ class NgramLogisticScores(keras.layers.Layer):
         return keras.KerasTensor((ids.shape[0], self.n_classes), dtype="float32")
 
     def get_config(self):
-        return {**super().get_config(), "buckets": self.buckets, "n_classes": self.n_classes}
+        return {**super().get_config(), "buckets": self.buckets, "n_classes": self.n_classes,
+                "weighting": self.weighting}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -120,7 +141,9 @@ def fit_nb_logistic(presence, labels: np.ndarray, n_classes: int, c: float,
     labels = np.asarray(labels)
     table = np.zeros((presence.shape[1], n_classes), np.float32)
     bias = np.full(n_classes, -20.0, np.float32)
-    for k in range(n_classes):
+    # Two classes: class 0's problem is class 1's with features and labels negated, whose
+    # optimum is the same coefficients (L2 is symmetric): one fit, column 0 = -column 1.
+    for k in ([1] if n_classes == 2 else range(n_classes)):
         inside = labels == k
         if not inside.any() or inside.all():
             continue
@@ -131,8 +154,39 @@ def fit_nb_logistic(presence, labels: np.ndarray, n_classes: int, c: float,
                                                            sample_weight=sample_weight)
         table[:, k] = ratio * model.coef_[0]
         bias[k] = model.intercept_[0]
+    if n_classes == 2 and bias[1] > -20.0:
+        table[:, 0], bias[0] = -table[:, 1], -bias[1]
     table[0] = 0.0  # id 0 is "no n-gram"
     return table, bias
+
+
+def fit_tfidf_logistic(presence, labels: np.ndarray, n_classes: int, c: float,
+                       sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The classical baseline's recipe on a binary presence matrix -> (idf, table, bias):
+    smoothed idf (scikit-learn's ``log((1 + n) / (1 + df)) + 1``), rows l2-normalised, a
+    multinomial logistic regression (L2, inverse strength `c`). A class absent from
+    `labels` gets a column of zeros and a very low bias."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import normalize
+
+    labels = np.asarray(labels)
+    document_frequency = np.asarray(presence.sum(axis=0)).ravel()
+    idf = (np.log((1.0 + presence.shape[0]) / (1.0 + document_frequency)) + 1.0).astype(np.float32)
+    idf[0] = 0.0  # id 0 is "no n-gram"
+    table = np.zeros((presence.shape[1], n_classes), np.float32)
+    bias = np.full(n_classes, -20.0, np.float32)
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise ValueError(f"the n-gram regression needs two classes in the training split, got {present.tolist()}")
+    model = LogisticRegression(C=c, max_iter=3000).fit(normalize(presence.multiply(idf).tocsr()), labels,
+                                                       sample_weight=sample_weight)
+    coef, intercept = model.coef_, model.intercept_
+    if len(present) == 2:  # scikit-learn's binary form: one row for the second class
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    table[:, model.classes_] = coef.T
+    bias[model.classes_] = intercept
+    table[0] = 0.0
+    return idf, table, bias
 
 
 def choose_wide_share(deep: np.ndarray, wide: np.ndarray, labels: np.ndarray,
@@ -166,9 +220,10 @@ def _batches(dataset):
             np.asarray(batch[2]).reshape(-1) if len(batch) > 2 else None)
 
 
-def fit_ngram_logistic(model, dataset, c: float) -> int:
-    """Fit `model`'s n-gram path (`fit_nb_logistic`) on the rows of `dataset`, a stage dataset
-    of (inputs, {target: labels}[, sample weights]) batches; returns the number of rows."""
+def fit_ngram_logistic(model, dataset, c: float = 0.0) -> int:
+    """Fit `model`'s n-gram path (`fit_nb_logistic` or `fit_tfidf_logistic`, by its weighting;
+    `c` 0: `DEFAULT_C`) on the rows of `dataset`, a stage dataset of (inputs, {target:
+    labels}[, sample weights]) batches; returns the number of rows."""
     import scipy.sparse as sparse
 
     ngrams, scores = model.get_layer(NGRAM_IDS), model.get_layer(NGRAM_SCORES)
@@ -179,8 +234,14 @@ def fit_ngram_logistic(model, dataset, c: float) -> int:
         weights.append(np.ones(len(y), np.float32) if w is None else w)
     if not labels:
         raise ValueError("the training split has no rows to fit the character n-gram logistic regression on")
-    table, bias = fit_nb_logistic(sparse.vstack(presence).tocsr(), np.concatenate(labels).astype(int),
-                                  scores.n_classes, c, np.concatenate(weights))
+    c = c or DEFAULT_C[scores.weighting]
+    fit_args = (sparse.vstack(presence).tocsr(), np.concatenate(labels).astype(int), scores.n_classes, c,
+                np.concatenate(weights))
+    if scores.weighting == "tfidf_lr":
+        idf, table, bias = fit_tfidf_logistic(*fit_args)
+        scores.idf.assign(idf)
+    else:
+        table, bias = fit_nb_logistic(*fit_args)
     scores.table.assign(table)
     scores.bias.assign(bias)
     return int(sum(len(y) for y in labels))
