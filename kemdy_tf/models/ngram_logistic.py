@@ -2,18 +2,21 @@
 
 On real Korean text the strongest linear model we measured is NB-LR (Wang & Manning 2012,
 "NBSVM"): binary n-gram presence scaled by each n-gram's naive-Bayes log-count ratio,
-then an L2-penalised logistic regression (docs/text_real.md: .845-.849 on NSMC 20k rows
-against .841 for the TF-IDF baseline and .826 for the deep path alone). Trained by SGD
+then an L2-penalised logistic regression (docs/text_real.md, NSMC 20k rows: .843-.847
+alone, .849-.851 mixed with the deep path, against .841 for the TF-IDF baseline and
+.820-.826 for the deep path alone). Transcripts whose adjacent words are unrelated favour
+the classical baseline's own weighting instead, "tfidf_lr" (docs/imbalance.md). Trained by SGD
 beside a deep path, the same features over-fit in one epoch while the deep path needs
-four, so here they are not trained by the optimizer at all: `fit_nb_logistic` fits them
+four, so here they are not trained by the optimizer at all: `fit_nb_logistic` (or
+`fit_tfidf_logistic`) fits them
 with scikit-learn on the training split before the deep path trains (convex, deterministic,
 seconds), `NgramLogisticScores` holds the result as frozen weights, and `WideShare` mixes
 its probabilities with the deep head's by a share chosen on the validation split after the
 deep path has trained (`choose_wide_share`). The deep path trains alone (share 0), so it
 is not starved by a path that already fits the training set.
 
-Multi-class: one-vs-rest, as Wang & Manning: a log-count ratio and a logistic regression
-per class, probabilities normalised over the classes as scikit-learn's OvR does.
+Multi-class NB-LR: one-vs-rest, as Wang & Manning: a log-count ratio and a logistic
+regression per class, probabilities normalised over the classes as scikit-learn's OvR does.
 """
 
 from __future__ import annotations
