@@ -238,8 +238,7 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
                                         class_weights=weights, replicas=replicas, model=model)
     val_ds = stages_lib.stage_dataset(run, spec, "val", training=False, tokenizer=tokenizer,
                                       replicas=replicas, model=model)
-    wide_weights = ngram_class_weights(run, weighting, weights)
-    wide_rows = _fit_ngram_logistic(run, spec, model, tokenizer, wide_weights)
+    wide_rows, wide_weights = _fit_ngram_logistic(run, spec, model, tokenizer, weighting, weights)
     history_csv = stage_dir / run_lib.HISTORY
     # Resume from the last committed epoch; history.csv and model.keras are rolled back to it.
     backup = read_backup(stage_dir / BACKUP_DIR)
@@ -385,7 +384,7 @@ def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None,
     train_ds = stages_lib.stage_dataset(merged, spec, "train", training=True, tokenizer=tokenizer,
                                         class_weights=weights, replicas=strategy.num_replicas_in_sync,
                                         model=model)
-    _fit_ngram_logistic(merged, spec, model, tokenizer, ngram_class_weights(merged, weighting, weights))
+    _fit_ngram_logistic(merged, spec, model, tokenizer, weighting, weights)
     backup = read_backup(folder / BACKUP_DIR)
     rollback_to_backup(folder, backup, "loss", "min")
     # every epoch is saved: the last one is the refitted model
@@ -454,28 +453,24 @@ class EpochLine(keras.callbacks.Callback):
               flush=True)
 
 
-def ngram_class_weights(run, weighting, weights):
-    """The class weights a text classifier's n-gram regression fits (and its share is chosen)
-    with: the deep path's, or under logit_adjust, which weighs no example, the balanced
-    weights, which reach the same prior-free decision."""
-    if weighting == "logit_adjust":
-        return class_weight_values(_training_labels(run), len(run.config.data.classes), "weights")
-    return weights
-
-
-def _fit_ngram_logistic(run, spec, model, tokenizer, weights) -> int:
-    """Fit a text classifier's n-gram logistic regression (fusion.char_ngram_model "nblr") on
-    the run's training split, weighted like the deep path; 0 (nothing done) for other models.
-    Deterministic, so a resumed run fits the same weights again."""
+def _fit_ngram_logistic(run, spec, model, tokenizer, weighting, weights) -> tuple[int, list[float] | None]:
+    """Fit a text classifier's n-gram logistic regression (fusion.char_ngram_model nblr or
+    tfidf_lr) on the run's training split; (0, None), nothing done, for other models.
+    Returns (rows, the class weights it fitted with, which its share is chosen with too):
+    the deep path's, or under logit_adjust, which weighs no example, the balanced weights,
+    which reach the same prior-free decision. Deterministic, so a resumed run fits the
+    same weights again."""
     if not ngram_logistic.has_ngram_logistic(model):
-        return 0
+        return 0, None
+    if weighting == "logit_adjust":
+        weights = class_weight_values(_training_labels(run), len(run.config.data.classes), "weights")
     train = stages_lib.stage_dataset(run, spec, "train", training=False, tokenizer=tokenizer,
                                      class_weights=weights, model=model)
     start = time.perf_counter()
     rows = ngram_logistic.fit_ngram_logistic(model, train, run.config.fusion.char_ngram_c)
     log.info("stage %s: character n-gram logistic regression fitted on %d rows in %.0fs", spec.name, rows,
              time.perf_counter() - start)
-    return rows
+    return rows, weights
 
 
 def dataset_rows_of(run, spec) -> pd.DataFrame:

@@ -116,6 +116,7 @@ def test_a_text_classifier_fits_its_ngram_path_then_mixes_by_the_validation_shar
     refit = keras.saving.load_model(stage / "model.keras", compile=False)
     assert ngram_logistic.share_of(early) == pytest.approx(fitted["share"])  # a float32 weight
     assert ngram_logistic.share_of(refit) == pytest.approx(fitted["share"])
+    assert refit.get_layer("char_ngram_ids").jamo  # fusion.char_ngram_jamo reached the n-grams
     # the refit fitted the n-gram path again, on training + validation rows
     early_table = np.asarray(early.get_layer("char_ngram_scores").table)
     refit_table = np.asarray(refit.get_layer("char_ngram_scores").table)

@@ -210,16 +210,14 @@ NGRAM_IDS, NGRAM_SCORES, WIDE_SHARE, DEEP_SCORES = "char_ngram_ids", "char_ngram
 
 
 def has_ngram_logistic(model) -> bool:
-    """Whether `model` has the fitted n-gram path (fusion.char_ngram_model "nblr")."""
+    """Whether `model` has the fitted n-gram path (fusion.char_ngram_model nblr or tfidf_lr)."""
     return any(layer.name == NGRAM_SCORES for layer in model.layers)
 
 
 def _batches(dataset):
-    """(token ids, labels, sample weights or None) of each batch of a stage dataset."""
+    """(model inputs, labels, sample weights or None) of each batch of a stage dataset."""
     for batch in dataset:
-        x, y = batch[0], batch[1]
-        ids = x["token_ids"] if isinstance(x, dict) else x
-        yield np.asarray(ids), np.asarray(next(iter(y.values()))).reshape(-1), (
+        yield batch[0], np.asarray(next(iter(batch[1].values()))).reshape(-1), (
             np.asarray(batch[2]).reshape(-1) if len(batch) > 2 else None)
 
 
@@ -231,7 +229,8 @@ def fit_ngram_logistic(model, dataset, c: float = 0.0) -> int:
 
     ngrams, scores = model.get_layer(NGRAM_IDS), model.get_layer(NGRAM_SCORES)
     presence, labels, weights = [], [], []
-    for ids, y, w in _batches(dataset):
+    for x, y, w in _batches(dataset):
+        ids = x["token_ids"] if isinstance(x, dict) else x
         presence.append(presence_matrix(np.asarray(ngrams(ids)), scores.buckets))
         labels.append(y)
         weights.append(np.ones(len(y), np.float32) if w is None else w)
@@ -253,15 +252,13 @@ def fit_ngram_logistic(model, dataset, c: float = 0.0) -> int:
 def choose_share_for(model, dataset, weight_of_class=None) -> float:
     """Set `model`'s `WideShare` to `choose_wide_share` on `dataset` (the validation split;
     weighted by `weight_of_class`, indexed by label, if given) and return it."""
-    import keras
-
     parts = keras.Model(model.input, [model.get_layer(DEEP_SCORES).output, model.get_layer(NGRAM_SCORES).output])
     deep, wide, labels = [], [], []
-    for batch in dataset:
-        d, w = parts.predict_on_batch(batch[0])
+    for x, y, _ in _batches(dataset):
+        d, w = parts.predict_on_batch(x)
         deep.append(np.asarray(d, np.float64))
         wide.append(np.asarray(w, np.float64))
-        labels.append(np.asarray(next(iter(batch[1].values()))).reshape(-1))
+        labels.append(y)
     if not labels:
         return set_share(model, 0.0)
     labels = np.concatenate(labels).astype(int)
