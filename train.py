@@ -6,6 +6,12 @@
     python train.py --stage audio --sweep audio.n_layers=1,2,3
     python train.py --stage all --folds 5
     python train.py --preset paper --set audio.n_layers=6 --set train.batch_size=8
+    python train.py --recipe real_speech --manifest my.csv --workdir runs/mine
+    python train.py --list-recipes                   # the named recipes, one line each
+
+A run's config is the preset, then each --recipe (kemdy_tf/recipes/NAME.json or a JSON
+file of that shape), then the --set overrides; it is validated before anything is
+written, and run.json records the preset, the recipes and the overrides.
 
 Stages (the registry in kemdy_tf/stages.py): audio (arousal), text (valence), fusion
 (emotion), audio_clf / text_clf (single-modality emotion classifiers, the comparison
@@ -38,6 +44,10 @@ def parse_args(argv=None):
                    help=f"run folder (default {DEFAULT_WORKDIR} for the synthetic set)")
     p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default WORKDIR/../cache)")
     p.add_argument("--preset", default="small", choices=["small", "paper"])
+    p.add_argument("--recipe", dest="recipes", action="append", default=[], metavar="NAME|PATH",
+                   help="a named partial configuration (see --list-recipes) or a JSON file of one; "
+                        "applied after the preset and before --set, in the order given")
+    p.add_argument("--list-recipes", action="store_true", help="print the named recipes and exit")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. --set audio.n_layers=3 (repeatable)")
     p.add_argument("--epochs", type=int)
@@ -59,18 +69,33 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def build_config(args):
-    from kemdy_tf.config import check_monitor, check_precision, make_config
-
+def overrides_of(args) -> list[str]:
+    """The --set overrides, then those of --epochs, --batch-size and --seed."""
     overrides = list(args.overrides)
     for flag, field in ((args.epochs, "train.epochs"), (args.batch_size, "train.batch_size"),
                         (args.seed, "train.seed")):
         if flag is not None:
             overrides.append(f"{field}={flag}")
-    config = make_config(args.preset, overrides)
-    check_precision(config.train.precision)  # refused before the run is prepared
-    check_monitor(config.train.monitor)
-    return config
+    return overrides
+
+
+def build_config(args):
+    """preset -> recipes -> overrides, validated (config.make_config) before anything is written."""
+    from kemdy_tf.config import make_config
+
+    return make_config(args.preset, overrides_of(args), args.recipes)
+
+
+def made_with(args) -> dict:
+    """What run.json records of how the config was made."""
+    return {"preset": args.preset, "recipes": list(args.recipes), "overrides": overrides_of(args)}
+
+
+def list_recipes() -> None:
+    from kemdy_tf.config import load_recipe, recipe_names
+
+    for name in recipe_names():
+        print(f"{name:<22} {load_recipe(name)['purpose']}")
 
 
 def resolve_source(args) -> dict:
@@ -107,7 +132,7 @@ def train(args, config, workdir: Path, strategy) -> None:
     # One cache for the whole command: sweeps and folds share it.
     cache_dir = args.cache_dir or (args.workdir or DEFAULT_WORKDIR).parent / "cache"
     run = run_lib.prepare_run(workdir, resolve_source(args), config, cache_dir=cache_dir,
-                              tokenizer_from=tokenizer_from)
+                              tokenizer_from=tokenizer_from, made_with=made_with(args))
     stages = stages_lib.names() if args.stage == "all" else (args.stage,)
     for stage in stages:
         training.train_stage(run, stage, strategy=strategy, unfreeze=args.unfreeze,
@@ -125,7 +150,11 @@ def train(args, config, workdir: Path, strategy) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_logs()
-    from kemdy_tf.config import set_field
+    if args.list_recipes:
+        list_recipes()
+        return 0
+    from kemdy_tf.config import set_field, validate
+    from kemdy_tf import run as run_lib
     from kemdy_tf.run import RunError
     from kemdy_tf.stages import StageError
 
@@ -147,12 +176,13 @@ def main(argv=None) -> int:
             for value in values.split(","):
                 swept = build_config(args)
                 set_field(swept, field, value)
-                train(args, swept, workdir / "sweeps" / field / value, strategy)
+                validate(swept)
+                train(args, swept, workdir / run_lib.SWEEPS_DIR / field / value, strategy)
         elif args.folds:
             for fold in range(args.folds):
                 folded = build_config(args)
                 folded.data.folds, folded.data.fold = args.folds, fold
-                train(args, folded, workdir / "folds" / f"fold{fold}", strategy)
+                train(args, folded, workdir / run_lib.FOLDS_DIR / f"fold{fold}", strategy)
         else:
             train(args, config, workdir, strategy)
     except (RunError, StageError, ValueError, FileNotFoundError) as err:

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 
     from kemdy_tf import run as run_lib
     from kemdy_tf import stages as stages_lib
-    from kemdy_tf import training
+    from kemdy_tf import class_balance, training
     from kemdy_tf.config import make_config
     from kemdy_tf.data import synthetic
 
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         keras.utils.set_random_seed(0)
         model = training.build_stage_model(run, stage, from_scratch=True)
         training.compile_stage_model(model, stage, config)
-        weights = training.class_weights(run) if spec.is_classifier else None
+        weights = class_balance.class_weights(run) if spec.is_classifier else None
         ds = stages_lib.stage_dataset(run, spec, "train", training=True, class_weights=weights, model=model)
         batches = list(ds)  # warm: traces the pipeline once, and the materialised copy for the bare step
         samples = sum(int(tf.shape(tf.nest.flatten(b[1])[0])[0]) for b in batches)

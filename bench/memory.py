@@ -108,14 +108,14 @@ def _child(argv=None) -> int:
 
     import numpy as np
 
-    from kemdy_tf import run as run_lib, stages, training
+    from kemdy_tf import class_balance, run as run_lib, stages, training
     from kemdy_tf.config import make_config
     from kemdy_tf.scoring import classification_metrics
 
     config = make_config(args.preset, args.set)
     run = run_lib.prepare_run(args.workdir, {"data": args.data}, config, cache_dir=args.cache)
     model = training.build_stage_model(run, STAGE, from_scratch=True)
-    dataset = stages.stage_dataset(run, STAGE, "train", training=True, class_weights=training.class_weights(run),
+    dataset = stages.stage_dataset(run, STAGE, "train", training=True, class_weights=class_balance.class_weights(run),
                                    model=model)
     training.compile_stage_model(model, STAGE, config)
     start_time = time.perf_counter()

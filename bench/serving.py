@@ -23,6 +23,7 @@ import numpy as np
 
 from bench.machine import percentile, timed_calls
 from kemdy_tf.config import RunConfig
+from kemdy_tf.trained_run import TrainedRun
 
 # Ten words, as a transcript of a 5 s utterance would have.
 TRANSCRIPT = "오늘 아침에 친구와 함께 공원에서 산책을 하면서 즐거운 시간을 보냈어요"
@@ -177,8 +178,8 @@ def load_export(models: dict, tokenizer_path, config: RunConfig, out: Path, exam
     from kemdy_tf import export
 
     start = time.perf_counter()
-    version = export.export_models(models["audio"], models["text"], models["fusion"], tokenizer_path, config,
-                                   out, version=1, source="bench (untrained weights)", xla_bucket=xla_bucket)
+    trained = TrainedRun(config, tokenizer_path, models, source="bench (untrained weights)")
+    version = export.export_models(trained, out, version=1, xla_bucket=xla_bucket)
     export_s = time.perf_counter() - start
     start = time.perf_counter()
     serve = tf.saved_model.load(str(version)).signatures[export.SERVING_SIGNATURE]
@@ -196,7 +197,7 @@ def litert_latency(models: dict, tokenizer_path, config: RunConfig, out: Path, e
     from kemdy_tf import litert
 
     start = time.perf_counter()
-    version = litert.export_litert(models["audio"], models["text"], models["fusion"], tokenizer_path, config, out)
+    version = litert.export_litert(TrainedRun(config, tokenizer_path, models), out)
     convert_s = time.perf_counter() - start
     runner, metadata = litert.load(version)
     ids = example.features["token_ids"][0]

@@ -81,6 +81,7 @@ def build_export(folder: Path) -> Path:
     """An untrained small-preset export (a tokenizer trained on the synthetic set's words)."""
     from bench.serving import build_models
     from kemdy_tf import export
+    from kemdy_tf.trained_run import TrainedRun
     from kemdy_tf.config import make_config
     from kemdy_tf.data.synthetic import FILLERS, LEXICONS
     from kemdy_tf.models.tokenizer import load_tokenizer, train_sentencepiece
@@ -91,7 +92,7 @@ def build_export(folder: Path) -> Path:
     tokenizer = train_sentencepiece(texts, folder / "tokenizer.model", config.features.vocab_size)
     vocabulary = int(load_tokenizer(str(tokenizer), config.features.max_tokens).vocabulary_size())
     models = build_models(config, vocabulary)
-    export.export_models(models["audio"], models["text"], models["fusion"], tokenizer, config, folder / "export")
+    export.export_models(TrainedRun(config, tokenizer, models), folder / "export")
     return folder / "export"
 
 

@@ -91,7 +91,7 @@ def _token_ids(train_texts, other_texts, cfg, workdir: Path):
 def _fit(model, x_train, y_train, x_val, y_val, *, target, epochs, batch_size, cfg, stage):
     import keras
 
-    from kemdy_tf import stages, training
+    from kemdy_tf import checkpoints, stages, training
     from kemdy_tf.stages import inputs_for
 
     # The figure train.py's checkpoint would keep for this stage (train.monitor).
@@ -99,14 +99,14 @@ def _fit(model, x_train, y_train, x_val, y_val, *, target, epochs, batch_size, c
     stop = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience,
                                          restore_best_weights=True)
     # train.ema_epochs: validated and kept on the averaged weights, as in train.py
-    average = [training.AveragedWeightsAtEpochEnd()] if cfg.train.ema_epochs > 0 else []
+    average = [checkpoints.AveragedWeightsAtEpochEnd()] if cfg.train.ema_epochs > 0 else []
     return model.fit(inputs_for(model, {"token_ids": x_train}), {target: y_train},
                      validation_data=(inputs_for(model, {"token_ids": x_val}), {target: y_val}),
                      epochs=epochs, batch_size=batch_size, callbacks=[*average, stop], verbose=2)
 
 
 def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_labels, *, epochs, batch_size,
-             workdir: Path, overrides=()) -> dict:
+             workdir: Path, overrides=(), recipes=()) -> dict:
     import keras
     import numpy as np
 
@@ -118,7 +118,7 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     from kemdy_tf.stages import inputs_for
 
     # NSMC's two labels as the run's classes: the registry's loss and metrics size themselves from them.
-    cfg = make_config("small", [*overrides, "data.classes=negative,positive"])
+    cfg = make_config("small", [*overrides, "data.classes=negative,positive"], recipes)
     start = time.time()
     (x_train, x_val, x_test), vocab_size, facts = _token_ids(train_texts, (val_texts, test_texts), cfg, workdir)
     pieces = ngram_pieces((workdir / "tokenizer.model").read_bytes())
@@ -184,7 +184,7 @@ VALENCE_OF_LABEL = (1.0, 5.0)
 
 
 def text_valence(train_texts, train_labels, val_texts, val_labels, test_texts, test_labels, *, epochs,
-                 batch_size, workdir: Path, overrides=()) -> dict:
+                 batch_size, workdir: Path, overrides=(), recipes=()) -> dict:
     """The valence regressor exactly as `train.py --stage text` builds and compiles it
     (the registry's optimizer, loss and metrics), on NSMC labels read as valence 1 / 5.
     Scored on the test rows with `kemdy_tf.scoring` beside the training-mean baseline."""
@@ -196,7 +196,7 @@ def text_valence(train_texts, train_labels, val_texts, val_labels, test_texts, t
     from kemdy_tf.models import text_encoder
     from kemdy_tf.stages import inputs_for
 
-    cfg = make_config("small", overrides)
+    cfg = make_config("small", overrides, recipes)
     valence = np.asarray(VALENCE_OF_LABEL, "float32")
     y_train, y_val, y_test = valence[train_labels], valence[val_labels], valence[test_labels]
     start = time.time()
@@ -232,6 +232,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, nargs="+", default=[20000])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--recipe", dest="recipes", action="append", default=[], metavar="NAME|PATH",
+                        help="a named recipe (python train.py --list-recipes) applied before --set, as train.py does")
     parser.add_argument("--set", action="append", default=[], help="config override section.field=value")
     parser.add_argument("--workdir", type=Path, default=Path("runs/text_real"))
     parser.add_argument("--out", type=Path, default=Path("runs/text_real/results.jsonl"))
@@ -252,14 +254,17 @@ def main(argv=None) -> int:
         fit, val = chosen[n_val:], chosen[:n_val]
         pick = lambda idx: [texts[i] for i in idx]  # noqa: E731
         workdir = args.workdir / f"rows{n}"
-        common = dict(epochs=args.epochs, batch_size=args.batch_size, workdir=workdir, overrides=args.set)
+        common = dict(epochs=args.epochs, batch_size=args.batch_size, workdir=workdir, overrides=args.set,
+                      recipes=args.recipes)
         if args.task == "valence":
             model = text_valence(pick(fit), labels[fit], pick(val), labels[val], test_texts, test_labels, **common)
-            row = {"task": "valence", "rows": n, "test_n": len(test_labels), "text": model, "overrides": args.set}
+            row = {"task": "valence", "rows": n, "test_n": len(test_labels), "text": model, "recipes": args.recipes,
+                   "overrides": args.set}
         else:
             baseline = tfidf_baseline(pick(chosen), labels[chosen], test_texts, test_labels)
             model = text_clf(pick(fit), labels[fit], pick(val), labels[val], test_texts, test_labels, **common)
-            row = {"rows": n, "test_n": len(test_labels), "tfidf": baseline, "text_clf": model, "overrides": args.set}
+            row = {"rows": n, "test_n": len(test_labels), "tfidf": baseline, "text_clf": model,
+                   "recipes": args.recipes, "overrides": args.set}
         rows.append(row)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("a", encoding="utf-8") as handle:

@@ -30,33 +30,82 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kemdy_tf import run as run_lib
+
 AUDIO_FEATURE_SET = "eGeMAPSv02"
 N_ACOUSTIC = 88  # eGeMAPS v02 functionals
 TEXT_NGRAMS = (1, 4)
 
 
 def acoustic_features(wav_paths: typing.Iterable[str], sample_rate: int = 16000,
-                      workers: int = 2) -> np.ndarray:
+                      workers: int = 2, cache_root=None) -> np.ndarray:
     """eGeMAPS v02 functionals of each file, `[n, 88]` float32 (NaN row where decoding fails).
 
     Runs in spawned worker processes: openSMILE's native library crashes a process
-    that loaded TensorFlow before it, and the workers use both cores.
+    that loaded TensorFlow before it, and the workers use both cores. With `cache_root`
+    (a feature cache's root folder, `--cache-dir`) each file's row is kept there under
+    its content key, as the log-mels are, so folds, sweeps, refits and other runs over
+    the same clips compute it once; a file that fails to decode is tried again next time.
     """
     import concurrent.futures
     import multiprocessing
 
     paths = [str(p) for p in wav_paths]
-    if not paths:
-        return np.zeros((0, N_ACOUSTIC), np.float32)
-    workers = max(1, min(workers, os.cpu_count() or 1, len(paths)))
-    chunks = [paths[i::workers] for i in range(workers)]
+    out = np.full((len(paths), N_ACOUSTIC), np.nan, np.float32)
+    cache = _AcousticCache(cache_root, sample_rate) if cache_root else None
+    todo = sorted({p for i, p in enumerate(paths) if cache is None or not cache.fill(p, out, i)})
+    if not todo:
+        return out
+    workers = max(1, min(workers, os.cpu_count() or 1, len(todo)))
+    chunks = [todo[i::workers] for i in range(workers)]
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         parts = list(pool.map(_egemaps_of, chunks, [sample_rate] * workers))
-    out = np.empty((len(paths), N_ACOUSTIC), np.float32)
-    for i, part in enumerate(parts):
-        out[i::workers] = part
+    computed = {path: row for chunk, part in zip(chunks, parts) for path, row in zip(chunk, part)}
+    for i, path in enumerate(paths):
+        if path in computed:
+            out[i] = computed[path]
+    if cache is not None:
+        for path, row in computed.items():
+            cache.store(path, row)
     return out
+
+
+class _AcousticCache:
+    """eGeMAPS rows in `ROOT/egemaps-v02-<rate>/<content key>.npy` (the log-mel cache's
+    keys: resolved path, size and modification time), each written atomically."""
+
+    def __init__(self, root, sample_rate: int):
+        self.folder = Path(root) / f"egemaps-v02-{sample_rate}"
+
+    @staticmethod
+    def _key(path: str) -> str | None:
+        from kemdy_tf.data.features import FeatureCache
+
+        try:
+            return FeatureCache.key(path)
+        except OSError:
+            return None
+
+    def fill(self, path: str, out: np.ndarray, i: int) -> bool:
+        """Put the cached row of `path` into `out[i]`; False when it is not cached."""
+        key = self._key(path)
+        if key is None or not (self.folder / f"{key}.npy").is_file():
+            return False
+        try:
+            out[i] = np.load(self.folder / f"{key}.npy")
+        except (OSError, ValueError):  # a damaged entry: computed again
+            return False
+        return True
+
+    def store(self, path: str, row: np.ndarray) -> None:
+        key = self._key(path)
+        if key is None or not np.isfinite(row).all():
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{key}.{os.getpid()}.partial.npy"
+        np.save(tmp, np.asarray(row, np.float32))
+        os.replace(tmp, self.folder / f"{key}.npy")
 
 
 def _egemaps_of(paths: list[str], sample_rate: int) -> np.ndarray:
@@ -203,7 +252,7 @@ def _texts(table: pd.DataFrame) -> list[str]:
 
 # === The baseline of a run (WORKDIR/classical/) ===
 
-FOLDER = "classical"
+FOLDER = run_lib.CLASSICAL_DIR
 _MODEL, _FEATURES, _FITTED_ON = "model.joblib", "acoustic_features.npz", "fitted_on.json"
 # The baseline's rows in reports and predictions.csv: name -> (modalities, description).
 REPORT_MODELS = {
@@ -250,7 +299,8 @@ def fit_for_run(run) -> Path:
         features = np.stack([stored[str(k)] for k in rows["segment_id"]])
     else:
         folder.mkdir(parents=True, exist_ok=True)
-        features = acoustic_features(rows["wav_path"], run.config.features.sample_rate)
+        cache_root = Path(run.cache.folder).parent if run.cache is not None else None
+        features = acoustic_features(rows["wav_path"], run.config.features.sample_rate, cache_root=cache_root)
         atomic_write(folder / _FEATURES, lambda tmp: np.savez(
             open(tmp, "wb"), segment_id=rows["segment_id"].astype(str).to_numpy().astype("U"), features=features))
     model = ClassicalBaseline(classes, seed=run.config.train.seed).fit(rows[train], features[train])

@@ -8,19 +8,32 @@ Presets:
     small  the default: sized so the whole pipeline trains on 2 CPU cores in minutes.
     paper  the seed's sizes: d_model 768, 512 frames, 64 tokens, audio 7 attention
            layers, text 5 (see ../shared/SEED-NOTES.md).
+
+Recipes (`kemdy_tf/recipes/*.json`, `python train.py --list-recipes`) are named partial
+configurations for what the defaults do not cover; a config is made as preset ->
+recipes (in order) -> `--set` overrides, and `validate` checks the result before
+anything is written: every allowed-value list of the project lives in this module.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # The seed keeps the five most frequent KEMDy20 emotions.
 DEFAULT_CLASSES = ("neutral", "happy", "sad", "angry", "surprise")
 # `train.precision` values: Keras dtype policies a stage may be trained under (models.precision).
 PRECISIONS = ("float32", "mixed_bfloat16")
+# `fusion.char_ngram_model` values: what the text classifier's character n-grams feed, a
+# learned bag or a fitted logistic regression of one of two weightings (models.ngram_logistic).
+CHAR_NGRAM_WEIGHTINGS = ("nblr", "tfidf_lr")
+CHAR_NGRAM_MODELS = ("bag", *CHAR_NGRAM_WEIGHTINGS)
+# `train.class_weighting` schemes (kemdy_tf.class_balance; docs/imbalance.md measured them).
+CLASS_WEIGHTINGS = ("auto", "weights", "capped", "sqrt", "none", "logit_adjust")
 # `train.monitor` values: the validation figure a stage's checkpoint and early stopping
 # follow, and which way is better (the training runner and the sweep reader both use it).
 MONITOR_MODES = {"val_loss": "min", "val_ua": "max", "val_f1": "max"}
@@ -198,7 +211,7 @@ class TrainConfig:
     # > 0 warms the learning rate up linearly over this share of all steps, then decays
     # it by a cosine to 5% at the last epoch; 0: constant train.learning_rate.
     warmup_share: float = 0.0
-    # How the classifier stages balance the classes (training.class_balance): "weights"
+    # How the classifier stages balance the classes (kemdy_tf.class_balance): "weights"
     # sklearn balanced n / (k * n_c) as sample weights; "capped" the same clipped at 10;
     # "sqrt" proportional to n_c ** -0.5 (mean example weight 1); "none"; "logit_adjust" no
     # weights, the loss sees the outputs times the training class prior (models.losses), so
@@ -274,16 +287,169 @@ def _paper() -> RunConfig:
 PRESETS: dict[str, typing.Callable[[], RunConfig]] = {"small": RunConfig, "paper": _paper}
 
 
-def make_config(preset: str = "small", overrides: typing.Iterable[str] = ()) -> RunConfig:
-    """A preset with `section.field=value` overrides applied (values parsed by field type)."""
+def make_config(preset: str = "small", overrides: typing.Iterable[str] = (),
+                recipes: typing.Iterable[str] = ()) -> RunConfig:
+    """A preset, then each named recipe's settings (`load_recipe`), then `section.field=value`
+    overrides (values parsed by field type); `validate`d.
+
+    Raises:
+        ValueError: an unknown preset, recipe or field, a value of the wrong type, or a
+            value `validate` refuses.
+    """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     config = PRESETS[preset]()
+    for recipe in recipes:
+        loaded = load_recipe(recipe)
+        for item in loaded["set"]:
+            _apply(config, item, f"recipe {loaded['path']}")
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} must look like section.field=value")
-        set_field(config, key.strip(), value.strip())
+        _apply(config, item, "--set")
+    return validate(config)
+
+
+def _apply(config: RunConfig, item: str, where: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise ValueError(f"override {item!r} ({where}) must look like section.field=value")
+    set_field(config, key.strip(), value.strip())
+
+
+# === Recipes: named partial configurations, as data ===
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+_RECIPE_KEYS = {"purpose", "set", "command", "measured"}
+
+
+def recipe_names() -> list[str]:
+    """The recipes shipped in kemdy_tf/recipes/, by name."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.json"))
+
+
+def load_recipe(name_or_path: str) -> dict:
+    """A recipe by name (kemdy_tf/recipes/NAME.json) or by the path of a JSON file of the
+    same shape: `{"purpose": one line, "set": {"section.field": value, ...}}`, optionally
+    with "command" (the exact command it was measured with) and "measured" (the figure).
+
+    Returns `{"name", "path", "purpose", "set": ["section.field=value", ...], ...}`.
+
+    Raises:
+        ValueError: an unknown name, a file that is not such a recipe (naming the file and
+            what is wrong), or a field the config does not have.
+    """
+    path = Path(name_or_path)
+    if not (path.suffix == ".json" and path.is_file()):
+        path = RECIPES_DIR / f"{name_or_path}.json"
+        if not path.is_file():
+            raise ValueError(f"unknown recipe {name_or_path!r}: neither a JSON file nor one of "
+                             f"{', '.join(recipe_names())} (python train.py --list-recipes)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"recipe {path} is not readable JSON: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("purpose"), str) or not data["purpose"].strip() \
+            or "\n" in data["purpose"] or not isinstance(data.get("set"), dict) or not data["set"]:
+        raise ValueError(f"recipe {path} must be an object with a one-line \"purpose\" and a non-empty "
+                         f"\"set\" object of section.field: value")
+    unknown = set(data) - _RECIPE_KEYS
+    if unknown:
+        raise ValueError(f"recipe {path} has unknown keys {sorted(unknown)}; allowed: {sorted(_RECIPE_KEYS)}")
+    items = []
+    for key, value in data["set"].items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        elif not isinstance(value, (str, int, float)):
+            raise ValueError(f"recipe {path}: {key} must be a string, number, boolean or list, got {value!r}")
+        items.append(f"{key}={value}")
+    probe = RunConfig()
+    for item in items:  # an unknown field or a value of the wrong type names the file
+        _apply(probe, item, f"recipe {path}")
+    return {**data, "name": path.stem, "path": str(path), "set": items}
+
+
+# === Validation: every allowed value, checked before a run writes anything ===
+
+def validate(config: RunConfig) -> RunConfig:
+    """`config` if every field holds an allowed value; else one ValueError listing each
+    field that does not, with what it allows. `train.py` calls it (through `make_config`)
+    before it prepares a workdir, so a typo costs no run folder and no feature cache."""
+    problems = []
+
+    def one_of(name: str, value, allowed) -> None:
+        if value not in allowed:
+            problems.append(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+    def within(name: str, value, low=None, high=None, *, below_high: bool = False, integer: bool = False) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (not integer or float(value).is_integer())
+        ok = ok and (low is None or value >= low) and (high is None or (value < high if below_high else value <= high))
+        if not ok:
+            bounds = [f">= {low}"] if low is not None else []
+            if high is not None:
+                bounds.append(f"{'<' if below_high else '<='} {high}")
+            kind = "an integer" if integer else "a number"
+            problems.append(f"{name} must be {kind} {' and '.join(bounds)}; got {value!r}")
+
+    f, d, a, t, fu, tr = config.features, config.data, config.audio, config.text, config.fusion, config.train
+    one_of("preset", config.preset, tuple(PRESETS))
+    one_of("train.precision", tr.precision, PRECISIONS)
+    one_of("train.monitor", tr.monitor, tuple(MONITOR_MODES))
+    one_of("train.class_weighting", tr.class_weighting, CLASS_WEIGHTINGS)
+    one_of("fusion.char_ngram_model", fu.char_ngram_model, CHAR_NGRAM_MODELS)
+    for name in ("sample_rate", "n_mels", "n_fft", "hop_length", "max_frames"):
+        within(f"features.{name}", getattr(f, name), 1, integer=True)
+    within("features.max_tokens", f.max_tokens, 0, integer=True)
+    within("features.vocab_size", f.vocab_size, 0, integer=True)
+    if len(set(d.classes)) < 2:
+        problems.append(f"data.classes must name at least 2 distinct classes; got {list(d.classes)}")
+    within("data.val_fraction", d.val_fraction, 0, 1, below_high=True)
+    within("data.test_fraction", d.test_fraction, 0, 1, below_high=True)
+    if d.val_fraction + d.test_fraction >= 1:
+        problems.append(f"data.val_fraction + data.test_fraction must leave training data (< 1); "
+                        f"got {d.val_fraction} + {d.test_fraction}")
+    within("data.folds", d.folds, 0, integer=True)
+    if d.folds:
+        within("data.fold", d.fold, 0, d.folds, below_high=True, integer=True)
+    within("data.text_augment", d.text_augment, 0)
+    within("data.balance_target", d.balance_target, 0)
+    within("data.freq_mask_param", d.freq_mask_param, 0, integer=True)
+    within("data.freq_warp", d.freq_warp, 0, 1, below_high=True)
+    shares = [("data.freq_mask_prob", d.freq_mask_prob), ("audio.dropout", a.dropout), ("text.dropout", t.dropout),
+              ("text.token_dropout", t.token_dropout), ("text.warmup_share", t.warmup_share),
+              ("text.label_smoothing", t.label_smoothing), ("fusion.dropout", fu.dropout),
+              ("fusion.modality_dropout", fu.modality_dropout), ("fusion.functionals_dropout", fu.functionals_dropout),
+              ("fusion.summary_branch_dropout", fu.summary_branch_dropout),
+              ("fusion.char_ngram_dropout", fu.char_ngram_dropout),
+              ("fusion.char_ngram_id_dropout", fu.char_ngram_id_dropout), ("fusion.text_swap", fu.text_swap),
+              ("fusion.text_scramble", fu.text_scramble), ("fusion.voice_share", fu.voice_share),
+              ("train.warmup_share", tr.warmup_share)]
+    for name, value in shares:
+        within(name, value, 0, 1)
+    for section, cfg in (("audio", a), ("text", t)):
+        for name in ("d_model", "n_layers", "n_heads", "ff_dim", "gru_units"):
+            within(f"{section}.{name}", getattr(cfg, name), 1, integer=True)
+    if not a.conv_filters or any(n < 1 for n in a.conv_filters):
+        problems.append(f"audio.conv_filters must be positive filter counts; got {a.conv_filters}")
+    within("audio.conv_kernel", a.conv_kernel, 1, integer=True)
+    for name in ("n_heads", "lstm_units"):
+        within(f"fusion.{name}", getattr(fu, name), 1, integer=True)
+    within("fusion.functional_cepstra", fu.functional_cepstra, 0, integer=True)
+    within("fusion.char_ngrams", fu.char_ngrams, 0, integer=True)
+    within("fusion.char_ngram_buckets", fu.char_ngram_buckets, 1, integer=True)
+    within("fusion.char_ngram_dim", fu.char_ngram_dim, 1, integer=True)
+    for name, value in (("text.weight_decay", t.weight_decay), ("fusion.classifier_l2", fu.classifier_l2),
+                        ("fusion.char_ngram_c", fu.char_ngram_c), ("train.ema_epochs", tr.ema_epochs)):
+        within(name, value, 0)
+    within("train.epochs", tr.epochs, 1, integer=True)
+    within("train.batch_size", tr.batch_size, 1, integer=True)
+    within("train.patience", tr.patience, 0, integer=True)
+    within("train.seed", tr.seed, 0, integer=True)
+    if not (isinstance(tr.learning_rate, (int, float)) and tr.learning_rate > 0 and math.isfinite(tr.learning_rate)):
+        problems.append(f"train.learning_rate must be a number > 0; got {tr.learning_rate!r}")
+    if problems:
+        raise ValueError("invalid configuration:\n  " + "\n  ".join(problems))
     return config
 
 

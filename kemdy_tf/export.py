@@ -48,10 +48,8 @@ Design notes:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -60,9 +58,10 @@ from pathlib import Path
 
 import numpy as np
 
-import kemdy_tf
 from kemdy_tf import run as run_lib, stages as stages_lib
 from kemdy_tf.config import RunConfig
+from kemdy_tf.export_folders import ExportError, next_version, provenance, versions, write_version  # noqa: F401  (re-exported)
+from kemdy_tf.trained_run import TrainedRun, load_trained_run
 
 SERVING_SIGNATURE = "serving_default"
 FEATURES_SIGNATURE = "features"
@@ -73,28 +72,6 @@ TOKENIZER_ASSET = "tokenizer.model"
 EXPORTED_STAGE = "fusion"
 # With xla_bucket: the seed log-mel is compiled by XLA too (frontend.bucketed_log_mel).
 XLA_FRONTEND = True
-_VERSION = re.compile(r"^[0-9]+$")
-
-
-class ExportError(RuntimeError):
-    """An export cannot be written or read (missing run files, existing version, not an export)."""
-
-
-# === Versions (TF Serving layout: numbered folders under a base folder) ===
-
-
-def versions(base: str | os.PathLike) -> list[int]:
-    """The version numbers present under `base` (folders named by digits only), ascending."""
-    base = Path(base)
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and _VERSION.match(p.name))
-
-
-def next_version(base: str | os.PathLike) -> int:
-    """One past the highest version under `base`; 1 for a new base folder."""
-    present = versions(base)
-    return present[-1] + 1 if present else 1
 
 
 def find_export(path: str | os.PathLike) -> Path:
@@ -158,34 +135,29 @@ def export_run(
     Raises:
         ExportError: a run file is missing or unreadable, or the version exists.
     """
-    models, config, tokenizer_path, audio_front_end = load_run_models(workdir)
-    return export_models(
-        models["audio"], models["text"], models["fusion"], tokenizer_path, config, out,
-        version=version, features_only=features_only, source=str(Path(workdir).resolve()),
-        xla_bucket=xla_bucket, audio_front_end=audio_front_end,
-    )
+    return export_models(load_served_run(workdir), out, version=version, features_only=features_only,
+                         xla_bucket=xla_bucket)
 
 
-def load_run_models(workdir: str | os.PathLike) -> tuple[dict, RunConfig, Path, object]:
-    """`({"audio", "text", "fusion": Keras model or None}, config, tokenizer path, audio front end)`
-    of a trained run (the front end is None for the seed's log-mel, see `Run.audio_front_end`).
-
-    An encoder is None when its model is absent and the corpus has no ratings for it.
+def load_served_run(workdir: str | os.PathLike) -> TrainedRun:
+    """The run's fusion model and the encoders it requires, as an export needs them
+    (`trained_run.load_trained_run`; an encoder is None when its model is absent and the
+    corpus has no ratings for it).
 
     Raises:
         ExportError: a run file is missing or unreadable, or the run cannot be served.
     """
-    import keras
-
-    import kemdy_tf.models  # noqa: F401  registers the custom layers load_model needs
-    from kemdy_tf.models import precision
-
     workdir = Path(workdir)
     try:  # read-only: the export needs the config, the tokenizer and three models
-        run = run_lib.open_run(workdir, with_features=False)
+        config = run_lib.open_run(workdir, with_features=False).config
+        refuse_unservable(config, workdir)
+        return load_trained_run(workdir, stages_lib.with_requirements(EXPORTED_STAGE))
     except run_lib.RunError as error:
         raise ExportError(str(error)) from None
-    config = run.config
+
+
+def refuse_unservable(config: RunConfig, workdir) -> None:
+    """ExportError when the run's models read something a served clip does not carry."""
     if config.features.speaker_norm:
         # The models saw log-mels normalised with each speaker's statistics; a served
         # clip has no speaker statistics, so in-graph features would not match training.
@@ -199,53 +171,27 @@ def load_run_models(workdir: str | os.PathLike) -> tuple[dict, RunConfig, Path, 
         raise ExportError(f"{workdir} was trained with fusion.pitch=true; its models read pitch statistics "
                           "that the data pipeline tracks (librosa's YIN) and the SavedModel's in-graph front end "
                           "does not compute, so this run cannot be exported (retrain with fusion.pitch=false)")
-    models = {}
-    for stage in stages_lib.with_requirements(EXPORTED_STAGE):
-        path = run.model_path(stage)
-        if (stage != EXPORTED_STAGE and not path.is_file()
-                and not stages_lib.has_targets(run, stages_lib.get(stage).target)):
-            models[stage] = None  # no ratings in this corpus: the output is NaN, the metadata says so
-            continue
-        if not path.is_file():
-            raise ExportError(f"{path} is missing: train the {stage} stage "
-                              f"({stages_lib.get(stage).target}) first")
-        try:
-            models[stage] = keras.saving.load_model(path, compile=False)
-        except Exception as error:
-            raise ExportError(f"cannot load {path}: {type(error).__name__}: {error}") from error
-        if precision.is_mixed(models[stage]):  # a mixed-precision checkpoint is served in float32
-            models[stage] = precision.with_policy(models[stage], "float32")
-    return models, config, run.tokenizer_path, run.audio_front_end()
 
 
 def export_models(
-    audio_encoder,
-    text_encoder,
-    fusion,
-    tokenizer_path: str | os.PathLike,
-    config: RunConfig,
+    trained: TrainedRun,
     out: str | os.PathLike,
     version: int | None = None,
     features_only: bool = False,
-    source: str | None = None,
     xla_bucket: int | None = None,
-    audio_front_end=None,
 ) -> Path:
-    """Write the three Keras models as one SavedModel version under `out` (atomically).
+    """Write a trained run's three Keras models as one SavedModel version under `out` (atomically).
 
     Args:
-        audio_encoder: log_mel, frame_mask -> {"arousal": [B, 1]}.
-        text_encoder: token_ids -> {"valence": [B, 1]}.
-        fusion: log_mel, frame_mask, token_ids -> {"emotion": [B, classes]}.
-        tokenizer_path: the run's SentencePiece model, or its backbone tokenizer folder.
-        config: the run's config (classes, feature settings, preset).
+        trained: the models (`audio`: log_mel, frame_mask -> {"arousal": [B, 1]}; `text`:
+            token_ids -> {"valence": [B, 1]}; `fusion`: log_mel, frame_mask, token_ids ->
+            {"emotion": [B, classes]}), the run's config and tokenizer (its SentencePiece
+            model, or its backbone tokenizer folder), the audio backbone's front end (None:
+            the seed's log-mel) and their source, recorded in the metadata.
         out: base folder.
         version: version number; default the next free one.
         features_only: only the `features` signature (see the module docstring).
-        source: where the models came from, recorded in the metadata.
         xla_bucket: XLA with frames padded to a multiple of this (see `export_run`).
-        audio_front_end: an audio backbone's converter features (`Run.audio_front_end()`);
-            None: the seed's log-mel.
 
     Returns:
         The new version folder `out/<version>`.
@@ -257,54 +203,16 @@ def export_models(
 
     def write(folder: Path) -> None:
         with tempfile.TemporaryDirectory() as staging:
-            root, signatures = build_serving_module(
-                audio_encoder, text_encoder, fusion, tokenizer_path, config,
-                staging=Path(staging), features_only=features_only, source=source, xla_bucket=xla_bucket,
-                audio_front_end=audio_front_end,
-            )
+            root, signatures = build_serving_module(trained, staging=Path(staging), features_only=features_only,
+                                                    xla_bucket=xla_bucket)
             tf.saved_model.save(root, str(folder), signatures=signatures)
         _check_written(folder)
 
     return write_version(out, version, write)
 
 
-def write_version(out: str | os.PathLike, version: int | None, write) -> Path:
-    """`write(folder)` into a hidden temporary folder under `out`, then rename it to `out/<version>`.
-
-    TF Serving (which polls the base folder) never sees a partial version, an
-    interrupted write leaves no version folder, and an existing version is never
-    overwritten.
-
-    Raises:
-        ExportError: the version exists or is negative.
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if version is None:
-        version = next_version(out)
-    elif int(version) < 0:
-        raise ExportError(f"version must be a non-negative integer, got {version}")
-    target = out / str(int(version))
-    if target.exists():
-        raise ExportError(f"{target} already exists; an export is never overwritten "
-                          f"(omit --version to use the next free one, {next_version(out)})")
-
-    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=out))
-    try:
-        write(partial)
-        partial.chmod(0o755)  # mkdtemp makes it private; TF Serving may run as another user
-        os.rename(partial, target)  # atomic; fails if the version appeared meanwhile
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return target
-
-
-def build_serving_module(
-    audio_encoder, text_encoder, fusion, tokenizer_path, config: RunConfig,
-    staging: Path, features_only: bool = False, source: str | None = None, xla_bucket: int | None = None,
-    audio_front_end=None,
-):
+def build_serving_module(trained: TrainedRun, staging: Path, features_only: bool = False,
+                         xla_bucket: int | None = None):
     """The trackable to save and its signatures `{name: concrete function}`.
 
     `staging` is a folder for the asset files until `tf.saved_model.save` copies them.
@@ -313,7 +221,10 @@ def build_serving_module(
 
     from kemdy_tf.inference_graph import InferenceGraph
 
-    front = serving_front_end(config, tokenizer_path, audio_front_end, xla_bucket=xla_bucket)
+    audio_encoder, text_encoder, fusion = trained.audio, trained.text, trained.fusion
+    config, audio_front_end, source = trained.config, trained.audio_front_end, trained.source
+
+    front = serving_front_end(config, trained.tokenizer_path, audio_front_end, xla_bucket=xla_bucket)
     features = config.features
     classes = [str(c) for c in config.data.classes]
     n_classes = _output_width(fusion, "emotion")
@@ -452,22 +363,6 @@ def _metadata(config: RunConfig, classes, front, features_only, source, untraine
     }
 
 
-def provenance(kind: str, config: RunConfig, classes, source, untrained) -> dict:
-    """The metadata every export kind starts with: what wrote it, from what, predicting what."""
-    import tensorflow as tf
-
-    return {
-        "format": kind,
-        "kemdy_tf_version": kemdy_tf.__version__,
-        "tensorflow_version": tf.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": source,
-        "preset": config.preset,
-        "classes": list(classes),
-        "ratings_trained": [name for name in ("arousal", "valence") if name not in untrained],
-    }
-
-
 def _check_written(folder: Path) -> None:
     missing = [name for name in ("saved_model.pb", "variables", f"assets/{METADATA_ASSET}")
                if not (folder / name).exists()]
@@ -550,12 +445,10 @@ def main(argv=None) -> int:
 
             if args.features_only or args.xla_bucket:
                 raise ExportError("--litert takes neither --features-only nor --xla-bucket")
-            models, config, tokenizer_path, audio_front_end = load_run_models(args.workdir)
-            if audio_front_end is not None or config.text.backbone:
+            trained = load_served_run(args.workdir)
+            if trained.audio_front_end is not None or trained.config.text.backbone:
                 raise ExportError("--litert supports the from-scratch seed models only, not pretrained backbones")
-            target = litert.export_litert(models["audio"], models["text"], models["fusion"], tokenizer_path,
-                                          config, args.out or litert.DEFAULT_OUT, args.version,
-                                          source=str(args.workdir.resolve()))
+            target = litert.export_litert(trained, args.out or litert.DEFAULT_OUT, args.version)
             print(f"exported {args.workdir} to {target / litert.MODEL_FILE} "
                   f"({(target / litert.MODEL_FILE).stat().st_size:,} bytes)")
             return 0

@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from kemdy_tf.config import FeatureConfig, RunConfig
+from kemdy_tf.export_folders import ExportError, provenance, versions, write_version
+from kemdy_tf.trained_run import TrainedRun
 
 MODEL_FILE = "kemdy.tflite"
 METADATA_FILE = "kemdy_tf.json"
@@ -54,17 +56,9 @@ def window_samples(features: FeatureConfig) -> int:
     return samples_for_frames(features.max_frames, features)
 
 
-def export_litert(
-    audio_encoder,
-    text_encoder,
-    fusion,
-    tokenizer_path: str | os.PathLike,
-    config: RunConfig,
-    out: str | os.PathLike = DEFAULT_OUT,
-    version: int | None = None,
-    source: str | None = None,
-) -> Path:
-    """Write the three Keras models (and the log-mel front-end) as `out/<version>/kemdy.tflite`.
+def export_litert(trained: TrainedRun, out: str | os.PathLike = DEFAULT_OUT, version: int | None = None) -> Path:
+    """Write a trained run's three Keras models (and the log-mel front-end) as
+    `out/<version>/kemdy.tflite`.
 
     Args: as `kemdy_tf.export.export_models` (an encoder may be None: its output is NaN).
 
@@ -74,18 +68,17 @@ def export_litert(
     Raises:
         ExportError: the version exists, or the models do not convert to builtin LiteRT ops.
     """
-    from kemdy_tf import export
-
+    config = trained.config
     classes = [str(c) for c in config.data.classes]
 
     def write(folder: Path) -> None:
-        (folder / MODEL_FILE).write_bytes(convert(audio_encoder, text_encoder, fusion, config.features))
-        shutil.copyfile(tokenizer_path, folder / TOKENIZER_FILE)
-        metadata = _metadata(config, classes, source, untrained=[
-            name for name, model in (("arousal", audio_encoder), ("valence", text_encoder)) if model is None])
+        (folder / MODEL_FILE).write_bytes(convert(trained.audio, trained.text, trained.fusion, config.features))
+        shutil.copyfile(trained.tokenizer_path, folder / TOKENIZER_FILE)
+        metadata = _metadata(config, classes, trained.source, untrained=[
+            name for name, model in (("arousal", trained.audio), ("valence", trained.text)) if model is None])
         (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
 
-    return export.write_version(out, version, write)
+    return write_version(out, version, write)
 
 
 def convert(audio_encoder, text_encoder, fusion, features: FeatureConfig) -> bytes:
@@ -96,7 +89,6 @@ def convert(audio_encoder, text_encoder, fusion, features: FeatureConfig) -> byt
     """
     import tensorflow as tf
 
-    from kemdy_tf.export import ExportError
     from kemdy_tf.frontend import waveform_to_log_mel
     from kemdy_tf.inference_graph import InferenceGraph
 
@@ -134,8 +126,6 @@ def load(path: str | os.PathLike, threads: int | None = None):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    from kemdy_tf.export import ExportError, versions
-
     path = Path(path)
     if not (path / MODEL_FILE).is_file() and versions(path):
         path = path / str(versions(path)[-1])
@@ -168,8 +158,6 @@ def token_ids(text: str, tokenizer_path: str | os.PathLike, max_tokens: int) -> 
 
 
 def _metadata(config: RunConfig, classes, source, untrained) -> dict:
-    from kemdy_tf.export import provenance
-
     features = config.features
     return {
         **provenance("kemdy_tf LiteRT export", config, classes, source, untrained),

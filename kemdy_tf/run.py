@@ -1,7 +1,8 @@
 """A run on disk: the one module that knows what a workdir holds.
 
     WORKDIR/
-      run.json          {"config": RunConfig.to_dict(), "source": {kind: path}, "cache_dir": DIR}
+      run.json          {"config": RunConfig.to_dict(), "source": {kind: path}, "cache_dir": DIR,
+                         "made_with": {"preset", "recipes", "overrides"}} (train.py's command line)
       table.csv         the utterance table with `split` (and `augmented_from`), written once
       skips.csv         the reader's skip report
       tokenizer.model   SentencePiece model trained on the training split's transcripts, or
@@ -45,6 +46,11 @@ RUN_JSON, TABLE_CSV, SKIPS_CSV, TOKENIZER = "run.json", "table.csv", "skips.csv"
 # the network again (models.backbones): its tokenizer folder and its audio converter's config.
 PRESET_TOKENIZER, AUDIO_CONVERTER = "tokenizer", "audio_converter.json"
 MODEL, HISTORY, SUMMARY, STAGE_CONFIG = "model.keras", "history.csv", "summary.json", "config.json"
+# Inside a stage folder: the resume backup (kemdy_tf.checkpoints), TensorBoard's logs, and with
+# train.refit the refit's own folder and the early-stopped model kept beside the refit.
+BACKUP_DIR, LOGS_DIR, REFIT_DIR, EARLY_STOPPED = "backup", "logs", "refit", "early_stopped.keras"
+# The run's classical baseline (kemdy_tf.classical), and the runs train.py nests in a workdir.
+CLASSICAL_DIR, FOLDS_DIR, SWEEPS_DIR = "classical", "folds", "sweeps"
 
 
 class RunError(RuntimeError):
@@ -249,11 +255,13 @@ def read_run_json(workdir) -> dict:
 
 # === Preparing a run (training's way in; writes) ===
 
-def prepare_run(workdir, source: dict, config: RunConfig, cache_dir=None, tokenizer_from=None) -> Run:
+def prepare_run(workdir, source: dict, config: RunConfig, cache_dir=None, tokenizer_from=None,
+                made_with: dict | None = None) -> Run:
     """Read, split, augment, tokenize and cache once; later calls reuse the workdir.
 
     `tokenizer_from`: reuse that SentencePiece model instead of training one (fine-tuning
-    a model from another run must keep that run's token ids).
+    a model from another run must keep that run's token ids). `made_with`: how the config
+    was made (`{"preset", "recipes", "overrides"}`), recorded in run.json.
     """
     from kemdy_tf.data import features, splits
 
@@ -284,7 +292,7 @@ def prepare_run(workdir, source: dict, config: RunConfig, cache_dir=None, tokeni
             load_preset_tokenizer(config.text.backbone, config.features.max_tokens).save(tokenizer_path)
         else:
             _train_tokenizer(table, tokenizer_path, config)
-        write_run_files(workdir, config, source, table, cache_dir)
+        write_run_files(workdir, config, source, table, cache_dir, made_with)
 
     cache = features.FeatureCache(cache_dir, config.features, front_end=load_audio_front_end(workdir, config))
     failures = cache.build(table, workers=min(2, os.cpu_count() or 1))
@@ -319,7 +327,8 @@ def _append_skips(path: Path, extra: pd.DataFrame) -> None:
     log.warning("%d clips whose audio cannot be decoded are left out; see %s", len(extra), path)
 
 
-def write_run_files(workdir, config: RunConfig, source: dict, table: pd.DataFrame, cache_dir) -> None:
+def write_run_files(workdir, config: RunConfig, source: dict, table: pd.DataFrame, cache_dir,
+                    made_with: dict | None = None) -> None:
     """Write `table.csv` and then `run.json` (last: its presence means the run is prepared).
 
     `table` is the split utterance table (a `split` column); the tokenizer is written
@@ -330,7 +339,8 @@ def write_run_files(workdir, config: RunConfig, source: dict, table: pd.DataFram
     workdir = Path(workdir)
     atomic_write(workdir / TABLE_CSV, lambda tmp: splits.write_split(table, tmp))
     atomic_write(workdir / RUN_JSON, lambda tmp: Path(tmp).write_text(json.dumps(
-        {"config": config.to_dict(), "source": _portable(source), "cache_dir": str(Path(cache_dir).resolve())},
+        {"config": config.to_dict(), "source": _portable(source), "cache_dir": str(Path(cache_dir).resolve()),
+         **({"made_with": made_with} if made_with else {})},
         indent=2, ensure_ascii=False)))
 
 

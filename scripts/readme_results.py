@@ -3,18 +3,23 @@
     python train.py --stage all && python evaluate.py
     python scripts/readme_results.py --from runs/synthetic/eval_test/report.json
     python scripts/readme_results.py --check     # exit 1 when README.md is out of date
+    python scripts/readme_results.py --check --from runs/synthetic/eval_test/report.json
+                                                 # exit 1 when README.md is not what this run printed
 
-`--from REPORT` stores the report as docs/results/synthetic_report.json (the numbers'
+`--from REPORT` (without `--check`) stores the report as docs/results/synthetic_report.json (the numbers'
 committed source; machine paths dropped) and then renders it. Without `--from`, the
 stored file is rendered again. The tables go between the README's markers
 `<!-- results:begin ... -->` and `<!-- results:end -->`; everything outside them is
 left as it is. tests/test_readme_results.py fails when README.md and the stored report
-disagree.
+disagree; CI (`.ci/run`) runs the main job on a clean clone and fails when README.md is not
+what that run's `evaluate.py` printed (`--check --from`), so a change that moves a default
+cannot land without the table regenerated.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -63,17 +68,25 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="only compare; exit 1 when README.md differs")
     p.add_argument("--readme", type=Path, default=README)
     args = p.parse_args(argv)
-    if args.source:
-        report = store(args.source)
+    if args.source and args.check:  # compare with a fresh run's report; store nothing
+        report = json.loads(args.source.read_text(encoding="utf-8"))
+        against = args.source
+    elif args.source:
+        report, against = store(args.source), STORED
     else:
+        against = STORED
         report = json.loads(STORED.read_text(encoding="utf-8"))
     text = args.readme.read_text(encoding="utf-8")
     body = fragment(report)
     if args.check:
         if current_fragment(text) != body:
-            print(f"{args.readme} results differ from {STORED}; run python scripts/readme_results.py",
-                  file=sys.stderr)
+            diff = difflib.unified_diff(current_fragment(text).splitlines(), body.splitlines(),
+                                        f"{args.readme.name} (written)", f"{against} (this report)", lineterm="")
+            print(f"{args.readme} results differ from {against}; regenerate them with "
+                  f"python train.py --stage all && python evaluate.py && python scripts/readme_results.py "
+                  f"--from runs/synthetic/eval_test/report.json\n" + "\n".join(diff), file=sys.stderr)
             return 1
+        print(f"{args.readme}'s results are those of {against}")
         return 0
     args.readme.write_text(replace_fragment(text, body), encoding="utf-8")
     print(f"wrote the results of {STORED.relative_to(REPO)} into {args.readme}")

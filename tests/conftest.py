@@ -5,10 +5,15 @@ Every test that needs a config, a dataset or a finished run takes it from here
 of keeping its own copy. `trained_run` is a real run written by `train.py` (no
 monkeypatching): tests that only read it must not change it; tests that do, copy it
 with `copy_run`.
+
+The suite runs on two pytest-xdist workers (pyproject's addopts). `synthetic_root` and
+`trained_run` are made once for the whole session, by whichever worker asks first
+(`made_once`), and read by both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -16,6 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the top-level CLIs (train.py, ...)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share two cores: one TensorFlow compute thread each (and in the train.py
+    # processes they start), rather than two threads each contending for the same cores.
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
@@ -63,12 +73,36 @@ def tiny_config():
     return make_config("small", TINY)
 
 
+@contextlib.contextmanager
+def made_once(tmp_path_factory, name: str):
+    """`(folder, done)` shared by every xdist worker of the session: the first worker to get
+    here makes `folder` (then `done()` marks it finished); the others wait for it and find
+    it finished. Outside xdist it is a folder of this session's own."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the folder every worker's base temp lives in
+    folder, marker = base / name, base / f"{name}.done"
+    with FileLock(str(base / f"{name}.lock")):
+        if not marker.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed half-way
+            folder.mkdir(parents=True)
+            yield folder, marker.touch
+        else:
+            yield folder, None
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """A 3-session synthetic KEMDy20 (one session each for train, val, test)."""
     from kemdy_tf.data import synthetic
 
-    return synthetic.generate(tmp_path_factory.mktemp("synthetic") / "KEMDy20", seed=0, sessions=3)
+    with made_once(tmp_path_factory, "synthetic") as (folder, done):
+        if done:
+            synthetic.generate(folder / "KEMDy20", seed=0, sessions=3)
+            done()
+    return folder / "KEMDy20"
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +119,29 @@ def trained_run(tmp_path_factory, train_args):
     """Every stage trained once (tiny sizes, 2 epochs) on the 3-session synthetic set."""
     from train import main
 
-    workdir = tmp_path_factory.mktemp("run") / "run"
-    assert main(["--stage", "all", *train_args(workdir)]) == 0
-    return workdir
+    with made_once(tmp_path_factory, "trained") as (folder, done):
+        if done:
+            assert main(["--stage", "all", *train_args(folder / "run")]) == 0
+            done()
+    return folder / "run"
+
+
+# The modules that take longest, first within their rank (a long module last would leave
+# one worker idle at the end).
+_LONGEST = ("test_training", "test_docs", "test_text_real", "test_refit", "test_evaluation", "test_emotion_only",
+            "test_precision")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order modules for the two xdist workers (`--dist loadscope --no-loadscope-reorder`
+    hands out whole modules in this order): test_training first, which makes
+    `trained_run`, then the modules that do not need it, so the other worker has work
+    instead of waiting for it, then the rest; the longest first within each rank."""
+    needs_run = {item.module.__name__ for item in items if "trained_run" in item.fixturenames}
+
+    def rank(item):
+        module = item.module.__name__
+        first = 0 if module == "test_training" else 1 if module not in needs_run else 2
+        return first, _LONGEST.index(module) if module in _LONGEST else len(_LONGEST)
+
+    items.sort(key=rank)  # stable: collection order within a module

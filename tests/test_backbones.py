@@ -216,11 +216,12 @@ def test_export_serves_raw_audio_and_text_through_the_presets_front_ends(stage_m
     import keras
 
     from kemdy_tf import export
+    from kemdy_tf.trained_run import TrainedRun
 
     run, models, front_end = stage_models["run"], stage_models["models"], stage_models["front_end"]
     config, classes = run.config, list(run.config.data.classes)
-    target = export.export_models(models["audio"], models["text"], models["fusion"], stage_models["tokenizer_path"],
-                                  config, tmp_path / "saved", audio_front_end=front_end)
+    trained = TrainedRun(config, stage_models["tokenizer_path"], models, audio_front_end=front_end)
+    target = export.export_models(trained, tmp_path / "saved")
     metadata = export.read_metadata(target)
     assert metadata["tokenizer"]["backbone_pad_id"] == 1 and metadata["features"]["log_mel"]["num_mels"] == 80
     assert metadata["window_seconds"] == pytest.approx(1.6)  # 160 Whisper frames of 10 ms

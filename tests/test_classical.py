@@ -74,6 +74,31 @@ def test_acoustic_features_are_egemaps_functionals_with_nan_for_undecodable(tmp_
     assert np.isfinite(X[0]).all() and np.isnan(X[1]).all()
 
 
+def test_acoustic_features_are_cached_by_content_and_failures_are_not(tmp_path, monkeypatch):
+    import concurrent.futures
+
+    t = np.arange(16000) / 16000
+    wav, bad = tmp_path / "tone.wav", tmp_path / "bad.wav"
+    soundfile.write(wav, (0.3 * np.sin(2 * np.pi * 220 * t)).astype("float32"), 16000)
+    bad.write_bytes(b"not audio")
+    first = acoustic_features([str(wav), str(bad), str(wav)], cache_root=tmp_path / "cache")
+    np.testing.assert_array_equal(first[0], first[2])
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1  # the tone once; no row for the failure
+
+    spawned = []
+    real_pool = concurrent.futures.ProcessPoolExecutor
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor",
+                        lambda *a, **k: spawned.append(a) or real_pool(*a, **k))
+    again = acoustic_features([str(wav)], cache_root=tmp_path / "cache")
+    np.testing.assert_array_equal(again[0], first[0])
+    assert spawned == []  # read from the cache: openSMILE did not run
+    retried = acoustic_features([str(bad), str(wav)], cache_root=tmp_path / "cache")
+    assert len(spawned) == 1 and np.isnan(retried[0]).all() and np.array_equal(retried[1], first[0])
+    soundfile.write(wav, (0.3 * np.sin(2 * np.pi * 440 * t)).astype("float32"), 16000)  # new content
+    changed = acoustic_features([str(wav)], cache_root=tmp_path / "cache")
+    assert len(spawned) == 2 and not np.array_equal(changed[0], first[0])
+
+
 def test_a_trained_run_reports_the_classical_baseline_in_summaries_and_evaluation(trained_run, tmp_path):
     import json
 

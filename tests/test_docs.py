@@ -4,9 +4,11 @@ Every fenced block a user would run (language `bash`, `sh` or `python`) carries 
 marker comment on the line above its fence:
 
     <!-- test: fast -->            run in the default test run
-    <!-- test: slow -->            run with `pytest -m slow` (minutes: full-size training)
-    <!-- test: skip (reason) -->   not runnable here (Docker, a network install, a server
-                                   that runs until stopped); the reason is required
+    <!-- test: slow -->            run with `pytest -m slow` (CI's slow job): blocks that
+                                   only need time (training runs, measurements)
+    <!-- test: skip (reason) -->   not runnable here: data that is not in the repo, a
+                                   network (installs, Docker images), a server that runs
+                                   until stopped; the reason is required
 
 Untagged fences (output samples, file layouts, synopses with `[--option]`) are
 illustrations and are not run. Each runnable block runs in a fresh process (`bash -e`
@@ -17,6 +19,11 @@ the slow blocks, which train `runs/kemdy20` themselves, get a copy without it),
 `b.wav`, `clips.csv`, `my_corpus.csv`) and `$KEMDY20` pointing at a synthetic
 KEMDy20 folder. Blocks run in document order, so a block may use what an earlier one
 wrote, as a reader following the page would.
+
+The slow blocks run as written too, in a sandbox whose `train.py` is the real one at
+the tiny test sizes and one epoch (`TINY_TRAIN`): a block that trains for an hour at
+the sizes it reports checks its commands, flags and files in a minute. The full-size
+small preset runs end to end in CI's main job (`.ci/run`).
 """
 
 from __future__ import annotations
@@ -76,6 +83,8 @@ def code_blocks(path: Path) -> list[Block]:
 
 
 ALL_BLOCKS = [b for path in DOCS for b in code_blocks(path)]
+
+
 
 
 def _params(kind: str):
@@ -147,12 +156,27 @@ def test_fast_block_runs(block, sandbox, synthetic_root):
     _check(block, sandbox, synthetic_root)
 
 
+# The slow sandbox's train.py: the real one, with the tiny sizes and one epoch appended
+# (argparse keeps the last --epochs and the last value of each --set field).
+TINY_TRAIN = """import runpy, sys
+sys.path.insert(0, {repo!r})
+sys.argv += {extra!r}
+runpy.run_path({train!r}, run_name="__main__")
+"""
+
+
 @pytest.fixture(scope="module")
-def slow_sandbox(sandbox, tmp_path_factory):
-    """The sandbox without `runs/kemdy20`: the slow blocks train that run themselves."""
+def slow_sandbox(sandbox, tmp_path_factory, tiny_overrides):
+    """The sandbox without `runs/kemdy20` (the slow blocks train that run themselves) and
+    with a tiny train.py (`TINY_TRAIN`)."""
+    from conftest import set_args
+
     root = tmp_path_factory.mktemp("docs_slow") / "checkout"
     shutil.copytree(sandbox, root, symlinks=True, ignore=lambda folder, names: (
         ["kemdy20"] if Path(folder).name == "runs" else []))
+    (root / "train.py").unlink()
+    (root / "train.py").write_text(TINY_TRAIN.format(
+        repo=str(REPO), train=str(REPO / "train.py"), extra=[*set_args(tiny_overrides), "--epochs", "1"]))
     return root
 
 

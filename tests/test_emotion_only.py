@@ -28,7 +28,7 @@ def test_stage_all_skips_the_rating_encoders_and_exports_emotion_with_nan_rating
 
     workdir, exports = tmp_path / "run", tmp_path / "exports"
     code = main(["--stage", "all", "--manifest", str(emotion_only_manifest), "--workdir", str(workdir),
-                 "--export-dir", str(exports), *set_args(tiny_overrides)])
+                 "--export-dir", str(exports), *set_args(tiny_overrides), "--epochs", "1"])
     out = capsys.readouterr().out
     assert code == 0
     assert "stage audio skipped" in out and "'arousal'" in out

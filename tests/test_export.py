@@ -21,6 +21,7 @@ from conftest import TINY_MODEL
 from kemdy_tf import export, run as run_lib
 from kemdy_tf.config import make_config
 from kemdy_tf.data import schema
+from kemdy_tf.trained_run import TrainedRun
 
 VENV_BIN = Path(sys.executable).parent
 SERVING_CLIENT = Path(__file__).resolve().parents[1] / "scripts" / "serving_client.py"
@@ -186,8 +187,8 @@ def test_xla_export_matches_the_keras_models(run, tmp_path):
     import tensorflow_text  # noqa: F401  serving_default's SentencePiece ops
 
     config, models = run["config"], run["models"]
-    target = export.export_models(models["audio"], models["text"], models["fusion"],
-                                  run["root"] / "run" / "tokenizer.model", config, tmp_path, xla_bucket=64)
+    target = export.export_models(TrainedRun(config, run["root"] / "run" / "tokenizer.model", models), tmp_path,
+                                  xla_bucket=64)
     inference = export.read_metadata(target)["inference"]
     assert inference["xla_bucket"] == 64
     assert inference["stem_outside_xla"]  # the convolution stem runs in graph mode, outside XLA
@@ -213,8 +214,7 @@ def test_xla_export_matches_the_keras_models(run, tmp_path):
 def test_features_signature_needs_no_tf_text(run, tmp_path):
     """features: no TF Text op in the full export; a features-only export loads without TF Text."""
     config, classes, models = run["config"], list(run["config"].data.classes), run["models"]
-    out = export.export_models(models["audio"], models["text"], models["fusion"],
-                               run["root"] / "run" / "tokenizer.model", config,
+    out = export.export_models(TrainedRun(config, run["root"] / "run" / "tokenizer.model", models),
                                run["root"] / "features_only", features_only=True)
     # In memory the fusion model shares the encoders' backbones: those weights are stored once.
     assert export.saved_variable_bytes(out) == export.weight_bytes(*models.values())
@@ -267,7 +267,7 @@ def test_interrupted_export_leaves_no_version_and_no_temporary_folder(tmp_path, 
     base = tmp_path / "kemdy"
     (base / "3").mkdir(parents=True)
     with pytest.raises(KeyboardInterrupt):
-        export.export_models(None, None, None, "tok.model", make_config(), base)
+        export.export_models(TrainedRun(make_config(), Path("tok.model"), {}), base)
     assert sorted(p.name for p in base.iterdir()) == ["3"]
 
 
@@ -294,8 +294,8 @@ def test_refuses_runs_the_served_graph_cannot_reproduce(run, tmp_path):
     models = run["models"]
     three_classes = make_config("small", [*TINY, "data.classes=neutral,happy,sad"])
     with pytest.raises(export.ExportError, match="predicts 5 classes"):
-        export.export_models(models["audio"], models["text"], models["fusion"],
-                             run["root"] / "run" / "tokenizer.model", three_classes, tmp_path / "a")
+        export.export_models(TrainedRun(three_classes, run["root"] / "run" / "tokenizer.model", models),
+                             tmp_path / "a")
     assert [p.name for p in (tmp_path / "a").iterdir()] == []
 
     refused = [

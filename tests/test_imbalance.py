@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
-from kemdy_tf.training import CLASS_WEIGHTINGS, WEIGHT_CAP, TrainingError, class_weight_values
+from kemdy_tf.class_balance import WEIGHT_CAP, class_weight_values
+from kemdy_tf.config import CLASS_WEIGHTINGS
 
 # The KEMDy20-share synthetic set's training split: neutral, happy, sad, angry, surprise.
 COUNTS = [1082, 134, 17, 13, 27]
@@ -49,7 +50,7 @@ def test_none_and_absent_classes_weigh_one():
 
 
 def test_unknown_scheme_is_refused_by_name():
-    with pytest.raises(TrainingError, match="train.class_weighting.*'balanced'"):
+    with pytest.raises(ValueError, match="train.class_weighting.*'balanced'"):
         class_weight_values(LABELS, 5, "balanced")
 
 
@@ -120,7 +121,8 @@ def test_a_logit_adjust_run_compiles_its_classifiers_with_the_prior(tiny_config)
     import pandas as pd
 
     from kemdy_tf.models.losses import LogitAdjustedLoss
-    from kemdy_tf.training import class_balance, compile_stage_model
+    from kemdy_tf.class_balance import class_balance
+    from kemdy_tf.training import compile_stage_model
 
     config = dataclasses.replace(tiny_config, train=dataclasses.replace(tiny_config.train,
                                                                         class_weighting="logit_adjust"))
@@ -156,7 +158,7 @@ def test_a_logit_adjust_run_compiles_its_classifiers_with_the_prior(tiny_config)
 
 
 def test_auto_adjusts_logits_only_where_balanced_weights_would_pass_the_cap():
-    from kemdy_tf.training import resolve_class_weighting
+    from kemdy_tf.class_balance import resolve_class_weighting
 
     assert resolve_class_weighting(LABELS, "auto") == "logit_adjust"  # KEMDy20's shares: up to ~19
     assert class_weight_values(LABELS, 5, "auto") == [1.0] * 5
@@ -170,7 +172,7 @@ def test_auto_adjusts_logits_only_where_balanced_weights_would_pass_the_cap():
 
 
 def test_a_trained_logit_adjust_stage_keeps_the_prior_in_its_loss_and_says_so(trained_run, train_args,
-                                                                               tiny_config):
+                                                                               tiny_config, tmp_path):
     """train.py wires the scheme: the saved classifier is compiled with its training split's
     prior, and its summary records the scheme it used."""
     import json
@@ -181,7 +183,7 @@ def test_a_trained_logit_adjust_stage_keeps_the_prior_in_its_loss_and_says_so(tr
     from kemdy_tf.models.losses import LogitAdjustedLoss, class_prior
     from train import main
 
-    workdir = trained_run.parent / "logit_adjust"
+    workdir = tmp_path / "logit_adjust"
     assert main([str(a) for a in ("--stage", "text_clf", "--from-scratch", *train_args(
         workdir, "--cache-dir", trained_run.parent / "cache", "--epochs", "1",
         "--set", "train.class_weighting=logit_adjust"))]) == 0

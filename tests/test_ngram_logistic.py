@@ -88,10 +88,10 @@ def _nblr_args(train_args, workdir, cache, *extra):
 
 
 @pytest.fixture(scope="module")
-def nblr_run(trained_run, train_args):
+def nblr_run(trained_run, train_args, tmp_path_factory):
     from train import main
 
-    workdir = trained_run.parent / "nblr"
+    workdir = tmp_path_factory.mktemp("nblr") / "nblr"
     assert main(_nblr_args(train_args, workdir, trained_run.parent / "cache", "--set", "train.refit=true")) == 0
     return workdir
 

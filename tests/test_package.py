@@ -49,3 +49,46 @@ model.save(r"{tmp_path / 'fusion.keras'}")
     load = f"import kemdy_tf, keras; keras.saving.load_model(r'{tmp_path / 'fusion.keras'}')"
     result = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _imported_modules(path, module: str, known: set[str]) -> set[str]:
+    """The kemdy_tf modules `module` (file `path`) imports, at the top or inside functions."""
+    import ast
+
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in known)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # a relative import
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                found.add(full if full in known else base)
+    return (found & known) - {module}
+
+
+def test_no_import_cycle_between_modules():
+    """A module never imports one that imports it back, even lazily inside a function:
+    a cycle means two modules share a concept that belongs in a third."""
+    from conftest import REPO
+
+    files = {}
+    for path in (REPO / "kemdy_tf").rglob("*.py"):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        files[name.removesuffix(".__init__")] = path
+    graph = {name: _imported_modules(path, name, set(files)) for name, path in files.items()}
+
+    def reaches(start, goal, seen):
+        for nxt in graph[start] - seen:
+            seen.add(nxt)
+            if nxt == goal or reaches(nxt, goal, seen):
+                return True
+        return False
+
+    cycles = sorted(f"{a} <-> {b}" for a in graph for b in graph[a]
+                    if a < b and reaches(b, a, set()))
+    assert not cycles, f"import cycles (lift the shared part into a module of its own): {cycles}"

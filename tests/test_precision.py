@@ -127,7 +127,7 @@ def test_a_mixed_precision_checkpoint_exports_and_serves_in_float32(tmp_path):
     with dtype_policy(MIXED):  # the checkpoints of a run killed mid-training are mixed
         config, models, tokenizer = build_tiny_run(tmp_path / "run")
     assert all(is_mixed(m) for m in models.values())
-    loaded, *_ = export.load_run_models(tmp_path / "run")
+    loaded = export.load_served_run(tmp_path / "run").models
     assert not any(is_mixed(m) for m in loaded.values())
     for stage, model in models.items():  # the weights came through
         for ours, theirs in zip(model.get_weights(), loaded[stage].get_weights()):

@@ -15,6 +15,7 @@ import soundfile as sf
 
 from kemdy_tf import export
 from kemdy_tf.data.audio import load_audio, samples_for_frames
+from kemdy_tf.trained_run import TrainedRun
 from test_export import build_tiny_run, keras_reference
 from test_stt import needs_espeak, needs_stt, speak
 from test_timeline import burst, join
@@ -40,8 +41,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     config, models, tokenizer = build_tiny_run(root / "run", [f"features.max_frames={MAX_FRAMES}"])
     base = root / "saved" / "kemdy"
-    export.export_models(models["audio"], models["text"], models["fusion"], root / "run" / "tokenizer.model",
-                         config, base)
+    export.export_models(TrainedRun(config, root / "run" / "tokenizer.model", models), base)
     clips = root / "clips"
     clips.mkdir()
     sf.write(clips / "a_stereo.wav", tone(1.2, 44100, channels=2), 44100)

@@ -43,10 +43,10 @@ def _refit_args(train_args, workdir, cache):
 
 
 @pytest.fixture(scope="module")
-def refitted(trained_run, train_args):
+def refitted(trained_run, train_args, tmp_path_factory):
     from train import main
 
-    workdir = trained_run.parent / "refit"
+    workdir = tmp_path_factory.mktemp("refit") / "refit"
     assert main(_refit_args(train_args, workdir, trained_run.parent / "cache")) == 0
     return workdir
 
@@ -97,10 +97,10 @@ def test_a_classical_baseline_fitted_on_training_only_is_fitted_again_for_a_refi
 
 
 def test_a_refit_killed_before_its_model_is_in_place_finishes_like_an_uninterrupted_one(
-        refitted, trained_run, train_args, monkeypatch):
+        refitted, trained_run, train_args, monkeypatch, tmp_path):
     from train import main
 
-    workdir = trained_run.parent / "refit_killed"
+    workdir = tmp_path / "refit_killed"
     args = _refit_args(train_args, workdir, trained_run.parent / "cache")
     real_copy = training.shutil.copy2
 
@@ -120,6 +120,7 @@ def test_a_refit_killed_before_its_model_is_in_place_finishes_like_an_uninterrup
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # ~50 s; the default run resumes a killed refit (the test above)
 def test_a_retrained_stage_does_not_resume_an_earlier_killed_refit(trained_run, train_args, tmp_path, monkeypatch):
     """--retrain (or any first fit starting afresh) drops what an earlier, killed refit left,
     so the new refit cannot resume from another run's weights."""

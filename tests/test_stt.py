@@ -90,7 +90,7 @@ def test_evaluation_adds_the_fusion_row_fed_machine_transcripts_and_their_error_
     import pandas as pd
 
     from kemdy_tf.evaluation import evaluate_workdir
-    from kemdy_tf.evaluation.runs import load_models, load_run, split_dataset
+    from kemdy_tf.evaluation.runs import load_trained, split_dataset
     from kemdy_tf.evaluation.transcribed import stt_predictions
 
     table = pd.read_csv(trained_run / "table.csv", keep_default_na=False)
@@ -109,9 +109,10 @@ def test_evaluation_adds_the_fusion_row_fed_machine_transcripts_and_their_error_
 
     pd.testing.assert_frame_equal(probabilities(predictions, "fusion_stt"), probabilities(predictions, "fusion"),
                                   atol=1e-5, check_dtype=False)
-    run = load_run(trained_run)
+    trained = load_trained(trained_run)
+    run = trained.run
     test = run.require_features(run.split("test"), "test split")
-    deaf, summary = stt_predictions(load_models(trained_run), test, lambda t: split_dataset(run, t),
+    deaf, summary = stt_predictions(trained.models, test, lambda t: split_dataset(run, t),
                                     list(run.config.data.classes), lambda path: "")
     assert summary["cer"] == 1.0 and list(deaf["model"].unique()) == ["fusion_stt"]
     pd.testing.assert_frame_equal(probabilities(deaf, "fusion_stt"), probabilities(predictions, "fusion_no_text"),

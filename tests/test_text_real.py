@@ -66,6 +66,7 @@ def test_text_clf_learns_the_reviews(reviews, tmp_path):
     assert result["accuracy"] >= 0.8, result  # nothing learned: 0.5
 
 
+@pytest.mark.slow  # ~50 s; tests/test_refit.py checks train.py's refit, which the bench follows
 def test_text_clf_refits_on_training_and_validation_reviews(reviews, tmp_path):
     """train.refit in the bench, as in train.py: the kept epochs again on both splits,
     which the scored reviews (all of them) then include."""

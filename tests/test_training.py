@@ -70,6 +70,7 @@ def test_workdir_refuses_different_data_settings(trained_run, train_args, capsys
     assert "different features settings" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~35 s; the default run SIGKILLs at three points (test_a_killed_run_finishes_like_...)
 def test_training_resumes_after_sigkill(tmp_path, train_args):
     """Kill the run after its first epoch; the same command continues, it does not restart."""
     workdir = tmp_path / "run"
@@ -304,6 +305,7 @@ def test_a_kill_at_each_point_resumes_to_the_same_result(tmp_path, killable, kil
     assert files(workdir) == files(tmp_path / "ref")
 
 
+@pytest.mark.slow  # ~45 s; the default run resumes a killed plain run, tests/test_weight_average.py the swap
 def test_a_killed_averaged_run_resumes_to_the_uninterrupted_result(tmp_path, killable):
     """A backup is committed while the model holds the average: the resumed fit swaps back
     first and ends with the uninterrupted run's history, summary and model (that the
@@ -375,8 +377,12 @@ def test_monitor_applies_to_classifiers_only_and_refuses_unknown_values(tmp_path
     assert training.monitored(stages.get("audio"), f1) == ("val_loss", "min")
     assert training.monitored(stages.get("text"), ua) == ("val_loss", "min")  # a rating has no UA
     assert training.monitored(stages.get("text_clf"), make_config()) == ("val_loss", "min")
+    with pytest.raises(ValueError, match="train.monitor must be one of val_loss, val_ua, val_f1"):
+        make_config("small", ["train.monitor=val_accuracy"])  # config.validate
+    typo = make_config()
+    typo.train.monitor = "val_accuracy"  # a config made by hand, past validate: the runner refuses it too
     with pytest.raises(training.TrainingError, match="train.monitor must be one of val_loss, val_ua, val_f1"):
-        training.monitored(stages.get("text_clf"), make_config("small", ["train.monitor=val_accuracy"]))
+        training.monitored(stages.get("text_clf"), typo)
     # train.py refuses it before preparing the run
     assert run_train(*train_args(tmp_path / "w", "--stage", "text_clf", "--set", "train.monitor=f1")) == 2
     assert "train.monitor must be one of val_loss, val_ua, val_f1; got 'f1'" in capsys.readouterr().err
@@ -407,19 +413,19 @@ def test_a_killed_val_ua_run_resumes_with_its_best_ua(tmp_path, killable):
 
 
 def test_legacy_backup_best_is_read_in_the_monitors_direction(tmp_path):
-    from kemdy_tf import training
+    from kemdy_tf import checkpoints
 
     history = tmp_path / "history.csv"
     history.write_text("epoch,loss,val_loss,val_ua\n0,1.0,0.9,0.30\n1,0.9,0.8,0.25\n2,0.8,1.0,0.40\n")
-    assert training._best_logged(history, "val_loss") == pytest.approx(0.8)
-    assert training._best_logged(history, "val_ua", "max") == pytest.approx(0.40)
-    assert training._best_logged(history, "val_f1", "max") is None
+    assert checkpoints.best_logged(history, "val_loss") == pytest.approx(0.8)
+    assert checkpoints.best_logged(history, "val_ua", "max") == pytest.approx(0.40)
+    assert checkpoints.best_logged(history, "val_f1", "max") is None
 
 
 def test_an_unreadable_backup_is_ignored_with_a_warning(tmp_path, caplog):
     """A 0-byte latest.weights.h5 (a kill while an older version wrote it in place) no
     longer fails every rerun with 'file signature not found': the stage starts again."""
-    from kemdy_tf import training
+    from kemdy_tf import checkpoints
 
     stage = tmp_path / "text"
     (stage / "backup").mkdir(parents=True)
@@ -427,25 +433,25 @@ def test_an_unreadable_backup_is_ignored_with_a_warning(tmp_path, caplog):
     (stage / "backup" / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
     (stage / "history.csv").write_text("epoch,loss,val_loss\n0,1.0,1.0\n1,0.9,0.9\n")
     (stage / "model.keras").write_bytes(b"")
-    with caplog.at_level("WARNING", logger="kemdy_tf.training"):
-        state = training.read_backup(stage / "backup")
+    with caplog.at_level("WARNING", logger="kemdy_tf.checkpoints"):
+        state = checkpoints.read_backup(stage / "backup")
     assert state is None
     assert "unreadable" in caplog.text and "latest.weights.h5" in caplog.text
-    assert training.rollback_to_backup(stage, state) is None
+    assert checkpoints.rollback_to_backup(stage, state) is None
     assert not (stage / "backup").exists() and not (stage / "history.csv").exists()
     assert not (stage / "model.keras").exists()
     # broken metadata is the same
     (stage / "backup").mkdir()
     (stage / "backup" / "training_metadata.json").write_text('{"epo')
-    assert training.read_backup(stage / "backup") is None
+    assert checkpoints.read_backup(stage / "backup") is None
 
 
 def test_history_rows_after_the_committed_epoch_are_dropped(tmp_path):
-    from kemdy_tf import training
+    from kemdy_tf import checkpoints
 
     history = tmp_path / "history.csv"
     history.write_text("epoch,loss,val_loss\n0,1.0,1.0\n1,0.9,0.9\n2,0.8,0.8\n3,0.7")
-    training._truncate_history(history, 2)
+    checkpoints._truncate_history(history, 2)
     assert history.read_text() == "epoch,loss,val_loss\n0,1.0,1.0\n1,0.9,0.9\n"
 
 

@@ -24,7 +24,8 @@ def test_epoch_ends_see_the_average_and_training_goes_on_from_the_raw_weights():
     epoch's first step starts from the raw weights, not from the average."""
     import keras
 
-    from kemdy_tf.training import AveragedWeightsAtEpochEnd, average_weights
+    from kemdy_tf.checkpoints import AveragedWeightsAtEpochEnd
+    from kemdy_tf.training import average_weights
 
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")

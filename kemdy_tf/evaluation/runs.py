@@ -21,6 +21,7 @@ import pandas as pd
 from kemdy_tf import classical, run as run_lib, scoring as metrics
 from kemdy_tf.evaluation import plots, report as report_lib, sweeps as sweeps_lib
 from kemdy_tf.evaluation.predict import predict_split
+from kemdy_tf.trained_run import load_trained_run
 
 log = logging.getLogger("kemdy_tf.evaluation")
 
@@ -39,15 +40,17 @@ class EvaluationError(RuntimeError):
 
 # === Loading a run ===
 
-def load_run(workdir: str | pathlib.Path, cache_dir=None):
-    """The finished run in `workdir`, opened read-only (`kemdy_tf.run.open_run`).
+def load_trained(workdir: str | pathlib.Path, cache_dir=None):
+    """The finished run in `workdir` with every stage model it holds, opened read-only
+    (`kemdy_tf.trained_run.load_trained_run`, with the feature cache as training left it).
 
     Raises:
         EvaluationError: when `run.json`, `table.csv` or `tokenizer.model` is missing,
-            or the feature cache is gone (evaluation never recomputes features).
+            the feature cache is gone (evaluation never recomputes features), or a
+            model cannot be loaded.
     """
     try:
-        return run_lib.open_run(workdir, cache_dir=cache_dir)
+        return load_trained_run(workdir, with_features=True, cache_dir=cache_dir)
     except run_lib.RunError as error:
         raise EvaluationError(str(error)) from None
 
@@ -55,21 +58,6 @@ def load_run(workdir: str | pathlib.Path, cache_dir=None):
 def stage_folders(workdir: str | pathlib.Path, filename: str) -> dict[str, pathlib.Path]:
     """`{stage: folder}` for every registered stage whose folder holds `filename`, in report order."""
     return run_lib.stage_folders(workdir, filename)
-
-
-def load_models(workdir: str | pathlib.Path) -> dict:
-    """`{stage: keras.Model}` of every `<stage>/model.keras` in the workdir (not compiled)."""
-    import keras
-
-    import kemdy_tf.models  # noqa: F401  registers the custom layers load_model needs
-
-    models = {}
-    for stage, folder in stage_folders(workdir, run_lib.MODEL).items():
-        try:
-            models[stage] = keras.saving.load_model(folder / run_lib.MODEL, compile=False)
-        except Exception as err:  # a damaged archive: name it, do not guess
-            raise EvaluationError(f"cannot load {folder / run_lib.MODEL}: {err}") from err
-    return models
 
 
 # === Evaluating ===
@@ -106,7 +94,7 @@ def evaluate_workdir(workdir: str | pathlib.Path, split: str = "test", out_dir=N
     report: dict = {"workdir": str(workdir), "split": split, "notes": []}
     predictions = None
 
-    if stage_folders(workdir, "model.keras"):
+    if stage_folders(workdir, run_lib.MODEL):
         predictions, scores = evaluate_models(workdir, split, cache_dir, transcribe)
         report.update(scores, label_policy=LABEL_POLICY)
         if report.get("stt", {}).get("models"):
@@ -115,11 +103,11 @@ def evaluate_workdir(workdir: str | pathlib.Path, split: str = "test", out_dir=N
                 f"references (the deployment case); their character error rate against the references is "
                 f"{report['stt']['cer']:.3f} over {report['stt']['clips']} clips (spaces and punctuation stripped).")
         report["plots"] = _model_plots(predictions, scores, out_dir)
-    elif (workdir / "run.json").exists():
+    elif (workdir / run_lib.RUN_JSON).exists():
         report["notes"].append(f"{workdir} holds no trained model (no <stage>/model.keras).")
-    for stage, folder in stage_folders(workdir, "config.json").items():
-        if not (folder / "model.keras").exists():
-            report["notes"].append(f"{stage}: {folder / 'model.keras'} is missing (training not finished?); "
+    for stage, folder in stage_folders(workdir, run_lib.STAGE_CONFIG).items():
+        if not (folder / run_lib.MODEL).exists():
+            report["notes"].append(f"{stage}: {folder / run_lib.MODEL} is missing (training not finished?); "
                                    f"the stage is left out.")
 
     report["curves"] = _curve_plots(workdir, out_dir, report["notes"])
@@ -137,16 +125,16 @@ def evaluate_workdir(workdir: str | pathlib.Path, split: str = "test", out_dir=N
 def evaluate_models(workdir: pathlib.Path, split: str, cache_dir=None, transcribe=None) -> tuple[pd.DataFrame, dict]:
     """Predict with every stage model on the split and score it next to the baselines
     (and, given `transcribe`, the deployment rows: see `transcribed.py`)."""
-    run = load_run(workdir, cache_dir)
+    trained = load_trained(workdir, cache_dir)
+    run, models = trained.run, trained.models
     table = run.split(split)
     if table.empty:
-        raise EvaluationError(f"{workdir / 'table.csv'} has no rows in the {split} split")
+        raise EvaluationError(f"{workdir / run_lib.TABLE_CSV} has no rows in the {split} split")
     try:
         table = run.require_features(table, f"{split} split")
     except run_lib.RunError as error:
         raise EvaluationError(str(error)) from None
     classes = list(run.config.data.classes)
-    models = load_models(workdir)
     predictions = predict_split(models, split_dataset(run, table), classes, table=table)
     reference = predictions[predictions["model"] == predictions["model"].iloc[0]]
     predictions = pd.concat([predictions, *classical.prediction_frames(workdir, reference, table, classes)],
@@ -159,7 +147,7 @@ def evaluate_models(workdir: pathlib.Path, split: str, cache_dir=None, transcrib
         predictions = pd.concat([predictions, frame], ignore_index=True)
     train = original_rows(run.split("train"))
     if train.empty:
-        raise EvaluationError(f"{workdir / 'table.csv'} has no training rows: the baselines need them")
+        raise EvaluationError(f"{workdir / run_lib.TABLE_CSV} has no training rows: the baselines need them")
     scores = metrics.score_predictions(
         predictions, classes, train_emotions=list(train["emotion"]),
         train_means={t: float(train[t].mean()) for t in ("arousal", "valence") if t in train})
@@ -208,7 +196,7 @@ def evaluate_folds(workdir: pathlib.Path, split: str, out_dir: pathlib.Path, cac
 
 def find_folds(workdir: pathlib.Path) -> dict[str, pathlib.Path]:
     """`{"fold0": path, ...}` of `WORKDIR/folds/fold<k>/`, in fold order."""
-    root = pathlib.Path(workdir) / "folds"
+    root = pathlib.Path(workdir) / run_lib.FOLDS_DIR
     if not root.is_dir():
         return {}
     found = {p.name: p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"fold\d+", p.name)}
@@ -306,9 +294,9 @@ def _model_plots(predictions: pd.DataFrame, scores: dict, out_dir: pathlib.Path)
 
 def _curve_plots(workdir: pathlib.Path, out_dir: pathlib.Path, notes: list) -> dict:
     curves = {}
-    for stage, folder in stage_folders(workdir, "history.csv").items():
+    for stage, folder in stage_folders(workdir, run_lib.HISTORY).items():
         try:
-            history = sweeps_lib.read_history(folder / "history.csv")
+            history = sweeps_lib.read_history(folder / run_lib.HISTORY)
             curves[stage] = plots.plot_history(history, out_dir / f"curves_{stage}.png", stage).name
         except ValueError as err:
             notes.append(f"no training curves for {stage}: {err}")

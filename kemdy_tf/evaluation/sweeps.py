@@ -17,6 +17,7 @@ import pathlib
 
 import pandas as pd
 
+from kemdy_tf import run as run_lib
 from kemdy_tf.config import MONITOR_MODES
 
 # The figure a sweep is read by, in order of preference: RMSE for the encoders
@@ -50,7 +51,7 @@ def stage_monitor(stage_dir: pathlib.Path, history: pd.DataFrame) -> tuple[str, 
     when its config.json says train.monitor=val_ua (val_f1) and the history logged it (a
     classifier), else the lowest `val_loss`."""
     try:
-        config = json.loads((stage_dir / "config.json").read_text())["config"]
+        config = json.loads((stage_dir / run_lib.STAGE_CONFIG).read_text())["config"]
         monitor = config["train"].get("monitor", "val_loss")
     except (OSError, ValueError, KeyError, TypeError):
         monitor = "val_loss"
@@ -74,7 +75,7 @@ def stage_result(stage_dir: str | pathlib.Path) -> dict | None:
     None when the folder holds neither a history with a known metric nor a summary.
     """
     stage_dir = pathlib.Path(stage_dir)
-    history_csv = stage_dir / "history.csv"
+    history_csv = stage_dir / run_lib.HISTORY
     if history_csv.exists():
         history = read_history(history_csv)
         metric = sweep_metric(history.columns)
@@ -86,7 +87,7 @@ def stage_result(stage_dir: str | pathlib.Path) -> dict | None:
             return {"stage": stage_dir.name, "metric": metric, "train": float(row[metric]),
                     "val": float(row[f"val_{metric}"]), "epoch": epoch, "epochs": int(len(history)),
                     "source": f"history.csv (epoch with the {which} {monitor})"}
-    summary_json = stage_dir / "summary.json"
+    summary_json = stage_dir / run_lib.SUMMARY
     if summary_json.exists():
         summary = json.loads(summary_json.read_text())
         if "rmse" in summary:
@@ -123,7 +124,7 @@ def collect_sweep(field_dir: str | pathlib.Path) -> pd.DataFrame:
 
 def find_sweeps(workdir: str | pathlib.Path) -> dict[str, pd.DataFrame]:
     """`{field: collect_sweep(...)}` for every `WORKDIR/sweeps/<field>/` with results."""
-    root = pathlib.Path(workdir) / "sweeps"
+    root = pathlib.Path(workdir) / run_lib.SWEEPS_DIR
     if not root.is_dir():
         return {}
     sweeps = {}

@@ -19,12 +19,11 @@ import typing
 import keras
 import keras_hub
 
-from kemdy_tf.config import FusionConfig
+from kemdy_tf.config import CHAR_NGRAM_MODELS, FusionConfig
 from kemdy_tf.models.char_ngrams import HashedBag, PieceCharNgrams
 from kemdy_tf.models.ngram_logistic import (
     NGRAM_IDS,
     NGRAM_SCORES,
-    WEIGHTINGS,
     WIDE_SHARE,
     NgramLogisticScores,
     WideShare,
@@ -49,8 +48,6 @@ SPEAKER_FUNCTIONALS = "speaker_functionals"
 # The input of each clip's pitch and energy statistics (fusion.pitch; data.prosody).
 PITCH_STATISTICS = "pitch_statistics"
 N_PITCH_STATISTICS = 12  # len(data.prosody.PITCH_STATISTICS)
-# What the text classifier's character n-grams feed (fusion.char_ngram_model).
-CHAR_NGRAM_MODELS = ("bag", *WEIGHTINGS)
 # Pieces longer than this many syllables give the n-grams of their start only.
 MAX_PIECE_SYLLABLES = 12
 # Width of the attention block's feed-forward layer, in multiples of the model width.

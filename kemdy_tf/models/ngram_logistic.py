@@ -25,6 +25,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kemdy_tf.config import CHAR_NGRAM_WEIGHTINGS
+
 _PACKAGE = "kemdy_tf"
 # The mixing weights a validation split picks the wide path's share from.
 SHARE_GRID = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
@@ -34,7 +36,7 @@ SHARE_GRID = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
 #   nblr      binary presence x naive-Bayes log-count ratio, one-vs-rest (Wang & Manning)
 #   tfidf_lr  binary presence x idf, rows l2-normalised, multinomial: the classical
 #             baseline's TF-IDF logistic regression (kemdy_tf.classical), on these n-grams
-WEIGHTINGS = ("nblr", "tfidf_lr")
+WEIGHTINGS = CHAR_NGRAM_WEIGHTINGS  # the allowed values live in kemdy_tf.config
 DEFAULT_C = {"nblr": 0.1, "tfidf_lr": 10.0}
 
 
