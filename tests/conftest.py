@@ -106,11 +106,21 @@ def synthetic_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def train_args(synthetic_root, tiny_overrides):
-    """`train_args(workdir, *extra)`: train.py's arguments for a tiny run on `synthetic_root`."""
+def shared_cache(tmp_path_factory):
+    """One feature cache for the session's runs on `synthetic_root` (both workers): its
+    log-mels and eGeMAPS rows are computed once. Entries are keyed by content and written
+    by rename, so concurrent builds are safe; a test that checks building uses its own."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared_cache"
+
+
+@pytest.fixture(scope="session")
+def train_args(synthetic_root, tiny_overrides, shared_cache):
+    """`train_args(workdir, *extra)`: train.py's arguments for a tiny run on `synthetic_root`
+    (the shared feature cache unless `extra` names another `--cache-dir`)."""
     def make(workdir, *extra):
         return ["--data", str(synthetic_root), "--workdir", str(workdir), "--no-export",
-                *set_args(tiny_overrides), *[str(e) for e in extra]]
+                "--cache-dir", str(shared_cache), *set_args(tiny_overrides), *[str(e) for e in extra]]
     return make
 
 

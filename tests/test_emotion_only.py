@@ -1,4 +1,8 @@
-"""A corpus with emotion labels only (no arousal/valence) trains end to end and exports."""
+"""A corpus with emotion labels only (no arousal/valence) trains end to end and exports.
+
+The default run checks the two parts cheaply (the rating stages skip themselves; an
+export without encoders answers NaN ratings); the whole `--stage all` run is slow.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +23,42 @@ def emotion_only_manifest(synthetic_root, tmp_path_factory):
     return manifest.write_manifest(table, tmp_path_factory.mktemp("emotion_only") / "manifest.csv")
 
 
+def test_the_rating_stages_skip_themselves_without_ratings(emotion_only_manifest, tiny_config, shared_cache,
+                                                          tmp_path, capsys):
+    from kemdy_tf import run as run_lib, training
+
+    run = run_lib.prepare_run(tmp_path / "run", {"manifest": emotion_only_manifest}, tiny_config,
+                              cache_dir=shared_cache)
+    for stage, target in (("audio", "arousal"), ("text", "valence")):
+        summary = training.train_stage(run, stage)
+        assert summary == {"stage": stage, "skipped": f"no {target} values in the training split"}
+        assert f"stage {stage} skipped" in capsys.readouterr().out
+        assert not (tmp_path / "run" / stage / "model.keras").exists()
+
+
+def test_an_export_without_encoders_answers_nan_ratings_and_says_so(tmp_path):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  the serving signature's tokenizer ops
+
+    from kemdy_tf import export
+    from kemdy_tf.trained_run import TrainedRun
+    from test_export import build_tiny_run
+
+    config, models, _ = build_tiny_run(tmp_path / "run")
+    version = export.export_models(TrainedRun(config, tmp_path / "run" / "tokenizer.model",
+                                              {"audio": None, "text": None, "fusion": models["fusion"]}),
+                                   tmp_path / "exports")
+    assert export.read_metadata(version)["ratings_trained"] == []
+    served = tf.saved_model.load(str(version)).signatures["serving_default"]
+    result = served(waveform=tf.zeros([1, 16000]), waveform_length=tf.constant([16000]),
+                    text=tf.constant(["그냥 그래요"]))
+    assert result["emotion_probs"].shape == (1, 5)
+    assert np.isnan(result["arousal"].numpy()).all() and np.isnan(result["valence"].numpy()).all()
+
+
+@pytest.mark.slow  # ~65 s: three classifier fits and an export; the two tests above check its parts
 def test_stage_all_skips_the_rating_encoders_and_exports_emotion_with_nan_ratings(
-        emotion_only_manifest, tiny_overrides, tmp_path, capsys):
+        emotion_only_manifest, tiny_overrides, shared_cache, tmp_path, capsys):
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  the serving signature's tokenizer ops
 
@@ -28,7 +66,8 @@ def test_stage_all_skips_the_rating_encoders_and_exports_emotion_with_nan_rating
 
     workdir, exports = tmp_path / "run", tmp_path / "exports"
     code = main(["--stage", "all", "--manifest", str(emotion_only_manifest), "--workdir", str(workdir),
-                 "--export-dir", str(exports), *set_args(tiny_overrides), "--epochs", "1"])
+                 "--export-dir", str(exports), "--cache-dir", str(shared_cache), *set_args(tiny_overrides),
+                 "--epochs", "1"])
     out = capsys.readouterr().out
     assert code == 0
     assert "stage audio skipped" in out and "'arousal'" in out

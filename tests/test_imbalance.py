@@ -185,7 +185,7 @@ def test_a_trained_logit_adjust_stage_keeps_the_prior_in_its_loss_and_says_so(tr
 
     workdir = tmp_path / "logit_adjust"
     assert main([str(a) for a in ("--stage", "text_clf", "--from-scratch", *train_args(
-        workdir, "--cache-dir", trained_run.parent / "cache", "--epochs", "1",
+        workdir, "--epochs", "1",
         "--set", "train.class_weighting=logit_adjust"))]) == 0
     assert json.loads((workdir / "text_clf" / "summary.json").read_text())["class_weighting"] == "logit_adjust"
     classes = list(tiny_config.data.classes)

@@ -81,9 +81,9 @@ def test_the_share_follows_whichever_path_is_right_on_validation():
     assert 0.0 < choose_wide_share(right * 0 + 0.5, right, labels) <= 1.0
 
 
-def _nblr_args(train_args, workdir, cache, *extra):
+def _nblr_args(train_args, workdir, *extra):
     return ["--stage", "text_clf", "--from-scratch", *train_args(
-        workdir, "--cache-dir", cache, "--epochs", "2", "--set", "fusion.char_ngrams=4",
+        workdir, "--epochs", "2", "--set", "fusion.char_ngrams=4",
         "--set", "fusion.char_ngram_model=nblr", "--set", "fusion.char_ngram_jamo=true", *extra)]
 
 
@@ -92,7 +92,7 @@ def nblr_run(trained_run, train_args, tmp_path_factory):
     from train import main
 
     workdir = tmp_path_factory.mktemp("nblr") / "nblr"
-    assert main(_nblr_args(train_args, workdir, trained_run.parent / "cache", "--set", "train.refit=true")) == 0
+    assert main(_nblr_args(train_args, workdir, "--set", "train.refit=true")) == 0
     return workdir
 
 

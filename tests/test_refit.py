@@ -37,9 +37,9 @@ def _weights(path):
     return keras.saving.load_model(path, compile=False).get_weights()
 
 
-def _refit_args(train_args, workdir, cache):
+def _refit_args(train_args, workdir):
     return ["--stage", "text_clf", "--from-scratch", *train_args(
-        workdir, "--cache-dir", cache, "--epochs", "3", "--set", "train.refit=true")]
+        workdir, "--epochs", "3", "--set", "train.refit=true")]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def refitted(trained_run, train_args, tmp_path_factory):
     from train import main
 
     workdir = tmp_path_factory.mktemp("refit") / "refit"
-    assert main(_refit_args(train_args, workdir, trained_run.parent / "cache")) == 0
+    assert main(_refit_args(train_args, workdir)) == 0
     return workdir
 
 
@@ -101,7 +101,7 @@ def test_a_refit_killed_before_its_model_is_in_place_finishes_like_an_uninterrup
     from train import main
 
     workdir = tmp_path / "refit_killed"
-    args = _refit_args(train_args, workdir, trained_run.parent / "cache")
+    args = _refit_args(train_args, workdir)
     real_copy = training.shutil.copy2
 
     def killed(*_):
@@ -127,7 +127,7 @@ def test_a_retrained_stage_does_not_resume_an_earlier_killed_refit(trained_run, 
     from train import main
 
     workdir = tmp_path / "run"
-    args = _refit_args(train_args, workdir, trained_run.parent / "cache")
+    args = _refit_args(train_args, workdir)
     real_copy = training.shutil.copy2
     monkeypatch.setattr(training.shutil, "copy2", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):

@@ -129,7 +129,7 @@ def test_same_seed_repeats_a_cpu_run(tmp_path, train_args):
         np.testing.assert_array_equal(a, b)
 
 
-def test_init_from_continues_training_on_a_new_manifest(trained_run, tmp_path, tiny_overrides):
+def test_init_from_continues_training_on_a_new_manifest(trained_run, tmp_path, tiny_overrides, shared_cache):
     """`--init-from RUN/fusion/model.keras --manifest NEW.csv`: the loss falls, the weights change."""
     import keras
 
@@ -144,8 +144,8 @@ def test_init_from_continues_training_on_a_new_manifest(trained_run, tmp_path, t
     before = keras.saving.load_model(start).get_weights()
 
     assert run_train("--stage", "fusion", "--init-from", start, "--manifest", manifest,
-                     "--workdir", tmp_path / "tuned", "--no-export", *set_args(tiny_overrides),
-                     "--set", "train.epochs=3", "--set", "train.patience=10") == 0
+                     "--workdir", tmp_path / "tuned", "--no-export", "--cache-dir", shared_cache,
+                     *set_args(tiny_overrides), "--set", "train.epochs=3", "--set", "train.patience=10") == 0
     # the old run's token ids are kept
     assert (tmp_path / "tuned" / "tokenizer.model").read_bytes() == \
         (trained_run / "tokenizer.model").read_bytes()
@@ -162,7 +162,10 @@ def test_init_from_continues_training_on_a_new_manifest(trained_run, tmp_path, t
 
 
 def test_sweep_trains_one_model_per_value(tmp_path, train_args):
-    assert run_train("--sweep", "audio.n_layers=1,2", *train_args(tmp_path / "run", "--epochs", "1")) == 0
+    args = train_args(tmp_path / "run", "--epochs", "1")
+    at = args.index("--cache-dir")
+    del args[at:at + 2]  # the default cache: beside the workdir
+    assert run_train("--sweep", "audio.n_layers=1,2", *args) == 0
     for value in ("1", "2"):
         stage = tmp_path / "run" / "sweeps" / "audio.n_layers" / value / "audio"
         config = json.loads((stage / "config.json").read_text())
@@ -189,7 +192,7 @@ def test_output_is_one_line_per_epoch_and_the_summary(tmp_path, trained_run, tra
     """No library chatter: no TensorFlow start-up lines, no Keras input-structure or
     shuffle warnings, no absl INFO; one line per epoch, then the stage summary."""
     cmd = [sys.executable, str(ROOT / "train.py"), "--stage", "text_clf", "--from-scratch",
-           *train_args(tmp_path / "run", "--cache-dir", trained_run.parent / "cache", "--epochs", "2")]
+           *train_args(tmp_path / "run", "--epochs", "2")]
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -353,7 +356,7 @@ def test_monitor_val_ua_keeps_the_epoch_with_the_best_validation_ua(tmp_path, tr
 
     monkeypatch.setattr(training.keras.callbacks, "EarlyStopping", Recording)
     workdir = tmp_path / "run"
-    assert run_train(*train_args(workdir, "--cache-dir", trained_run.parent / "cache", *_MONITOR_UA,
+    assert run_train(*train_args(workdir, *_MONITOR_UA,
                                  "--set", "train.epochs=4", "--set", "train.patience=10")) == 0
     assert "== text_clf: validation split" in capsys.readouterr().out
     [stopper] = stoppers

@@ -177,7 +177,7 @@ class FeatureCache:
         relative = Path(f"shard-{len(self._entries) // SHARD_SIZE:04d}") / f"{key}.f32"
         target = self.folder / relative
         target.parent.mkdir(exist_ok=True)
-        tmp = target.with_suffix(".tmp")
+        tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp")  # two builds of one cache never share it
         np.ascontiguousarray(log_mel, dtype="<f4").tofile(tmp)
         os.replace(tmp, target)
         stat = Path(wav_path).resolve().stat()
