@@ -8,7 +8,8 @@ marker comment on the line above its fence:
                                    only need time (training runs, measurements)
     <!-- test: skip (reason) -->   not runnable here: data that is not in the repo, a
                                    network (installs, Docker images), a server that runs
-                                   until stopped; the reason is required
+                                   until stopped, or more CPU than CI's budget even at the
+                                   tiny sizes below; the reason is required
 
 Untagged fences (output samples, file layouts, synopses with `[--option]`) are
 illustrations and are not run. Each runnable block runs in a fresh process (`bash -e`
