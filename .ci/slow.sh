@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=2
-.venv/bin/python -m pytest -q -m slow -rf --tb=short
+exec .venv/bin/python -m pytest -q -m slow -rf --tb=short  # exec: a timeout stops pytest itself
