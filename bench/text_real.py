@@ -238,6 +238,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("runs/text_real"))
     parser.add_argument("--out", type=Path, default=Path("runs/text_real/results.jsonl"))
     args = parser.parse_args(argv)
+    from kemdy_tf.config import make_config
+
+    make_config("small", args.set, args.recipes)  # a bad recipe or --set is refused before any data is read
     train_file, test_file = args.data / "ratings_train.txt", args.data / "ratings_test.txt"
     if not (train_file.is_file() and test_file.is_file()):
         print(f"skipped: {args.data} has no ratings_train.txt / ratings_test.txt")

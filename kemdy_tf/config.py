@@ -309,10 +309,16 @@ def make_config(preset: str = "small", overrides: typing.Iterable[str] = (),
 
 
 def _apply(config: RunConfig, item: str, where: str) -> None:
+    """`set_field` of one `section.field=value`; errors of a recipe name its file (`where`)."""
     key, sep, value = item.partition("=")
     if not sep:
         raise ValueError(f"override {item!r} ({where}) must look like section.field=value")
-    set_field(config, key.strip(), value.strip())
+    try:
+        set_field(config, key.strip(), value.strip())
+    except ValueError as error:
+        if where == "--set":
+            raise
+        raise ValueError(f"{where}: {error}") from None
 
 
 # === Recipes: named partial configurations, as data ===

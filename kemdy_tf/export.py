@@ -61,7 +61,7 @@ import numpy as np
 from kemdy_tf import run as run_lib, stages as stages_lib
 from kemdy_tf.config import RunConfig
 from kemdy_tf.export_folders import ExportError, next_version, provenance, versions, write_version  # noqa: F401  (re-exported)
-from kemdy_tf.trained_run import TrainedRun, load_trained_run
+from kemdy_tf.trained_run import TrainedRun, trained_run_of
 
 SERVING_SIGNATURE = "serving_default"
 FEATURES_SIGNATURE = "features"
@@ -149,9 +149,9 @@ def load_served_run(workdir: str | os.PathLike) -> TrainedRun:
     """
     workdir = Path(workdir)
     try:  # read-only: the export needs the config, the tokenizer and three models
-        config = run_lib.open_run(workdir, with_features=False).config
-        refuse_unservable(config, workdir)
-        return load_trained_run(workdir, stages_lib.with_requirements(EXPORTED_STAGE))
+        run = run_lib.open_run(workdir, with_features=False)
+        refuse_unservable(run.config, workdir)
+        return trained_run_of(run, stages_lib.with_requirements(EXPORTED_STAGE))
     except run_lib.RunError as error:
         raise ExportError(str(error)) from None
 

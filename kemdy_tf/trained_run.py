@@ -66,15 +66,19 @@ def load_trained_run(workdir: str | os.PathLike, stages=None, *, with_features: 
         RunError: the run's files are missing or unreadable (`open_run`).
         TrainedRunError: a stage's model is missing or cannot be loaded.
     """
+    run = run_lib.open_run(workdir, cache_dir=cache_dir, with_features=with_features)
+    return trained_run_of(run, stages)
+
+
+def trained_run_of(run: run_lib.Run, stages=None) -> TrainedRun:
+    """`load_trained_run` of a run already opened (`run.open_run`)."""
     import keras
 
     import kemdy_tf.models  # noqa: F401  registers the custom layers load_model needs
     from kemdy_tf.models import precision
 
-    workdir = Path(workdir)
-    run = run_lib.open_run(workdir, cache_dir=cache_dir, with_features=with_features)
     if stages is None:
-        stages = list(run_lib.stage_folders(workdir, run_lib.MODEL))
+        stages = list(run_lib.stage_folders(run.workdir, run_lib.MODEL))
     models = {}
     for stage in stages:
         path = run.model_path(stage)
@@ -92,4 +96,4 @@ def load_trained_run(workdir: str | os.PathLike, stages=None, *, with_features: 
             model = precision.with_policy(model, "float32")
         models[stage] = model
     return TrainedRun(run.config, run.tokenizer_path, models, run.audio_front_end(),
-                      str(workdir.resolve()), run)
+                      str(Path(run.workdir).resolve()), run)

@@ -73,6 +73,12 @@ def tiny_config():
     return make_config("small", TINY)
 
 
+def shared_base(tmp_path_factory) -> Path:
+    """The session's temporary folder that both xdist workers see (their own outside xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @contextlib.contextmanager
 def made_once(tmp_path_factory, name: str):
     """`(folder, done)` shared by every xdist worker of the session: the first worker to get
@@ -80,9 +86,7 @@ def made_once(tmp_path_factory, name: str):
     it finished. Outside xdist it is a folder of this session's own."""
     from filelock import FileLock
 
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # the folder every worker's base temp lives in
+    base = shared_base(tmp_path_factory)
     folder, marker = base / name, base / f"{name}.done"
     with FileLock(str(base / f"{name}.lock")):
         if not marker.exists():
@@ -110,8 +114,7 @@ def shared_cache(tmp_path_factory):
     """One feature cache for the session's runs on `synthetic_root` (both workers): its
     log-mels and eGeMAPS rows are computed once. Entries are keyed by content and written
     by rename, so concurrent builds are safe; a test that checks building uses its own."""
-    base = tmp_path_factory.getbasetemp()
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared_cache"
+    return shared_base(tmp_path_factory) / "shared_cache"
 
 
 @pytest.fixture(scope="session")
@@ -138,8 +141,7 @@ def trained_run(tmp_path_factory, train_args):
 
 # The modules that take longest, first within their rank (a long module last would leave
 # one worker idle at the end).
-_LONGEST = ("test_training", "test_docs", "test_text_real", "test_refit", "test_evaluation", "test_emotion_only",
-            "test_precision")
+_LONGEST = ("test_training", "test_docs", "test_text_real", "test_refit", "test_evaluation", "test_precision")
 
 
 def pytest_collection_modifyitems(config, items):
