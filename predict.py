@@ -3,6 +3,7 @@
     python predict.py --wav clip.wav --text "정말 화가 나요"
     python predict.py --wav clip.wav --text-file clip.txt --json
     python predict.py --wav clips/ --out predictions.csv
+    python predict.py --wav clips_of_one_speaker/ --speaker mina    # enrolled from the folder
     python predict.py --manifest clips.csv --model saved_models/kemdy/3 --out predictions.csv
     python predict.py --wav long.wav --out timeline.csv      # + timeline.png
 
@@ -10,8 +11,8 @@
 `--model` is an export's base folder (the highest version is used) or one version
 folder. Audio: any format and rate librosa reads, stereo averaged to mono. A
 manifest is a UTF-8 CSV with a `path` column (relative to the CSV's folder) and an
-optional `text` column (the manifest format of kemdy_tf.data.manifest; other
-columns are ignored). Transcripts are cleaned of KEMDy noise tags, as in training.
+optional `text` and `speaker` columns (the manifest format of kemdy_tf.data.manifest;
+other columns are ignored). Transcripts are cleaned of KEMDy noise tags, as in training.
 
 Decisions:
 * no transcript given: speech recognition (kemdy_tf.stt, Vosk) transcribes the clip
@@ -28,6 +29,12 @@ Decisions:
   writes one CSV row per segment (start, end, transcript, emotion, probabilities,
   arousal, valence) and a plot beside it (--plot names another PNG). A single
   --text cannot be shared out among segments, so it is refused there.
+* speakers: a model that standardises its voice features per speaker (the default;
+  kemdy_tf.speaker_statistics) enrols each speaker from their clips: the manifest's
+  `speaker` column groups them, `--speaker NAME` names the one speaker of a folder or
+  file. A clip of no named speaker gets the training set's statistics; a long
+  recording its own. Each answer says which (`statistics`); a speaker with fewer than
+  5 clips is enrolled with a warning, with one clip not at all.
 * files of a folder or manifest longer than the window: truncated to the window,
   with a warning; training truncated long clips the same way.
 * silence (peak below -60 dBFS), audio shorter than 0.5 s, a WAV whose header
@@ -83,12 +90,19 @@ with _native_stderr_silenced():  # importing kemdy_tf starts TensorFlow
 # === Command line ===
 
 
-def _inputs(args) -> tuple[list[str], list]:
-    """(audio paths, transcripts) from --wav/--text/--text-file or --manifest."""
+def _inputs(args) -> tuple[list[str], list, list]:
+    """(audio paths, transcripts, speakers) from --wav/--text/--text-file/--speaker or --manifest."""
     if args.manifest:
         if args.text is not None or args.text_file is not None:
             raise PredictError("--text/--text-file go with --wav FILE; a manifest carries its own `text` column")
+        if args.speaker is not None:
+            raise PredictError("--speaker goes with --wav; a manifest names speakers in its `speaker` column")
         return _read_manifest(args.manifest)
+    wavs, texts = _wav_inputs(args)
+    return wavs, texts, [args.speaker] * len(wavs)
+
+
+def _wav_inputs(args) -> tuple[list[str], list]:
     wav = Path(args.wav)
     if wav.is_dir():
         if args.text is not None or args.text_file is not None:
@@ -107,7 +121,7 @@ def _inputs(args) -> tuple[list[str], list]:
     return [str(wav)], [text]
 
 
-def _read_manifest(path) -> tuple[list[str], list]:
+def _read_manifest(path) -> tuple[list[str], list, list]:
     import pandas as pd
 
     path = Path(path)
@@ -126,7 +140,8 @@ def _read_manifest(path) -> tuple[list[str], list]:
     folder = path.parent
     wavs = [str(p if Path(p).is_absolute() else folder / p) for p in frame["path"]]
     texts = list(frame["text"]) if "text" in frame.columns else [None] * len(wavs)
-    return wavs, texts
+    speakers = list(frame["speaker"]) if "speaker" in frame.columns else [None] * len(wavs)
+    return wavs, texts, speakers
 
 
 def _speech_recognizer(args, texts):
@@ -182,6 +197,8 @@ def _format(prediction: Prediction, no_stt_reason: str | None = None) -> str:
         f"  valence   {valence}",
         f"  text      {_text_line(prediction, no_stt_reason)}",
     ]
+    if prediction.statistics:
+        lines.append(f"  speaker   {prediction.statistics}  (the statistics the voice was standardised with)")
     return "\n".join(lines)  # warnings go to stderr
 
 
@@ -206,6 +223,8 @@ def main(argv=None) -> int:
     text.add_argument("--text", help="the transcript of --wav FILE (omit: speech recognition when installed, "
                                      "else audio-only; \"\": audio-only)")
     text.add_argument("--text-file", help="a UTF-8 file holding the transcript of --wav FILE")
+    parser.add_argument("--speaker", help="the one speaker of --wav (a folder: enrolled from its clips); "
+                                          "a manifest uses its `speaker` column")
     parser.add_argument("--model", default="saved_models/kemdy",
                         help="export base folder (highest version) or a version folder")
     parser.add_argument("--json", action="store_true", help="print JSON (an object, or a list for many files)")
@@ -216,14 +235,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        wavs, texts = _inputs(args)
+        wavs, texts, speakers = _inputs(args)
         with _native_stderr_silenced():
             model = load_model(args.model)
         recording = _long_recording(args, model)
         if recording is not None:
             return _timeline(args, model, recording, texts[0])
         stt, no_stt_reason = _speech_recognizer(args, texts)
-        predictions = predict_files(wavs, texts, model, stt=stt)
+        predictions = predict_files(wavs, texts, model, stt=stt, speakers=speakers)
         if args.out:
             _write(args.out, lambda: write_csv(predictions, model.classes, args.out))
     except PredictError as error:

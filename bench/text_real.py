@@ -110,7 +110,7 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     import keras
     import numpy as np
 
-    from kemdy_tf import stages, training
+    from kemdy_tf import ngram_choice, stages, training
     from kemdy_tf.config import make_config
     from kemdy_tf.models import ngram_logistic, text_encoder
     from kemdy_tf.models.char_ngrams import ngram_pieces
@@ -122,6 +122,21 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     start = time.time()
     (x_train, x_val, x_test), vocab_size, facts = _token_ids(train_texts, (val_texts, test_texts), cfg, workdir)
     pieces = ngram_pieces((workdir / "tokenizer.model").read_bytes())
+
+    def batches(x, y):  # what ngram_logistic reads: (inputs, {target: labels}) batches
+        return [({"token_ids": x[i: i + 1024]}, {"emotion": y[i: i + 1024]}) for i in range(0, len(x), 1024)]
+
+    choice = {}
+    if ngram_choice.wants_choice_of(cfg):  # as train.py: the n-gram regression chosen on validation
+        def loss_of(settings):
+            fusion = dataclasses.replace(cfg.fusion, **settings)
+            model = build_fusion_model(None, text_encoder.build_text_backbone(cfg.text, cfg.features, vocab_size),
+                                       fusion, len(cfg.data.classes), modalities=("text",), pieces=pieces)
+            return ngram_choice.validation_loss(model, batches(x_train, train_labels), batches(x_val, val_labels),
+                                                fusion.char_ngram_c)
+
+        choice = ngram_choice.best(loss_of)
+        cfg = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, **choice["settings"]))
 
     def compiled(rows: int):
         keras.utils.set_random_seed(cfg.train.seed)
@@ -135,9 +150,6 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
     def accuracy(model) -> float:
         predicted = model.predict(inputs_for(model, {"token_ids": x_test}), batch_size=512, verbose=0)["emotion"]
         return float((predicted.argmax(-1) == test_labels).mean())
-
-    def batches(x, y):  # what ngram_logistic reads: (inputs, {target: labels}) batches
-        return [({"token_ids": x[i: i + 1024]}, {"emotion": y[i: i + 1024]}) for i in range(0, len(x), 1024)]
 
     model = compiled(len(x_train))
     wide = {}
@@ -169,6 +181,7 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
         "accuracy": accuracy(model),
         **refit,
         **wide,
+        **({"char_ngram_choice": choice} if choice else {}),
         "train_s": round(train_s, 1),
         **facts,
         "epochs_run": len(history.history["loss"]),

@@ -31,7 +31,8 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 # `fusion.char_ngram_model` values: what the text classifier's character n-grams feed, a
 # learned bag or a fitted logistic regression of one of two weightings (models.ngram_logistic).
 CHAR_NGRAM_WEIGHTINGS = ("nblr", "tfidf_lr")
-CHAR_NGRAM_MODELS = ("bag", *CHAR_NGRAM_WEIGHTINGS)
+# "auto" (the default): one of the weightings and its n-grams, chosen on validation (kemdy_tf.ngram_choice).
+CHAR_NGRAM_MODELS = ("auto", "bag", *CHAR_NGRAM_WEIGHTINGS)
 # `train.class_weighting` schemes (kemdy_tf.class_balance; docs/imbalance.md measured them).
 CLASS_WEIGHTINGS = ("auto", "weights", "capped", "sqrt", "none", "logit_adjust")
 # `train.monitor` values: the validation figure a stage's checkpoint and early stopping
@@ -136,8 +137,15 @@ class FusionConfig:
     # layers.UtteranceFunctionals), batch-normalised, beside the deep summary of every
     # classifier with audio: the low-variance path that real corpora of a few hundred
     # clips can train (docs/real_speech.md). Dropout on them: functionals_dropout.
-    functionals: bool = False
+    # On by default for the audio classifier (see functionals_in_fusion): they carried every
+    # real corpus measured (docs/real_speech.md, docs/real_data.md).
+    functionals: bool = True
     functionals_dropout: float = 0.2
+    # The functionals in the cross-modal fusion model too (with `functionals`). Off: on the
+    # synthetic main job they made the fusion model follow the voice and drop the words
+    # (test UA .648 with them, .662 without the summary branch dropout, .856 without them;
+    # docs/real_data.md), so only the audio classifier reads them by default.
+    functionals_in_fusion: bool = False
     # With functionals: the same statistics of each frame's first N cepstral coefficients
     # (orthonormal DCT-II of the log-mel frame, i.e. MFCCs) as well; 0: the bands only.
     # +.04 UA for a linear model on RAVDESS (bench/speech_functionals.py).
@@ -147,8 +155,11 @@ class FusionConfig:
     # a speaker is left as it is): the classical per-speaker z-normalisation, worth ~.05 UA
     # to a linear model on RAVDESS (docs/real_speech.md). The model then has a third
     # input, `speaker_functionals` [B, 2, 5 (n_mels + functional_cepstra) (+ 12 with pitch)], that `data.features.make_dataset`
-    # fills; like features.speaker_norm, such a run cannot be exported.
-    functionals_speaker_norm: bool = False
+    # fills. On by default: the classical baseline beside every run standardises per speaker
+    # too. An export takes the statistics as an input (signatures `*_speaker`, enrolment
+    # signature `speaker_statistics`) and falls back to the training split's, pooled, for a
+    # clip of no enrolled speaker (kemdy_tf.speaker_statistics; docs/serving.md).
+    functionals_speaker_norm: bool = True
     # With functionals: 12 pitch and energy statistics of each clip (YIN F0 level, range and
     # movement; data.prosody) beside them, which mel bands 25+ Hz wide barely resolve (+.025 UA
     # for a linear model on RAVDESS, docs/real_speech.md). The data pipeline tracks the pitch
@@ -166,7 +177,8 @@ class FusionConfig:
     # hashed character 1..char_ngrams-grams of the transcript beside the deep summary, the
     # TF-IDF baseline's features inside the model. 0: off. The fusion model does not read
     # it: its transcript goes through modality dropout and the swaps above, a bag would not.
-    char_ngrams: int = 0
+    # With char_ngram_model "auto" the candidates of kemdy_tf.ngram_choice set it.
+    char_ngrams: int = 4
     char_ngram_buckets: int = 2**18
     char_ngram_dim: int = 32
     char_ngram_dropout: float = 0.2  # dropout on the bag's vector
@@ -178,7 +190,10 @@ class FusionConfig:
     # split before the deep path trains, frozen, its probabilities mixed with the deep
     # head's by a share chosen on the validation split: "nblr" (naive-Bayes-weighted, best
     # on NSMC) or "tfidf_lr" (the classical baseline's weighting). docs/text_real.md.
-    char_ngram_model: str = "bag"
+    # "auto" (default): a weighting and its n-grams (reach, jamo, word bounds) chosen by the
+    # validation log loss of each candidate regression (kemdy_tf.ngram_choice), printed and
+    # recorded in the stage's summary.json.
+    char_ngram_model: str = "auto"
     char_ngram_c: float = 0.0  # its inverse L2 strength; 0: nblr 0.1, tfidf_lr 10
     # N-grams of jamo (Hangul syllables decomposed, Unicode NFD) instead of characters; n
     # then counts jamo (6 jamo ~ 2-3 syllables). Korean endings change single jamo.
@@ -198,6 +213,15 @@ class FusionConfig:
     # mass, so a shortcut transcript cannot silence the voice (docs/real_speech.md,
     # models.layers.VoiceVote). 0: off.
     voice_share: float = 0.5
+
+
+def reads_functionals(fusion: FusionConfig, modalities) -> bool:
+    """Whether a classifier of these modalities reads the utterance functionals (and so the
+    speaker statistics and pitch statistics that go with them)."""
+    modalities = tuple(modalities)
+    if "audio" not in modalities or not fusion.functionals:
+        return False
+    return modalities == ("audio",) or fusion.functionals_in_fusion
 
 
 @dataclass

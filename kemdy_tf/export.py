@@ -58,13 +58,18 @@ from pathlib import Path
 
 import numpy as np
 
-from kemdy_tf import run as run_lib, stages as stages_lib
-from kemdy_tf.config import RunConfig
+from kemdy_tf import run as run_lib, speaker_statistics, stages as stages_lib
+from kemdy_tf.config import RunConfig, reads_functionals
 from kemdy_tf.export_folders import ExportError, next_version, provenance, versions, write_version  # noqa: F401  (re-exported)
 from kemdy_tf.trained_run import TrainedRun, trained_run_of
 
 SERVING_SIGNATURE = "serving_default"
 FEATURES_SIGNATURE = "features"
+# Models that standardise their functionals per speaker (kemdy_tf.speaker_statistics) get
+# the same two signatures with a `speaker_functionals` input, and the enrolment signature.
+SERVING_SPEAKER_SIGNATURE = "serving_speaker"
+FEATURES_SPEAKER_SIGNATURE = "features_speaker"
+ENROL_SIGNATURE = "speaker_statistics"
 METADATA_ASSET = "kemdy_tf.json"
 TOKENIZER_ASSET = "tokenizer.model"
 # The registered stages (kemdy_tf.stages) the SavedModel is made of: the fusion stage and
@@ -163,11 +168,7 @@ def refuse_unservable(config: RunConfig, workdir) -> None:
         # clip has no speaker statistics, so in-graph features would not match training.
         raise ExportError(f"{workdir} was trained with features.speaker_norm=true; the SavedModel "
                           "cannot normalise an unknown speaker, so this run cannot be exported")
-    if config.fusion.functionals and config.fusion.functionals_speaker_norm:
-        raise ExportError(f"{workdir} was trained with fusion.functionals_speaker_norm=true; its models read "
-                          "each speaker's functional statistics, which a served clip does not have, so "
-                          "this run cannot be exported")
-    if config.fusion.functionals and config.fusion.pitch:
+    if reads_functionals(config.fusion, ("audio", "text")) and config.fusion.pitch:
         raise ExportError(f"{workdir} was trained with fusion.pitch=true; its models read pitch statistics "
                           "that the data pipeline tracks (librosa's YIN) and the SavedModel's in-graph front end "
                           "does not compute, so this run cannot be exported (retrain with fusion.pitch=false)")
@@ -233,9 +234,12 @@ def build_serving_module(trained: TrainedRun, staging: Path, features_only: bool
                           f"{len(classes)}: {classes}")
     class_names = tf.constant(classes)
     models = InferenceGraph(audio_encoder, text_encoder, fusion, features.max_frames, xla_bucket=xla_bucket)
+    fallback = speaker_statistics.for_export(trained)
 
-    def predict(log_mel, frame_count, token_ids):
-        outputs = models(log_mel, frame_count, token_ids)
+    def predict(log_mel, frame_count, token_ids, speaker_functionals=None):
+        if fallback is not None and speaker_functionals is None:  # not enrolled: the training split's
+            speaker_functionals = tf.tile(tf.constant(fallback)[tf.newaxis], [tf.shape(log_mel)[0], 1, 1])
+        outputs = models(log_mel, frame_count, token_ids, speaker_functionals)
         return {**outputs, "emotion": tf.gather(class_names, tf.argmax(outputs["emotion_probs"], axis=-1))}
 
     @tf.function(input_signature=[
@@ -260,9 +264,12 @@ def build_serving_module(trained: TrainedRun, staging: Path, features_only: bool
     signatures = {FEATURES_SIGNATURE: features_fn.get_concrete_function()}
     if not features_only:
         signatures[SERVING_SIGNATURE] = serving_fn.get_concrete_function()
+    if fallback is not None:
+        signatures.update(_speaker_signatures(fusion, front, features, predict, fallback, features_only))
 
     untrained = [name for name, encoder in (("arousal", audio_encoder), ("valence", text_encoder)) if encoder is None]
-    metadata = _metadata(config, classes, front, features_only, source, untrained)
+    metadata = _metadata(config, classes, front, features_only, source, untrained,
+                         None if fallback is None else fallback.shape[-1])
     metadata["inference"] = {"xla_bucket": xla_bucket, "backbone_run_once": models.shared,
                              "stem_outside_xla": bool(models.stems), "text_program": bool(models.text_programs),
                              "token_bucket": models.token_bucket,
@@ -306,6 +313,62 @@ def weight_bytes(*models) -> int:
     return sum(int(np.prod(w.shape, dtype=np.int64)) * np.dtype(w.dtype).itemsize for w in seen.values())
 
 
+# === Speaker statistics (kemdy_tf.speaker_statistics) ===
+
+
+def _speaker_signatures(fusion, front, features, predict, fallback, features_only: bool) -> dict:
+    """`features_speaker` and `serving_speaker` (the models with a speaker's statistics) and
+    `speaker_statistics` (one speaker's clips -> their statistics, the fallback below 2 clips)."""
+    import tensorflow as tf
+
+    width = fallback.shape[-1]
+    stats_spec = tf.TensorSpec([None, 2, width], tf.float32, name="speaker_functionals")
+    functionals = fusion.get_layer("utterance_functionals")
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, features.n_mels], tf.float32, name="log_mel"),
+        tf.TensorSpec([None], tf.int32, name="frame_count"),
+        tf.TensorSpec([None, features.max_tokens], tf.int32, name="token_ids"),
+        stats_spec,
+    ])
+    def features_speaker_fn(log_mel, frame_count, token_ids, speaker_functionals):
+        return predict(log_mel, frame_count, token_ids, speaker_functionals)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None], tf.float32, name="waveform"),
+        tf.TensorSpec([None], tf.int32, name="waveform_length"),
+        tf.TensorSpec([None], tf.string, name="text"),
+        stats_spec,
+    ])
+    def serving_speaker_fn(waveform, waveform_length, text, speaker_functionals):
+        log_mel, frame_count = front.audio(waveform, waveform_length)
+        return predict(log_mel, frame_count, front.tokenizer()(text), speaker_functionals)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None], tf.float32, name="waveform"),
+        tf.TensorSpec([None], tf.int32, name="waveform_length"),
+    ])
+    def enrol_fn(waveform, waveform_length):
+        # The model's own functionals of each clip (its first max_frames frames), then their
+        # mean and floored deviation over the clips, as the data pipeline computes them.
+        log_mel, frame_count = front.audio(waveform, waveform_length)
+        log_mel = log_mel[:, : features.max_frames]
+        frame_mask = tf.range(tf.shape(log_mel)[1])[tf.newaxis, :] < frame_count[:, tf.newaxis]
+        rows = tf.cast(functionals(log_mel, frame_mask), tf.float64)
+        mean = tf.reduce_mean(rows, axis=0)
+        std = tf.maximum(tf.sqrt(tf.reduce_mean(tf.square(rows - mean), axis=0)), speaker_statistics.MIN_STD)
+        clips = tf.shape(rows)[0]
+        enrolled = tf.cast(tf.stack([mean, std]), tf.float32)
+        return {"speaker_functionals": tf.where(clips >= 2, enrolled, tf.constant(fallback)),
+                "clips": clips, "enrolled": clips >= 2}
+
+    signatures = {FEATURES_SPEAKER_SIGNATURE: features_speaker_fn.get_concrete_function(),
+                  ENROL_SIGNATURE: enrol_fn.get_concrete_function()}
+    if not features_only:
+        signatures[SERVING_SPEAKER_SIGNATURE] = serving_speaker_fn.get_concrete_function()
+    return signatures
+
+
 # === Helpers ===
 
 
@@ -322,7 +385,8 @@ def _unique(variables) -> list:
     return list(seen.values())
 
 
-def _metadata(config: RunConfig, classes, front, features_only, source, untrained=()) -> dict:
+def _metadata(config: RunConfig, classes, front, features_only, source, untrained=(),
+              speaker_width: int | None = None) -> dict:
     features = config.features
     numeric_outputs = {
         "emotion_probs": f"float32 [batch, {len(classes)}]: softmax over `classes`",
@@ -353,8 +417,29 @@ def _metadata(config: RunConfig, classes, front, features_only, source, untraine
             "outputs": numeric_outputs,
             "needs": "TF Text ops (import tensorflow_text before tf.saved_model.load)",
         }
+    speaker = {"reads": False}
+    if speaker_width is not None:
+        from kemdy_tf.speaker_statistics import MIN_CLIPS
+
+        stats_doc = (f"float32 [batch, 2, {speaker_width}]: each clip's speaker's mean (row 0) and standard "
+                     f"deviation (row 1) of the utterance functionals, from the `{ENROL_SIGNATURE}` signature")
+        for name, base in ((FEATURES_SPEAKER_SIGNATURE, FEATURES_SIGNATURE), (SERVING_SPEAKER_SIGNATURE, SERVING_SIGNATURE)):
+            if base in signatures:
+                signatures[name] = {**signatures[base], "inputs": {**signatures[base]["inputs"],
+                                                                   "speaker_functionals": stats_doc}}
+        signatures[ENROL_SIGNATURE] = {
+            "inputs": {"waveform": f"float32 [clips, samples]: clips of ONE speaker, mono at {features.sample_rate} Hz",
+                       "waveform_length": "int32 [clips]: real samples per clip"},
+            "outputs": {"speaker_functionals": f"float32 [2, {speaker_width}]: the speaker's statistics "
+                                               "(the training split's below 2 clips)",
+                        "clips": "int32: clips used", "enrolled": "bool: false when the fallback was returned"},
+        }
+        speaker = {"reads": True, "width": speaker_width, "min_clips": MIN_CLIPS,
+                   "fallback": "the training split's statistics, pooled over its clips: used by the "
+                               "signatures without speaker_functionals (a clip of no enrolled speaker)"}
     return {
         **provenance("kemdy_tf export", config, classes, source, untrained),
+        "speaker_statistics": speaker,
         "features": {**config.to_dict()["features"], "log_mel": front.log_mel_settings},
         "window_seconds": features.max_frames * features.hop_length / features.sample_rate,
         "tokenizer": front.tokenizer_metadata,

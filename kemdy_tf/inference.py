@@ -47,6 +47,8 @@ MIN_SECONDS = 0.5  # shorter clips are predicted with a warning (see the module 
 FULL_SCALE = 1.0  # audio is -1..1; a peak above this is out of scale
 CLIPPED_LEVEL, CLIPPED_SHARE = 0.999, 0.001  # clipped: over 0.1% of samples at |x| >= 0.999
 BATCH_SIZE = 8
+# A speaker (or a recording) is enrolled from at most this many of its clips (segments).
+MAX_ENROL_CLIPS = 32
 
 
 class PredictError(Exception):
@@ -69,6 +71,9 @@ class Prediction:
         warnings: silent, too short, truncated file, beyond full scale or clipped,
             longer than the model's window.
         error: why the file could not be predicted (then every number is None).
+        statistics: the speaker statistics the model standardised with, for an export that
+            reads them (kemdy_tf.speaker_statistics): "speaker NAME (N clips)", "recording
+            (N segments)" or "training set" (not enrolled); None for one that reads none.
     """
 
     file: str
@@ -82,6 +87,7 @@ class Prediction:
     error: str | None = None
     start: float | None = None
     end: float | None = None
+    statistics: str | None = None
 
     @property
     def transcript_missing(self) -> bool:
@@ -128,6 +134,11 @@ class ExportedModel:
         self.sample_rate = self.features.sample_rate
         self.window_samples = samples_for_frames(self.features.max_frames, self.features)
         self._serve = self._load_signature()
+        # Exports whose models standardise per speaker (kemdy_tf.speaker_statistics).
+        speaker = self.metadata.get("speaker_statistics") or {}
+        self.reads_speaker_statistics = bool(speaker.get("reads"))
+        self._serve_speaker = self._saved.signatures.get(export.SERVING_SPEAKER_SIGNATURE)
+        self._enrol = self._saved.signatures.get(export.ENROL_SIGNATURE)
 
     def _load_signature(self):
         from kemdy_tf.export import SERVING_SIGNATURE
@@ -149,27 +160,52 @@ class ExportedModel:
         self._saved = saved  # keeps the variables alive
         return saved.signatures[SERVING_SIGNATURE]
 
-    def predict(self, waves: list[np.ndarray], texts: list[str]) -> list[dict]:
-        """Raw outputs for mono waveforms at `sample_rate` and their (possibly empty) texts.
+    def predict(self, waves: list[np.ndarray], texts: list[str], speaker: np.ndarray | None = None) -> list[dict]:
+        """Raw outputs for mono waveforms at `sample_rate` and their (possibly empty) texts,
+        standardised with `speaker`'s statistics [2, F] (`enrol`) where the export reads them
+        (None: the run's training-set statistics).
 
         Returns:
             One dict per clip: `probabilities` [classes], `emotion`, `arousal`, `valence`.
         """
         import tensorflow as tf
 
-        waves = [np.asarray(w, np.float32)[: self.window_samples] for w in waves]
-        lengths = np.array([len(w) for w in waves], np.int32)
-        batch = np.zeros((len(waves), max(lengths)), np.float32)
-        for row, wave in zip(batch, waves):
-            row[: len(wave)] = wave
-        out = self._serve(waveform=tf.constant(batch), waveform_length=tf.constant(lengths),
-                          text=tf.constant([t.encode("utf-8") for t in texts]))
+        batch, lengths = self._padded(waves)
+        inputs = dict(waveform=tf.constant(batch), waveform_length=tf.constant(lengths),
+                      text=tf.constant([t.encode("utf-8") for t in texts]))
+        if speaker is not None and self._serve_speaker is not None:
+            stats = np.repeat(np.asarray(speaker, np.float32)[np.newaxis], len(waves), axis=0)
+            out = self._serve_speaker(**inputs, speaker_functionals=tf.constant(stats))
+        else:
+            out = self._serve(**inputs)
         out = {k: v.numpy() for k, v in out.items()}
         return [
             {"probabilities": out["emotion_probs"][i], "emotion": out["emotion"][i].decode("utf-8"),
              "arousal": float(out["arousal"][i]), "valence": float(out["valence"][i])}
             for i in range(len(waves))
         ]
+
+
+    def enrol(self, waves: list[np.ndarray]) -> tuple[np.ndarray | None, int]:
+        """`(statistics [2, F], clips used)` of one speaker's clips (at most `MAX_ENROL_CLIPS`,
+        each cut to the window); `(None, n)` below 2 clips or for an export that reads none."""
+        import tensorflow as tf
+
+        waves = list(waves)[:MAX_ENROL_CLIPS]
+        if self._enrol is None or len(waves) < 2:
+            return None, len(waves)
+        batch, lengths = self._padded(waves)
+        out = self._enrol(waveform=tf.constant(batch), waveform_length=tf.constant(lengths))
+        return out["speaker_functionals"].numpy(), len(waves)
+
+    def _padded(self, waves) -> tuple[np.ndarray, np.ndarray]:
+        """Clips cut to the window, zero padded to the longest: ([clips, samples], lengths)."""
+        waves = [np.asarray(w, np.float32)[: self.window_samples] for w in waves]
+        lengths = np.array([len(w) for w in waves], np.int32)
+        batch = np.zeros((len(waves), max(lengths)), np.float32)
+        for row, wave in zip(batch, waves):
+            row[: len(wave)] = wave
+        return batch, lengths
 
 
 def load_model(path="saved_models/kemdy") -> ExportedModel:
@@ -196,7 +232,7 @@ def _load_version(path: str) -> ExportedModel:
 
 
 def predict_files(wavs, texts=None, model="saved_models/kemdy", batch_size: int = BATCH_SIZE,
-                  stt=None) -> list[Prediction]:
+                  stt=None, speakers=None) -> list[Prediction]:
     """Predict every audio file; a file that cannot be used gets a Prediction with `error`.
 
     Args:
@@ -207,6 +243,9 @@ def predict_files(wavs, texts=None, model="saved_models/kemdy", batch_size: int 
         batch_size: clips per call of the SavedModel.
         stt: a `kemdy_tf.stt.Recognizer` that transcribes the files given no transcript
             (None: those are predicted audio-only).
+        speakers: one speaker name per file ("" or None: unknown), or None. For an export
+            that standardises per speaker, each named speaker is enrolled from their files
+            here (at most `MAX_ENROL_CLIPS`); the others get the training set's statistics.
 
     Returns:
         One `Prediction` per file, in order.
@@ -222,10 +261,14 @@ def predict_files(wavs, texts=None, model="saved_models/kemdy", batch_size: int 
     texts = [None] * len(wavs) if texts is None else list(texts)
     if len(texts) != len(wavs):
         raise PredictError(f"{len(wavs)} audio files but {len(texts)} transcripts")
+    speakers = [None] * len(wavs) if speakers is None else [str(s or "") or None for s in speakers]
+    if len(speakers) != len(wavs):
+        raise PredictError(f"{len(wavs)} audio files but {len(speakers)} speakers")
 
     results = [Prediction(file=w) for w in wavs]
-    ready = []  # (result, wave)
-    for result, text in zip(results, texts):
+    ready, speaker_of = [], {}  # (result, wave); id(result) -> speaker
+    for result, text, speaker in zip(results, texts, speakers):
+        speaker_of[id(result)] = speaker
         _set_transcript(result, text)
         try:
             wave, warnings = load_clip(result.file, model)
@@ -236,8 +279,33 @@ def predict_files(wavs, texts=None, model="saved_models/kemdy", batch_size: int 
         if text is None and stt is not None:
             transcribe_into(result, wave[: model.window_samples], model.sample_rate, stt)
         ready.append((result, wave))
-    _predict_ready(ready, model, batch_size)
+    groups: dict = {}
+    for pair in ready:  # each named speaker's clips, enrolled together
+        groups.setdefault(speaker_of[id(pair[0])], []).append(pair)
+    for speaker, pairs in groups.items():
+        statistics = _enrolled(model, [wave for _, wave in pairs], speaker, pairs) if speaker else None
+        _predict_ready(pairs, model, batch_size, statistics)
     return results
+
+
+def _enrolled(model: ExportedModel, waves: list, who: str, pairs: list, unit: str = "clips"):
+    """`who`'s statistics from `waves` (None: not enrolled); labels each pair's Prediction with
+    the statistics it gets and warns below `speaker_statistics.MIN_CLIPS`."""
+    from kemdy_tf.speaker_statistics import MIN_CLIPS
+
+    if not model.reads_speaker_statistics:
+        return None
+    statistics, used = model.enrol(waves)
+    label = f"{who} ({used} {unit})" if statistics is not None else "training set"
+    warning = (f"{who}: {used} {unit[:-1] if used == 1 else unit}, fewer than 2: not enrolled, the training "
+               "set's statistics are used" if statistics is None
+               else f"{who}: enrolled from {used} {unit}, fewer than {MIN_CLIPS}: noisy statistics"
+               if used < MIN_CLIPS else None)
+    for result, _ in pairs:
+        result.statistics = label
+        if warning:
+            result.warnings.append(warning)
+    return statistics
 
 
 def predict_wave(wave: np.ndarray, text, model: ExportedModel, file: str, warnings=()) -> Prediction:
@@ -315,18 +383,24 @@ def predict_timeline(path, model: ExportedModel, stt=None, batch_size: int = BAT
     audio = audio if audio is not None else timeline.open_audio(path, model.sample_rate)
     window = model.window_samples / model.sample_rate
     spans = timeline.find_spans(audio, window)
+    # A recording is one speaker's (or one conversation's) voice: its own statistics, from
+    # its first MAX_ENROL_CLIPS segments, standardise every segment.
+    statistics, label = None, None
+    if model.reads_speaker_statistics:
+        statistics, used = model.enrol([audio.read(span, model.sample_rate) for span in spans[:MAX_ENROL_CLIPS]])
+        label = f"recording ({used} segments)" if statistics is not None else "training set"
     rows = []
     for first in range(0, len(spans), batch_size):
         ready = []
         for span in spans[first : first + batch_size]:
             wave = audio.read(span, model.sample_rate)[: model.window_samples]
-            result = Prediction(file=str(path), start=span.start, end=span.end)
+            result = Prediction(file=str(path), start=span.start, end=span.end, statistics=label)
             result.warnings += [w for w in audio_warnings(wave, model.sample_rate, model.window_samples)
                                 if not w.startswith("very short")]  # a short segment is a short phrase
             if stt is not None:
                 transcribe_into(result, wave, model.sample_rate, stt)
             ready.append((result, wave))
-        _predict_ready(ready, model, batch_size)
+        _predict_ready(ready, model, batch_size, statistics)
         rows += [result for result, _ in ready]
     return rows
 
@@ -354,12 +428,16 @@ def _clean(transcript: str | None) -> str | None:
     return None if transcript is None else clean_transcript(transcript) or None  # tags only = missing
 
 
-def _predict_ready(ready: list, model: ExportedModel, batch_size: int) -> None:
-    """Fill each (Prediction, wave) pair's numbers, batch_size clips per call of the model."""
+def _predict_ready(ready: list, model: ExportedModel, batch_size: int, statistics=None) -> None:
+    """Fill each (Prediction, wave) pair's numbers, batch_size clips per call of the model,
+    standardised with one speaker's `statistics` (None: the training set's, where read)."""
     for start in range(0, len(ready), batch_size):
         chunk = ready[start : start + batch_size]
-        outputs = model.predict([wave for _, wave in chunk], [result.transcript or "" for result, _ in chunk])
+        outputs = model.predict([wave for _, wave in chunk], [result.transcript or "" for result, _ in chunk],
+                                statistics)
         for (result, _), out in zip(chunk, outputs):
+            if model.reads_speaker_statistics and result.statistics is None:
+                result.statistics = "training set"
             result.emotion = out["emotion"]
             result.probabilities = {c: round(float(p), 6) for c, p in zip(model.classes, out["probabilities"])}
             # NaN: the model was trained on a corpus without that rating (export metadata).
@@ -421,7 +499,7 @@ def audio_warnings(wave: np.ndarray, sample_rate: int, window_samples: int) -> l
 def write_csv(predictions: list[Prediction], classes: list[str], path) -> None:
     """One row per file: emotion, prob_<class>..., arousal, valence, transcript, warnings, error."""
     columns = ["file", "emotion", *[f"prob_{c}" for c in classes], "arousal", "valence",
-               "transcript_missing", "transcript", "transcript_source", "warnings", "error"]
+               "transcript_missing", "transcript", "transcript_source", "statistics", "warnings", "error"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
@@ -433,7 +511,7 @@ def write_csv(predictions: list[Prediction], classes: list[str], path) -> None:
             "valence": "" if p.valence is None else p.valence,
             "transcript_missing": p.transcript_missing if not p.error else "",
             "transcript": p.transcript or "", "transcript_source": p.transcript_source or "",
-            "warnings": "; ".join(p.warnings), "error": p.error or "",
+            "statistics": p.statistics or "", "warnings": "; ".join(p.warnings), "error": p.error or "",
         })
     Path(path).write_text(buffer.getvalue(), encoding="utf-8")
 

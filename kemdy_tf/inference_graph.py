@@ -52,7 +52,9 @@ TOKEN_BUCKET = 16
 
 
 class InferenceGraph:
-    """Callable: `(log_mel, frame_count, token_ids) -> {emotion_probs, arousal, valence}`.
+    """Callable: `(log_mel, frame_count, token_ids[, speaker_functionals]) -> {emotion_probs,
+    arousal, valence}` (`speaker_functionals` [B, 2, F] for models that read them,
+    `kemdy_tf.speaker_statistics`).
 
     Args:
         audio_encoder: log_mel, frame_mask -> {"arousal": [B, 1]}, or None (no arousal
@@ -112,7 +114,7 @@ class InferenceGraph:
         models = functools.partial(_models_call, self)
         self._models = tf.function(models, jit_compile=True) if self.xla_bucket else models
 
-    def __call__(self, log_mel, frame_count, token_ids) -> dict:
+    def __call__(self, log_mel, frame_count, token_ids, speaker_functionals=None) -> dict:
         # Same preparation as training batches: at most max_frames, zero padding, bool mask.
         log_mel = log_mel[:, : self.max_frames]
         frames = tf.shape(log_mel)[1]
@@ -133,7 +135,8 @@ class InferenceGraph:
         if self.token_bucket:
             token_ids = _cut_padding(token_ids, self.token_bucket)
         ready = {key: program(token_ids) for key, program in self.text_programs.items()}
-        return self._models(log_mel, frame_mask, token_ids, stems, ready)
+        extra = {} if speaker_functionals is None else {"speaker_functionals": speaker_functionals}
+        return self._models(log_mel, frame_mask, token_ids, stems, ready, extra)
 
     def variables(self) -> list:
         """The distinct variables the computation reads (a shared backbone's once)."""
@@ -158,8 +161,9 @@ def _text_call(backbone, token_ids):
     return _call(backbone, {"token_ids": token_ids})
 
 
-def _models_call(graph: InferenceGraph, log_mel, frame_mask, token_ids, stems: dict, ready: dict) -> dict:
-    feeds = {"log_mel": log_mel, "frame_mask": frame_mask, "token_ids": token_ids}
+def _models_call(graph: InferenceGraph, log_mel, frame_mask, token_ids, stems: dict, ready: dict,
+                 extra: dict) -> dict:
+    feeds = {"log_mel": log_mel, "frame_mask": frame_mask, "token_ids": token_ids, **extra}
     # id(backbone) -> its output: a backbone shared by two heads runs once
     sequences = dict(ready)
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kemdy_tf import speaker_statistics
 from kemdy_tf.config import FeatureConfig, RunConfig
 from kemdy_tf.export_folders import ExportError, provenance, versions, write_version
 from kemdy_tf.trained_run import TrainedRun
@@ -71,18 +72,25 @@ def export_litert(trained: TrainedRun, out: str | os.PathLike = DEFAULT_OUT, ver
     config = trained.config
     classes = [str(c) for c in config.data.classes]
 
+    fallback = speaker_statistics.for_export(trained)
+
     def write(folder: Path) -> None:
-        (folder / MODEL_FILE).write_bytes(convert(trained.audio, trained.text, trained.fusion, config.features))
+        (folder / MODEL_FILE).write_bytes(convert(trained.audio, trained.text, trained.fusion, config.features,
+                                                  fallback))
         shutil.copyfile(trained.tokenizer_path, folder / TOKENIZER_FILE)
         metadata = _metadata(config, classes, trained.source, untrained=[
             name for name, model in (("arousal", trained.audio), ("valence", trained.text)) if model is None])
+        metadata["speaker_statistics"] = {"reads": fallback is not None, "used": (
+            "the training split's, pooled (baked in: the device model takes no enrolment)"
+            if fallback is not None else None)}
         (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
 
     return write_version(out, version, write)
 
 
-def convert(audio_encoder, text_encoder, fusion, features: FeatureConfig) -> bytes:
-    """The `.tflite` flatbuffer of the front-end and the three models (signature above).
+def convert(audio_encoder, text_encoder, fusion, features: FeatureConfig, speaker_fallback=None) -> bytes:
+    """The `.tflite` flatbuffer of the front-end and the three models (signature above);
+    models that read speaker statistics get `speaker_fallback` [2, F], a constant.
 
     Raises:
         ExportError: the converter failed (e.g. an op without a LiteRT builtin).
@@ -101,7 +109,8 @@ def convert(audio_encoder, text_encoder, fusion, features: FeatureConfig) -> byt
     ])
     def serve(waveform, waveform_length, token_ids):
         log_mel, frame_count = waveform_to_log_mel(waveform, waveform_length, features, whole_window=True)
-        return models(log_mel, frame_count, token_ids)
+        speaker = None if speaker_fallback is None else tf.constant(np.asarray(speaker_fallback)[np.newaxis])
+        return models(log_mel, frame_count, token_ids, speaker)
 
     function = serve.get_concrete_function()
     root = tf.Module()

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kemdy_tf import stages as stages_lib
+from kemdy_tf import speaker_statistics, stages as stages_lib
 from kemdy_tf.config import RunConfig
 
 log = logging.getLogger("kemdy_tf.run")
@@ -51,6 +51,9 @@ MODEL, HISTORY, SUMMARY, STAGE_CONFIG = "model.keras", "history.csv", "summary.j
 BACKUP_DIR, LOGS_DIR, REFIT_DIR, EARLY_STOPPED = "backup", "logs", "refit", "early_stopped.keras"
 # The run's classical baseline (kemdy_tf.classical), and the runs train.py nests in a workdir.
 CLASSICAL_DIR, FOLDS_DIR, SWEEPS_DIR = "classical", "folds", "sweeps"
+# Beside run.json, the training split's pooled speaker statistics (kemdy_tf.speaker_statistics);
+# in the text classifier's folder, its n-gram regression chosen on validation (kemdy_tf.ngram_choice).
+SPEAKER_FALLBACK, NGRAM_CHOICE = speaker_statistics.FALLBACK_FILE, "ngram_choice.json"
 
 
 class RunError(RuntimeError):

@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 
+from kemdy_tf.config import reads_functionals
+
 AUDIO_INPUTS = ("log_mel", "frame_mask")
 TEXT_INPUTS = ("token_ids",)
 REGRESSION_TARGETS = ("arousal", "valence")
@@ -290,6 +292,7 @@ def stage_dataset(run, stage, split: str, training: bool, tokenizer=None, class_
     import tensorflow as tf
 
     from kemdy_tf.data.features import make_dataset
+    from kemdy_tf.speaker_statistics import run_fallback
 
     stage = get(stage) if isinstance(stage, str) else stage
     target, inputs = stage.target, stage.inputs
@@ -302,7 +305,7 @@ def stage_dataset(run, stage, split: str, training: bool, tokenizer=None, class_
     # Optional model inputs the data pipeline fills (fusion.functionals_speaker_norm, fusion.pitch).
     cfg = run.config
     extra = ()
-    if "audio" in stage.modalities and stage.is_classifier and cfg.fusion.functionals:
+    if stage.is_classifier and reads_functionals(cfg.fusion, stage.modalities):
         extra = tuple(name for name, wanted in (("speaker_functionals", cfg.fusion.functionals_speaker_norm),
                                                 ("pitch_statistics", cfg.fusion.pitch)) if wanted)
 
@@ -317,5 +320,7 @@ def stage_dataset(run, stage, split: str, training: bool, tokenizer=None, class_
             return x, y
         return x, y, tf.gather(weights, targets[target])
 
-    ds = make_dataset(table, run.cache, tokenizer or run.tokenizer(), run.config, training=training)
+    fallback = run_fallback(run) if "speaker_functionals" in extra else None
+    ds = make_dataset(table, run.cache, tokenizer or run.tokenizer(), run.config, training=training,
+                      speaker_fallback=fallback, optional_inputs=extra)
     return ds.map(select)

@@ -251,7 +251,7 @@ def write_csv(rows, classes, path) -> None:
     from kemdy_tf.run import atomic_write
 
     columns = ["start", "end", "transcript", "transcript_source", "emotion", *[f"prob_{c}" for c in classes],
-               "arousal", "valence", "warnings"]
+               "arousal", "valence", "statistics", "warnings"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
@@ -262,7 +262,7 @@ def write_csv(rows, classes, path) -> None:
             **{f"prob_{c}": row.probabilities.get(c, "") for c in classes},
             "arousal": "" if row.arousal is None else row.arousal,
             "valence": "" if row.valence is None else row.valence,
-            "warnings": "; ".join(row.warnings),
+            "statistics": row.statistics or "", "warnings": "; ".join(row.warnings),
         })
     text = buffer.getvalue()
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -40,6 +40,9 @@ class TrainedRun:
     audio_front_end: object = None  # Run.audio_front_end(): None for the seed's log-mel
     source: str | None = None  # where the models came from, recorded by the exports
     run: run_lib.Run | None = None
+    # [2, F] speaker statistics for a clip whose speaker is not enrolled, when the models
+    # read them (kemdy_tf.speaker_statistics: the training split's, pooled); else None.
+    speaker_fallback: object = None
 
     @property
     def audio(self):
@@ -95,5 +98,13 @@ def trained_run_of(run: run_lib.Run, stages=None) -> TrainedRun:
         if precision.is_mixed(model):  # a mixed-precision checkpoint is read in float32
             model = precision.with_policy(model, "float32")
         models[stage] = model
+    from kemdy_tf import speaker_statistics
+
+    fallback = None
+    if (Path(run.workdir) / speaker_statistics.FALLBACK_FILE).is_file():
+        try:
+            fallback = speaker_statistics.read_fallback(run.workdir, None)
+        except speaker_statistics.SpeakerStatisticsError as error:
+            raise TrainedRunError(str(error)) from None
     return TrainedRun(run.config, run.tokenizer_path, models, run.audio_front_end(),
-                      str(Path(run.workdir).resolve()), run)
+                      str(Path(run.workdir).resolve()), run, fallback)

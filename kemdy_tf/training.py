@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from kemdy_tf import classical, run as run_lib, stages as stages_lib, summaries
+from kemdy_tf import classical, ngram_choice, run as run_lib, speaker_statistics, stages as stages_lib, summaries
 from kemdy_tf.checkpoints import (BACKUP_DIR, AtomicBackupAndRestore, AtomicModelCheckpoint,
                                   AveragedWeightsAtEpochEnd, atomic_save_model, atomic_text, logged,
                                   read_backup, rollback_to_backup, skip_finished_epochs)
@@ -136,8 +136,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         log.info("stage %s already trained (%s); pass --retrain to train it again", stage, summary_path)
         shutil.rmtree(stage_dir / BACKUP_DIR, ignore_errors=True)  # a kill after the summary left it
         return json.loads(summary_path.read_text())
-    if retrain:
-        for name in (run_lib.SUMMARY, run_lib.HISTORY, run_lib.MODEL):
+    if retrain:  # the n-gram choice too: it was made for the config that ran before
+        for name in (run_lib.SUMMARY, run_lib.HISTORY, run_lib.MODEL, run_lib.NGRAM_CHOICE):
             (stage_dir / name).unlink(missing_ok=True)
         shutil.rmtree(stage_dir / BACKUP_DIR, ignore_errors=True)
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +148,16 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else "line"
     start = dict(init_from=init_from, unfreeze=unfreeze, from_scratch=from_scratch)
+    ngram_report = None
+    if ngram_choice.wants_choice(run, spec) and not init_from:  # fusion.char_ngram_model=auto
+        run, ngram_report = ngram_choice.choose(
+            run, spec, lambda r: build_stage_model(r, stage, unfreeze=unfreeze, from_scratch=from_scratch),
+            _ngram_weights(run, weighting, weights))
+        cfg = run.config
+        keras.utils.set_random_seed(cfg.train.seed)  # the candidates drew from it: the deep path starts as without
     model = _compiled_stage_model(run, stage, strategy, fit_epochs, prior, **start)
+    if speaker_statistics.reads_speaker_statistics(model):  # what an export answers an unenrolled clip with
+        speaker_statistics.ensure_fallback(run)
     atomic_text(stage_dir / run_lib.STAGE_CONFIG, json.dumps(
         {"stage": stage, "config": cfg.to_dict(), "init_from": str(init_from or ""),
          "unfreeze": unfreeze, "from_scratch": from_scratch}, indent=2, ensure_ascii=False))
@@ -183,7 +192,9 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     if wide_rows:  # the n-gram path's share of each answer, chosen on the validation split
         share = ngram_logistic.choose_share_for(best, stages_lib.stage_dataset(
             run, spec, "val", training=False, tokenizer=tokenizer, model=best), wide_weights)
-        atomic_save_model(best, model_path)
+        kept = keras.saving.load_model(model_path)  # compiled: the saved model keeps its loss and metrics
+        ngram_logistic.set_share(kept, share)
+        atomic_save_model(kept, model_path)
     if spec.is_classifier:  # the classical baseline beside the summary (fitted once per run)
         classical.fit_for_run(refit_view(run) if cfg.train.refit else run)
     # Scored before any refit: the early-stopped model never saw the validation split.
@@ -192,6 +203,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         summary["class_weighting"] = weighting
     if wide_rows:
         summary["char_ngram_logistic"] = {"rows": wide_rows, "share": share}
+    if ngram_report is not None:
+        summary["char_ngram_choice"] = ngram_report
     if cfg.train.refit:
         kept = kept_epochs(stage_dir / run_lib.HISTORY, monitor, mode)
         summary["refit"] = refit_stage(run, stage, epochs=kept, fit_epochs=fit_epochs, strategy=strategy,
@@ -368,8 +381,7 @@ def _fit_ngram_logistic(run, spec, model, tokenizer, weighting, weights) -> tupl
     same weights again."""
     if not ngram_logistic.has_ngram_logistic(model):
         return 0, None
-    if weighting == "logit_adjust":
-        weights = class_weight_values(training_labels(run), len(run.config.data.classes), "weights")
+    weights = _ngram_weights(run, weighting, weights)
     train = stages_lib.stage_dataset(run, spec, "train", training=False, tokenizer=tokenizer,
                                      class_weights=weights, model=model)
     start = time.perf_counter()
@@ -377,6 +389,14 @@ def _fit_ngram_logistic(run, spec, model, tokenizer, weighting, weights) -> tupl
     log.info("stage %s: character n-gram logistic regression fitted on %d rows in %.0fs", spec.name, rows,
              time.perf_counter() - start)
     return rows, weights
+
+
+def _ngram_weights(run, weighting, weights):
+    """The class weights an n-gram regression fits with: the deep path's, or under
+    logit_adjust, which weighs no example, the balanced ones (the same prior-free decision)."""
+    if weighting == "logit_adjust":
+        return class_weight_values(training_labels(run), len(run.config.data.classes), "weights")
+    return weights
 
 
 def dataset_rows_of(run, spec) -> pd.DataFrame:

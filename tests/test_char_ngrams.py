@@ -121,7 +121,8 @@ def test_ngram_pieces_blank_control_and_unknown(tmp_path):
 
 
 def test_text_classifier_with_the_char_ngram_bag_trains_and_reloads(tmp_path):
-    fusion_cfg = FusionConfig(n_heads=2, lstm_units=8, char_ngrams=3, char_ngram_buckets=128, char_ngram_dim=4)
+    fusion_cfg = FusionConfig(n_heads=2, lstm_units=8, char_ngrams=3, char_ngram_model="bag", char_ngram_buckets=128,
+                              char_ngram_dim=4)
     backbone = build_text_backbone(TextEncoderConfig(d_model=8, n_layers=1, n_heads=2, ff_dim=16, gru_units=8),
                                    FeatureConfig(max_tokens=7), len(PIECES))
     with pytest.raises(ValueError, match="needs the tokenizer's pieces"):
@@ -167,7 +168,7 @@ def test_text_clf_stage_builds_the_bag_from_the_runs_tokenizer(tmp_path, tiny_co
     texts = ["정말 좋은 영화 였다", "별로 재미 없다 ㅋㅋ", "배우 연기가 좋다"] * 30
     model_path = Path(train_sentencepiece(texts, tmp_path / "tokenizer.model", 40, seed=0))
     config = copy.deepcopy(tiny_config)  # the fixture is shared by the session
-    config.fusion.char_ngrams = 3
+    config.fusion.char_ngrams, config.fusion.char_ngram_model = 3, "bag"
     run = _StandInRun(config, tmp_path, model_path)
     classifier = stages.get("text_clf").build(run, "text_clf", from_scratch=True)
     assert classifier.get_layer("char_ngram_ids").pieces == ngram_pieces(model_path.read_bytes())

@@ -41,12 +41,11 @@ def test_an_export_without_encoders_answers_nan_ratings_and_says_so(tmp_path):
     import tensorflow_text  # noqa: F401  the serving signature's tokenizer ops
 
     from kemdy_tf import export
-    from kemdy_tf.trained_run import TrainedRun
-    from test_export import build_tiny_run
+    from test_export import build_tiny_run, tiny_trained
 
     config, models, _ = build_tiny_run(tmp_path / "run")
-    version = export.export_models(TrainedRun(config, tmp_path / "run" / "tokenizer.model",
-                                              {"audio": None, "text": None, "fusion": models["fusion"]}),
+    version = export.export_models(tiny_trained(tmp_path / "run", config,
+                                                {"audio": None, "text": None, "fusion": models["fusion"]}),
                                    tmp_path / "exports")
     assert export.read_metadata(version)["ratings_trained"] == []
     served = tf.saved_model.load(str(version)).signatures["serving_default"]

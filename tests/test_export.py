@@ -18,7 +18,7 @@ import pytest
 
 from conftest import TINY_MODEL
 
-from kemdy_tf import export, run as run_lib
+from kemdy_tf import export, run as run_lib, speaker_statistics
 from kemdy_tf.config import make_config
 from kemdy_tf.data import schema
 from kemdy_tf.trained_run import TrainedRun
@@ -55,7 +55,23 @@ def build_tiny_run(workdir: Path, overrides=()):
         (workdir / stage).mkdir(exist_ok=True)
         model.save(workdir / stage / "model.keras")
     write_stand_in_run(workdir, config)
+    if speaker_statistics.reads_speaker_statistics(fusion):  # what training writes beside run.json
+        np.save(workdir / speaker_statistics.FALLBACK_FILE, tiny_fallback(config))
     return config, models, tokenizer
+
+
+def tiny_fallback(config) -> np.ndarray:
+    """The stand-in run's speaker fallback: the statistics of four fixed clips."""
+    from kemdy_tf.data.audio import log_mel
+
+    mels = [log_mel(w, config.features) for w in clips(config.features.sample_rate, seconds=(0.8, 1.3, 0.5, 1.1))]
+    return speaker_statistics.enrol(mels, config.fusion.functional_cepstra, config.features.max_frames)[0]
+
+
+def tiny_trained(workdir: Path, config, models) -> TrainedRun:
+    """The stand-in run's models in memory as a `TrainedRun` (with its speaker fallback)."""
+    fallback = tiny_fallback(config) if speaker_statistics.reads_speaker_statistics(models["fusion"]) else None
+    return TrainedRun(config, workdir / "tokenizer.model", models, speaker_fallback=fallback)
 
 
 def write_stand_in_run(workdir: Path, config) -> None:
@@ -64,8 +80,10 @@ def write_stand_in_run(workdir: Path, config) -> None:
                             workdir / "cache")
 
 
-def keras_reference(models, tokenizer, config, waves, texts) -> dict:
-    """What the Keras models say for these clips, fed the training features (librosa)."""
+def keras_reference(models, tokenizer, config, waves, texts, speaker=None) -> dict:
+    """What the Keras models say for these clips, fed the training features (librosa), and
+    speaker statistics `speaker` [2, F] (default: the stand-in run's fallback) where the fusion
+    model reads them."""
     from kemdy_tf.data.audio import log_mel
 
     mels = [log_mel(w, config.features) for w in waves]
@@ -76,9 +94,13 @@ def keras_reference(models, tokenizer, config, waves, texts) -> dict:
         batch[i, : len(m)], mask[i, : len(m)] = m, True
     ids = np.asarray(tokenizer(texts), np.int32)
     audio_in = {"log_mel": batch, "frame_mask": mask}
+    fusion_in = {**audio_in, "token_ids": ids}
+    if speaker_statistics.reads_speaker_statistics(models["fusion"]):
+        speaker = tiny_fallback(config) if speaker is None else np.asarray(speaker, np.float32)
+        fusion_in["speaker_functionals"] = np.repeat(speaker[np.newaxis], len(mels), axis=0)
     return {
         "log_mel": batch, "frame_count": mask.sum(axis=1).astype(np.int32), "token_ids": ids,
-        "emotion_probs": np.asarray(models["fusion"]({**audio_in, "token_ids": ids})["emotion"]),
+        "emotion_probs": np.asarray(models["fusion"](fusion_in)["emotion"]),
         "arousal": np.asarray(models["audio"](audio_in)["arousal"])[:, 0],
         "valence": np.asarray(models["text"](ids)["valence"])[:, 0],
     }
@@ -132,7 +154,8 @@ def run(tmp_path_factory):
     runs beside the other tests; its test collects the output.
     """
     root = tmp_path_factory.mktemp("export")
-    config, models, tokenizer = build_tiny_run(root / "run")
+    # The fusion model reads functionals standardised per speaker: the speaker signatures too.
+    config, models, tokenizer = build_tiny_run(root / "run", ["fusion.functionals_in_fusion=true"])
     target = export.export_run(root / "run", root / "saved" / "kemdy")
     cli = subprocess.Popen([str(VENV_BIN / "saved_model_cli"), "show", "--all", "--dir", str(target)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -153,7 +176,9 @@ def test_writes_tf_serving_layout_with_metadata_assets(run):
     assert metadata["classes"] == list(run["config"].data.classes)
     assert metadata["features"]["max_tokens"] == run["config"].features.max_tokens
     assert metadata["features"]["log_mel"]["top_db"] == 80.0
-    assert set(metadata["signatures"]) == {"serving_default", "features"}
+    assert set(metadata["signatures"]) == {"serving_default", "features", "serving_speaker", "features_speaker",
+                                           "speaker_statistics"}
+    assert metadata["speaker_statistics"]["reads"] and metadata["speaker_statistics"]["min_clips"] == 5
     assert [p.name for p in target.parent.iterdir()] == ["1"]  # no temporary folder left
 
 
@@ -187,7 +212,7 @@ def test_xla_export_matches_the_keras_models(run, tmp_path):
     import tensorflow_text  # noqa: F401  serving_default's SentencePiece ops
 
     config, models = run["config"], run["models"]
-    target = export.export_models(TrainedRun(config, run["root"] / "run" / "tokenizer.model", models), tmp_path,
+    target = export.export_models(tiny_trained(run["root"] / "run", config, models), tmp_path,
                                   xla_bucket=64)
     inference = export.read_metadata(target)["inference"]
     assert inference["xla_bucket"] == 64
@@ -214,7 +239,7 @@ def test_xla_export_matches_the_keras_models(run, tmp_path):
 def test_features_signature_needs_no_tf_text(run, tmp_path):
     """features: no TF Text op in the full export; a features-only export loads without TF Text."""
     config, classes, models = run["config"], list(run["config"].data.classes), run["models"]
-    out = export.export_models(TrainedRun(config, run["root"] / "run" / "tokenizer.model", models),
+    out = export.export_models(tiny_trained(run["root"] / "run", config, models),
                                run["root"] / "features_only", features_only=True)
     # In memory the fusion model shares the encoders' backbones: those weights are stored once.
     assert export.saved_variable_bytes(out) == export.weight_bytes(*models.values())
@@ -301,10 +326,8 @@ def test_refuses_runs_the_served_graph_cannot_reproduce(run, tmp_path):
     refused = [
         # Speaker-normalised features need statistics of a speaker the server does not know.
         (["features.speaker_norm=true"], "speaker_norm"),
-        # Functionals standardised per speaker: the same, without frame normalisation.
-        (["fusion.functionals=true", "fusion.functionals_speaker_norm=true"], "functionals_speaker_norm"),
         # Pitch statistics come from the data pipeline's tracker, which the SavedModel lacks.
-        (["fusion.functionals=true", "fusion.pitch=true"], "fusion.pitch"),
+        (["fusion.functionals=true", "fusion.functionals_in_fusion=true", "fusion.pitch=true"], "fusion.pitch"),
     ]
     for k, (overrides, reason) in enumerate(refused):
         workdir = tmp_path / f"run{k}"
@@ -313,3 +336,44 @@ def test_refuses_runs_the_served_graph_cannot_reproduce(run, tmp_path):
         write_stand_in_run(workdir, make_config("small", [*TINY, *overrides]))
         with pytest.raises(export.ExportError, match=reason):
             export.export_run(workdir, tmp_path / f"out{k}")
+
+
+def test_speaker_signatures_answer_what_the_keras_models_answer_with_those_statistics(run, tmp_path):
+    """Enrolment in the graph equals the data pipeline's statistics; `serving_speaker` with them
+    equals the Keras models fed them; `serving_default` equals them fed the run's fallback."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  serving_default's SentencePiece ops
+
+    from kemdy_tf.data.audio import log_mel
+
+    config = run["config"]
+    saved = tf.saved_model.load(str(run["export"]))
+    enrolment = clips(config.features.sample_rate, seconds=(0.7, 1.4, 0.9))
+    width = max(len(w) for w in enrolment)
+    out = saved.signatures["speaker_statistics"](
+        waveform=tf.constant(np.stack([np.pad(w, (0, width - len(w))) for w in enrolment])),
+        waveform_length=tf.constant([len(w) for w in enrolment], tf.int32))
+    expected, warnings = speaker_statistics.enrol([log_mel(w, config.features) for w in enrolment],
+                                                  config.fusion.functional_cepstra, config.features.max_frames)
+    assert warnings and "fewer than 5" in warnings[0]  # three clips: enrolled, with a warning
+    np.testing.assert_allclose(out["speaker_functionals"], expected, rtol=1e-3, atol=1e-3)
+    assert bool(out["enrolled"]) and int(out["clips"]) == 3
+    one = saved.signatures["speaker_statistics"](waveform=tf.constant(enrolment[:1]),
+                                                 waveform_length=tf.constant([len(enrolment[0])], tf.int32))
+    assert not bool(one["enrolled"])  # one clip: the run's fallback
+    np.testing.assert_allclose(one["speaker_functionals"], tiny_fallback(config), atol=1e-6)
+
+    waves, texts = clips(config.features.sample_rate, seconds=(1.0, 0.5)), ["기분이 좋아요", ""]
+    width = max(len(w) for w in waves)
+    batch = dict(waveform=tf.constant(np.stack([np.pad(w, (0, width - len(w))) for w in waves])),
+                 waveform_length=tf.constant([len(w) for w in waves], tf.int32), text=tf.constant(texts))
+    enrolled = saved.signatures["serving_speaker"](
+        **batch, speaker_functionals=tf.constant(np.repeat(expected[np.newaxis], 2, axis=0)))
+    reference = keras_reference(run["models"], run["tokenizer"], config, waves, texts, speaker=expected)
+    np.testing.assert_allclose(enrolled["emotion_probs"], reference["emotion_probs"], atol=1e-4)
+    plain = saved.signatures["serving_default"](**batch)
+    fallback = keras_reference(run["models"], run["tokenizer"], config, waves, texts)
+    np.testing.assert_allclose(plain["emotion_probs"], fallback["emotion_probs"], atol=1e-4)
+    assert not np.allclose(plain["emotion_probs"], enrolled["emotion_probs"], atol=1e-4)  # the statistics count
+    with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):  # TF Serving: a 400
+        saved.signatures["serving_speaker"](**batch, speaker_functionals=tf.zeros([2, 2, 3]))

@@ -37,7 +37,8 @@ AUDIO = AudioEncoderConfig(
     conv_filters=(4, 4, 8, 8), conv_kernel=3, d_model=16, n_layers=2, n_heads=2, ff_dim=32, gru_units=8
 )
 TEXT = TextEncoderConfig(d_model=16, n_layers=2, n_heads=2, ff_dim=32, gru_units=8)
-FUSION = FusionConfig(n_heads=2, lstm_units=8, dropout=0.2, modality_dropout=0.3)
+# The seed's head: no wide paths (the tests that turn them on say so).
+FUSION = FusionConfig(n_heads=2, lstm_units=8, dropout=0.2, modality_dropout=0.3, functionals=False, char_ngrams=0)
 FRAME_LENGTHS = (20, 13, 6)
 TOKEN_LENGTHS = (9, 3, 0)  # the last utterance has no transcript
 ATOL = 1e-5
@@ -401,7 +402,7 @@ def test_single_modality_classifier(models, modality):
 def test_functionals_beside_the_deep_summary(models):
     """`fusion.functionals`: the classifier also reads the log-mel's utterance statistics."""
     backbone = models["audio"].get_layer("audio_backbone")
-    cfg = dataclasses.replace(FUSION, functionals=True)
+    cfg = dataclasses.replace(FUSION, functionals=True, functionals_speaker_norm=False, functionals_in_fusion=True)
     classifier = build_fusion_model(backbone, None, cfg, N_CLASSES, modalities=("audio",))
     names = {layer.name for layer in classifier.layers}
     assert {"utterance_functionals", "functionals_norm", "summary_branch_dropout"} <= names
@@ -417,6 +418,10 @@ def test_functionals_beside_the_deep_summary(models):
     fusion = build_fusion_model(backbone, models["text"].get_layer("text_backbone"), cfg, N_CLASSES)
     assert "utterance_functionals" in {layer.name for layer in fusion.layers}
     np.testing.assert_allclose(run(fusion, batch).sum(axis=-1), 1.0, atol=1e-5)
+    # By default only the audio classifier reads them (fusion.functionals_in_fusion off).
+    plain = build_fusion_model(backbone, models["text"].get_layer("text_backbone"),
+                               dataclasses.replace(cfg, functionals_in_fusion=False), N_CLASSES)
+    assert "utterance_functionals" not in {layer.name for layer in plain.layers}
 
 
 def test_functionals_standardised_by_the_speakers_statistics(models):
@@ -451,7 +456,7 @@ def test_pitch_statistics_join_the_functionals(models):
     """`fusion.pitch`: the classifier reads each clip's pitch statistics beside the functionals,
     standardised per speaker with them."""
     backbone = models["audio"].get_layer("audio_backbone")
-    cfg = dataclasses.replace(FUSION, functionals=True, pitch=True)
+    cfg = dataclasses.replace(FUSION, functionals=True, functionals_speaker_norm=False, pitch=True)
     classifier = build_fusion_model(backbone, None, cfg, N_CLASSES, modalities=("audio",))
     assert set(classifier.input) == {"log_mel", "frame_mask", "pitch_statistics"}
     batch = make_batch()

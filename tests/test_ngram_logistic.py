@@ -145,7 +145,7 @@ def test_an_unknown_char_ngram_model_is_refused(tiny_config):
 
     fusion_cfg = dataclasses.replace(tiny_config.fusion, char_ngrams=3, char_ngram_model="svm")
     backbone = text_encoder.build_text_backbone(tiny_config.text, tiny_config.features, 50)
-    with pytest.raises(ValueError, match="char_ngram_model must be one of bag, nblr"):
+    with pytest.raises(ValueError, match="char_ngram_model must be one of auto, bag, nblr"):
         build_fusion_model(None, backbone, fusion_cfg, 3, modalities=("text",), pieces=["", "▁가", "나"])
 
 

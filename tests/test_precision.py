@@ -112,8 +112,12 @@ def test_a_mixed_precision_run_trains_a_classifier_and_saves_it_float32(tmp_path
     assert not is_mixed(model)  # the finished model is float32 on disk
     config = make_config("small", [])
     rng = np.random.default_rng(1)
-    probs = np.asarray(model({"log_mel": rng.normal(size=(3, 80, config.features.n_mels)).astype("float32"),
-                              "frame_mask": np.arange(80)[None] < np.array([[80], [40], [5]])})["emotion"])
+    inputs = {"log_mel": rng.normal(size=(3, 80, config.features.n_mels)).astype("float32"),
+              "frame_mask": np.arange(80)[None] < np.array([[80], [40], [5]])}
+    if "speaker_functionals" in model.input:  # functionals standardised per speaker (the default)
+        width = model.input["speaker_functionals"].shape[-1]
+        inputs["speaker_functionals"] = np.stack([np.zeros((3, width)), np.ones((3, width))], axis=1).astype("float32")
+    probs = np.asarray(model(inputs)["emotion"])
     assert probs.dtype == np.float32 and np.all(np.isfinite(probs))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 

@@ -15,8 +15,7 @@ import soundfile as sf
 
 from kemdy_tf import export
 from kemdy_tf.data.audio import load_audio, samples_for_frames
-from kemdy_tf.trained_run import TrainedRun
-from test_export import build_tiny_run, keras_reference
+from test_export import build_tiny_run, keras_reference, tiny_trained
 from test_stt import needs_espeak, needs_stt, speak
 from test_timeline import burst, join
 
@@ -39,9 +38,11 @@ def tone(seconds, rate, freq=220.0, amplitude=0.3, channels=1):
 def setup(tmp_path_factory):
     """A tiny export and a folder of clips: stereo 44.1 kHz, mono flac, silent, long, empty, garbage."""
     root = tmp_path_factory.mktemp("predict")
-    config, models, tokenizer = build_tiny_run(root / "run", [f"features.max_frames={MAX_FRAMES}"])
+    # A fusion model that standardises per speaker: predict.py enrols (the default reads no statistics).
+    config, models, tokenizer = build_tiny_run(root / "run", [f"features.max_frames={MAX_FRAMES}",
+                                                              "fusion.functionals_in_fusion=true"])
     base = root / "saved" / "kemdy"
-    export.export_models(TrainedRun(config, root / "run" / "tokenizer.model", models), base)
+    export.export_models(tiny_trained(root / "run", config, models), base)
     clips = root / "clips"
     clips.mkdir()
     sf.write(clips / "a_stereo.wav", tone(1.2, 44100, channels=2), 44100)
@@ -218,8 +219,14 @@ def test_cli_long_recording_writes_a_timeline_csv_and_plot(setup, tmp_path, caps
     segments = json.loads(capsys.readouterr().out)["segments"]
     assert [s["start"] for s in segments] == starts
     first = wave[round(starts[0] * 16000) : round(ends[0] * 16000)]
-    (alone,) = predict.predict_files([_write(tmp_path / "first.wav", first)], [""], setup["model"])
-    assert alone.probabilities == pytest.approx(segments[0]["probabilities"], abs=1e-5)
+    model, classes = setup["model"], list(setup["config"].data.classes)
+    # ...standardised with the recording's own statistics, from its segments, as the timeline says.
+    assert {s["statistics"] for s in segments} == {f"recording ({len(segments)} segments)"}
+    pieces = [wave[round(s * 16000) : round(e * 16000)] for s, e in zip(starts, ends)]
+    statistics, _ = model.enrol(pieces)
+    (alone,) = model.predict([first], [""], statistics)
+    # 1e-3: the segments' bounds come back rounded, so these statistics are of nearly the same samples.
+    assert dict(zip(classes, alone["probabilities"].tolist())) == pytest.approx(segments[0]["probabilities"], abs=1e-3)
 
 
 def test_cli_long_recording_refuses_one_text_for_many_segments(setup, tmp_path, capsys):
@@ -274,3 +281,34 @@ def test_cli_timeline_transcribes_each_segment(setup, tmp_path, capsys):
     assert len(segments) == 2
     assert all(s["transcript_source"] == "stt" and s["transcript"] and s["valence"] is not None for s in segments)
     assert [s["start"] for s in segments] == pytest.approx([start for start, _ in truth], abs=0.3)
+
+
+def test_a_manifest_enrols_each_named_speaker_and_says_which_statistics_were_used(setup, tmp_path, capsys):
+    """Speakers of a manifest are enrolled from their own clips (the statistics the Keras model
+    is then fed give the same answer); a clip of no speaker gets the training set's; one clip
+    of a speaker is not enough to enrol."""
+    from kemdy_tf import speaker_statistics
+    from kemdy_tf.data.audio import log_mel
+
+    config, clips = setup["config"], setup["clips"]
+    for k, freq in enumerate((180, 260, 350)):
+        sf.write(tmp_path / f"mina_{k}.wav", tone(0.7 + 0.2 * k, 16000, freq=freq), 16000)
+    (tmp_path / "clips.csv").write_text(
+        "path,text,speaker\n" + "".join(f"mina_{k}.wav,,mina\n" for k in range(3))
+        + f"{clips / 'b_mono.flac'},,\n{clips / 'a_stereo.wav'},,solo\n", encoding="utf-8")
+
+    assert predict.main(["--manifest", str(tmp_path / "clips.csv"), "--model", str(setup["base"]),
+                         "--no-stt", "--json", "--out", str(tmp_path / "out.csv")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["statistics"] for r in rows] == ["mina (3 clips)"] * 3 + ["training set"] * 2
+    assert any("fewer than 5" in w for w in rows[0]["warnings"])
+    assert any("not enrolled" in w for w in rows[4]["warnings"])
+
+    waves = [load_audio(tmp_path / f"mina_{k}.wav", config.features.sample_rate) for k in range(3)]
+    enrolled, _ = speaker_statistics.enrol([log_mel(w, config.features) for w in waves],
+                                           config.fusion.functional_cepstra, config.features.max_frames)
+    reference = keras_reference(setup["models"], setup["tokenizer"], config, waves, ["", "", ""], speaker=enrolled)
+    classes = list(config.data.classes)
+    np.testing.assert_allclose([[r["probabilities"][c] for c in classes] for r in rows[:3]],
+                               reference["emotion_probs"], atol=2e-4)
+    assert "statistics" in (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()[0]

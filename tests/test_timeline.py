@@ -90,8 +90,7 @@ def test_missing_and_empty_files_are_audio_errors(tmp_path):
 def test_a_30_minute_recording_becomes_a_timeline(tmp_path):
     """Written in blocks and read streamed; audio-only (STT on 30 min takes longer than the test budget)."""
     from kemdy_tf import export, inference
-    from kemdy_tf.trained_run import TrainedRun
-    from test_export import build_tiny_run
+    from test_export import build_tiny_run, tiny_trained
 
     rate, rng = 16000, np.random.default_rng(0)
     truth = []
@@ -104,7 +103,7 @@ def test_a_30_minute_recording_becomes_a_timeline(tmp_path):
             truth.append((now, now + speech))
             now += speech + pause
     config, models, _ = build_tiny_run(tmp_path / "run")
-    export.export_models(TrainedRun(config, tmp_path / "run" / "tokenizer.model", models), tmp_path / "saved")
+    export.export_models(tiny_trained(tmp_path / "run", config, models), tmp_path / "saved")
     model = inference.load_model(tmp_path / "saved")
     rows = inference.predict_timeline(tmp_path / "long.wav", model)
     assert len(rows) == len(truth)

@@ -26,9 +26,8 @@ from bench.web_memory import LoopbackServer, long_clip, post_many, rss_bytes, rs
 from kemdy_tf import export, inference
 from kemdy_tf.data import synthetic
 from kemdy_tf.data.audio import load_audio, log_mel
-from kemdy_tf.trained_run import TrainedRun
 from kemdy_tf.web.app import STATIC_DIR, Limits, create_app
-from test_export import build_tiny_run
+from test_export import build_tiny_run, tiny_trained
 from test_stt import needs_espeak, needs_stt, speak
 from test_timeline import join
 
@@ -57,7 +56,7 @@ def make_export(root: Path) -> Path:
     """A tiny untrained export under root/saved/kemdy (random weights, real SavedModel)."""
     config, models, _ = build_tiny_run(root / "run", [f"features.max_frames={MAX_FRAMES}"])
     base = root / "saved" / "kemdy"
-    export.export_models(TrainedRun(config, root / "run" / "tokenizer.model", models), base)
+    export.export_models(tiny_trained(root / "run", config, models), base)
     return base
 
 

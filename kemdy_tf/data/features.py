@@ -29,6 +29,7 @@ Pipeline element (batched; see docs/architecture.md)::
 from __future__ import annotations
 
 import concurrent.futures
+import collections
 import csv
 import dataclasses
 import hashlib
@@ -256,7 +257,7 @@ class FeatureCache:
 
         Each wav counts once (augmented copies share their original's audio).
         """
-        return audio.speaker_stats((group, self.read(path)) for path, group in self._wav_groups(table).items())
+        return audio.speaker_stats((group, self.read(path)) for path, group in self.wav_groups(table).items())
 
     def functional_stats(
         self, table: pd.DataFrame, max_frames: int,
@@ -278,9 +279,9 @@ class FeatureCache:
             return values if pitch is None else np.concatenate([values, pitch[path]])
 
         return audio.functional_stats((group, functionals(path, group))
-                                      for path, group in self._wav_groups(table).items())
+                                      for path, group in self.wav_groups(table).items())
 
-    def _wav_groups(self, table: pd.DataFrame) -> dict[str, str]:
+    def wav_groups(self, table: pd.DataFrame) -> dict[str, str]:
         """{wav path: speaker group} of the table, each wav once."""
         groups: dict[str, str] = {}
         for path, group in zip(table["wav_path"], speaker_group(table, self)):
@@ -401,6 +402,8 @@ def make_dataset(
     shuffle: bool | None = None,
     split: str | None = None,
     stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    speaker_fallback: np.ndarray | None = None,
+    optional_inputs: typing.Sequence[str] | None = None,
 ) -> tf.data.Dataset:
     """Batched `(features, targets)` dicts for Keras, from cached log-mels and transcripts.
 
@@ -418,6 +421,12 @@ def make_dataset(
         split: keep only rows of this split (None: every row of the table).
         stats: speaker statistics for `cfg.features.speaker_norm` (default: computed
             from the rows' own audio, see `FeatureCache.speaker_stats`).
+        speaker_fallback: with `fusion.functionals_speaker_norm`, the `[2, F]` statistics of
+            a clip whose speaker is unknown or has no other clip in the split (the run's
+            training split pooled, `kemdy_tf.speaker_statistics`: what an export answers
+            an unenrolled clip with). None: such a clip's functionals are left as they are.
+        optional_inputs: which of `speaker_functionals` and `pitch_statistics` to compute
+            (None: those the config turns on); a stage whose model reads neither asks for none.
 
     Returns:
         A `tf.data.Dataset`; rows that are `excluded` or have no target class are left out.
@@ -465,11 +474,13 @@ def make_dataset(
         columns["group"] = np.array([names.index(g) for g in groups], np.int32)
         normalise = (tf.constant(np.stack([stats[g][0] for g in names])),
                      tf.constant(np.stack([stats[g][1] for g in names])))
-    if cfg.fusion.functionals and cfg.fusion.pitch:
+    wanted = ({"speaker_functionals", "pitch_statistics"} if optional_inputs is None else set(optional_inputs))
+    if cfg.fusion.functionals and cfg.fusion.pitch and ("pitch_statistics" in wanted or (
+            "speaker_functionals" in wanted and cfg.fusion.functionals_speaker_norm)):
         # Each clip's pitch and energy statistics (prosody.PITCH_STATISTICS), read beside the functionals
         # (the speaker statistics below reuse them).
         columns["pitch_statistics"] = cache.pitch_table(rows)
-    if cfg.fusion.functionals and cfg.fusion.functionals_speaker_norm:
+    if cfg.fusion.functionals and cfg.fusion.functionals_speaker_norm and "speaker_functionals" in wanted:
         # Each clip's speaker's mean and std of the utterance functionals, [2, 5 (n_mels + cepstra)]
         # (the model standardises its functionals with them; fusion.functionals_speaker_norm).
         groups = speaker_group(rows, cache)
@@ -477,6 +488,10 @@ def make_dataset(
                  if "pitch_statistics" in columns else None)
         by_group = cache.functional_stats(rows, fcfg.max_frames, stats if fcfg.speaker_norm else None,
                                           cfg.fusion.functional_cepstra, pitch=pitch)
+        if speaker_fallback is not None:  # unknown or single-clip speakers: as an unenrolled served clip
+            clips = collections.Counter(cache.wav_groups(rows).values())
+            fallback = tuple(np.asarray(speaker_fallback, np.float32))
+            by_group = {g: (fallback if clips[g] < 2 else value) for g, value in by_group.items()}
         columns["speaker_functionals"] = np.stack([np.stack(by_group[g]) for g in groups]).astype(np.float32)
 
     ds = tf.data.Dataset.from_tensor_slices(columns)

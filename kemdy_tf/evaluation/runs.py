@@ -159,8 +159,14 @@ def evaluate_models(workdir: pathlib.Path, split: str, cache_dir=None, transcrib
 def split_dataset(run, table: pd.DataFrame):
     """Evaluation batches of `table` (no augmentation, no shuffling, with segment ids)."""
     from kemdy_tf.data.features import make_dataset
+    from kemdy_tf.config import reads_functionals
+    from kemdy_tf.speaker_statistics import run_fallback
 
-    return make_dataset(table, run.cache, run.tokenizer(), run.config, training=False, with_ids=True)
+    cfg = run.config
+    fallback = (run_fallback(run) if reads_functionals(cfg.fusion, ("audio",)) and cfg.fusion.functionals_speaker_norm
+                else None)
+    return make_dataset(table, run.cache, run.tokenizer(), cfg, training=False, with_ids=True,
+                        speaker_fallback=fallback)
 
 
 def original_rows(table: pd.DataFrame) -> pd.DataFrame:

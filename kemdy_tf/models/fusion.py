@@ -19,7 +19,7 @@ import typing
 import keras
 import keras_hub
 
-from kemdy_tf.config import CHAR_NGRAM_MODELS, FusionConfig
+from kemdy_tf.config import CHAR_NGRAM_MODELS, FusionConfig, reads_functionals
 from kemdy_tf.models.char_ngrams import HashedBag, PieceCharNgrams
 from kemdy_tf.models.ngram_logistic import (
     NGRAM_IDS,
@@ -134,7 +134,7 @@ def build_fusion_model(
     # Wide features beside the deep summary: the audio's utterance functionals, or the
     # text-only classifier's character n-gram bag.
     wide = None
-    if "audio" in modalities and fusion_cfg.functionals:
+    if reads_functionals(fusion_cfg, modalities):
         wide = UtteranceFunctionals(fusion_cfg.functional_cepstra, name="utterance_functionals")(
             inputs["log_mel"], inputs["frame_mask"])
         if fusion_cfg.pitch:
@@ -175,6 +175,9 @@ def _char_ngram_ids(token_ids, pieces, fusion_cfg: FusionConfig):
     if not pieces:
         raise ValueError("fusion.char_ngrams needs the tokenizer's pieces (build_fusion_model(pieces=...), "
                          "char_ngrams.ngram_pieces); set fusion.char_ngrams=0 to build without them")
+    if fusion_cfg.char_ngram_model == "auto":
+        raise ValueError("fusion.char_ngram_model=auto is chosen by the training runner before the text "
+                         "classifier is built (kemdy_tf.ngram_choice); build with bag, nblr or tfidf_lr")
     if fusion_cfg.char_ngram_model not in CHAR_NGRAM_MODELS:
         raise ValueError(f"fusion.char_ngram_model must be one of {', '.join(CHAR_NGRAM_MODELS)}; "
                          f"got {fusion_cfg.char_ngram_model!r}")

@@ -173,6 +173,7 @@ class Segment(BaseModel):
     valence: float | None = Field(description="null without a transcript")
     transcript: str | None
     transcript_source: str | None = Field(description='"stt" (speech recognition) or null (audio-only)')
+    statistics: str | None = None
     warnings: list[str]
 
 
@@ -185,6 +186,9 @@ class PredictResponse(BaseModel):
     transcript: str | None = Field(description="the cleaned transcript used; null when missing")
     transcript_source: str | None = Field(description='"given" or null (audio-only)')
     transcript_missing: bool
+    statistics: str | None = Field(
+        default=None, description='the speaker statistics the voice was standardised with ("training set", or '
+                                  '"recording (N segments)" for a timeline); null for a model that reads none')
     warnings: list[str]
     error: str | None
     duration_seconds: float

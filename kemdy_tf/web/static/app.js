@@ -269,6 +269,11 @@ function render(result) {
   $("transcript-used").textContent = result.transcript_missing
     ? "전사 없음: 음성만으로 예측했습니다 (audio only)."
     : `사용한 전사 (transcript used): ${result.transcript}`;
+  // Which speaker statistics standardised the voice (an export that reads them; docs/serving.md).
+  $("statistics-used").textContent = result.statistics
+    ? `화자 통계 (speaker statistics): ${result.statistics === "training set"
+        ? "학습 데이터 평균 (training set, not enrolled)" : result.statistics}`
+    : "";
   const warnings = $("warnings");
   warnings.replaceChildren(...result.warnings.map((w) => element("li", {}, w)));
   drawProbabilities($("prob-chart"), result.probabilities, result.emotion);
