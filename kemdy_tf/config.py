@@ -33,6 +33,8 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 CHAR_NGRAM_WEIGHTINGS = ("nblr", "tfidf_lr")
 # "auto" (the default): one of the weightings and its n-grams, chosen on validation (kemdy_tf.ngram_choice).
 CHAR_NGRAM_MODELS = ("auto", "bag", *CHAR_NGRAM_WEIGHTINGS)
+# `fusion.functionals_in_fusion` values ("auto": decided by the training runner, kemdy_tf.training).
+FUNCTIONALS_IN_FUSION = ("auto", "true", "false")
 # `train.class_weighting` schemes (kemdy_tf.class_balance; docs/imbalance.md measured them).
 CLASS_WEIGHTINGS = ("auto", "weights", "capped", "sqrt", "none", "logit_adjust")
 # `train.monitor` values: the validation figure a stage's checkpoint and early stopping
@@ -141,11 +143,14 @@ class FusionConfig:
     # real corpus measured (docs/real_speech.md, docs/real_data.md).
     functionals: bool = True
     functionals_dropout: float = 0.2
-    # The functionals in the cross-modal fusion model too (with `functionals`). Off: on the
-    # synthetic main job they made the fusion model follow the voice and drop the words
-    # (test UA .648 with them, .662 without the summary branch dropout, .856 without them;
-    # docs/real_data.md), so only the audio classifier reads them by default.
-    functionals_in_fusion: bool = False
+    # The functionals in the cross-modal fusion model too (with `functionals`): "true",
+    # "false", or "auto" (default), decided by the training runner and printed: "true" when
+    # the fusion model's audio backbone starts from scratch (a corpus without arousal
+    # ratings, or --from-scratch: a from-scratch deep path on a few hundred clips stays
+    # near chance, docs/real_data.md), "false" when it starts from the trained audio
+    # encoder (on the synthetic main job the functionals then made the fusion model follow
+    # the voice and drop the words: test UA .648 with them, .856 without).
+    functionals_in_fusion: str = "auto"
     # With functionals: the same statistics of each frame's first N cepstral coefficients
     # (orthonormal DCT-II of the log-mel frame, i.e. MFCCs) as well; 0: the bands only.
     # +.04 UA for a linear model on RAVDESS (bench/speech_functionals.py).
@@ -217,11 +222,12 @@ class FusionConfig:
 
 def reads_functionals(fusion: FusionConfig, modalities) -> bool:
     """Whether a classifier of these modalities reads the utterance functionals (and so the
-    speaker statistics and pitch statistics that go with them)."""
+    speaker statistics and pitch statistics that go with them). The fusion model's
+    `functionals_in_fusion` "auto" is decided when its stage trains (until then: no)."""
     modalities = tuple(modalities)
     if "audio" not in modalities or not fusion.functionals:
         return False
-    return modalities == ("audio",) or fusion.functionals_in_fusion
+    return modalities == ("audio",) or str(fusion.functionals_in_fusion).lower() == "true"
 
 
 @dataclass
@@ -428,6 +434,7 @@ def validate(config: RunConfig) -> RunConfig:
     one_of("train.monitor", tr.monitor, tuple(MONITOR_MODES))
     one_of("train.class_weighting", tr.class_weighting, CLASS_WEIGHTINGS)
     one_of("fusion.char_ngram_model", fu.char_ngram_model, CHAR_NGRAM_MODELS)
+    one_of("fusion.functionals_in_fusion", str(fu.functionals_in_fusion).lower(), FUNCTIONALS_IN_FUSION)
     for name in ("sample_rate", "n_mels", "n_fft", "hop_length", "max_frames"):
         within(f"features.{name}", getattr(f, name), 1, integer=True)
     within("features.max_tokens", f.max_tokens, 0, integer=True)

@@ -48,6 +48,7 @@ Design notes:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -59,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from kemdy_tf import run as run_lib, speaker_statistics, stages as stages_lib
-from kemdy_tf.config import RunConfig, reads_functionals
+from kemdy_tf.config import RunConfig
 from kemdy_tf.export_folders import ExportError, next_version, provenance, versions, write_version  # noqa: F401  (re-exported)
 from kemdy_tf.trained_run import TrainedRun, trained_run_of
 
@@ -156,9 +157,14 @@ def load_served_run(workdir: str | os.PathLike) -> TrainedRun:
     try:  # read-only: the export needs the config, the tokenizer and three models
         run = run_lib.open_run(workdir, with_features=False)
         refuse_unservable(run.config, workdir)
-        return trained_run_of(run, stages_lib.with_requirements(EXPORTED_STAGE))
+        trained = trained_run_of(run, stages_lib.with_requirements(EXPORTED_STAGE))
     except run_lib.RunError as error:
         raise ExportError(str(error)) from None
+    if "pitch_statistics" in _input_names(trained.fusion):  # functionals_in_fusion=auto decided "true"
+        config = dataclasses.replace(run.config, fusion=dataclasses.replace(run.config.fusion,
+                                                                            functionals_in_fusion="true"))
+        refuse_unservable(config, workdir)
+    return trained
 
 
 def refuse_unservable(config: RunConfig, workdir) -> None:
@@ -168,7 +174,7 @@ def refuse_unservable(config: RunConfig, workdir) -> None:
         # clip has no speaker statistics, so in-graph features would not match training.
         raise ExportError(f"{workdir} was trained with features.speaker_norm=true; the SavedModel "
                           "cannot normalise an unknown speaker, so this run cannot be exported")
-    if reads_functionals(config.fusion, ("audio", "text")) and config.fusion.pitch:
+    if config.fusion.functionals and config.fusion.pitch and str(config.fusion.functionals_in_fusion) == "true":
         raise ExportError(f"{workdir} was trained with fusion.pitch=true; its models read pitch statistics "
                           "that the data pipeline tracks (librosa's YIN) and the SavedModel's in-graph front end "
                           "does not compute, so this run cannot be exported (retrain with fusion.pitch=false)")
@@ -370,6 +376,10 @@ def _speaker_signatures(fusion, front, features, predict, fallback, features_onl
 
 
 # === Helpers ===
+
+
+def _input_names(model) -> set:
+    return set(model.input) if isinstance(model.input, dict) else {t.name for t in model.inputs}
 
 
 def _output_width(model, output: str) -> int:

@@ -205,6 +205,13 @@ def _new_backbone(run, modality: str, unfreeze: bool):
     return backbone
 
 
+def starts_from_scratch(run, modality: str, from_scratch: bool = False) -> bool:
+    """Whether a classifier's `modality` backbone is new rather than its trained encoder's: with
+    `from_scratch`, or when the corpus has emotion labels only (no encoder to start from: the
+    classifier then learns its backbone from the emotion labels)."""
+    return from_scratch or (not run.model_path(modality).exists() and not has_targets(run, get(modality).target))
+
+
 def _build_classifier(run, stage, unfreeze=False, from_scratch=False):
     """An emotion classifier on the backbones of the encoders trained in this run.
 
@@ -221,9 +228,7 @@ def _build_classifier(run, stage, unfreeze=False, from_scratch=False):
     backbones = {"audio": None, "text": None}
     for modality in stage.modalities:
         path = run.model_path(modality)
-        # A corpus with emotion labels only has no encoder to start from: the classifier
-        # then learns its backbone from the emotion labels, as with --from-scratch.
-        if from_scratch or (not path.exists() and not has_targets(run, get(modality).target)):
+        if starts_from_scratch(run, modality, from_scratch):
             backbones[modality] = _new_backbone(run, modality, unfreeze)
             continue
         if not path.exists():

@@ -148,6 +148,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else "line"
     start = dict(init_from=init_from, unfreeze=unfreeze, from_scratch=from_scratch)
+    run, functionals_decision = _functionals_in_fusion(run, spec, from_scratch, init_from)
+    cfg = run.config
     ngram_report = None
     if ngram_choice.wants_choice(run, spec) and not init_from:  # fusion.char_ngram_model=auto
         run, ngram_report = ngram_choice.choose(
@@ -205,6 +207,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         summary["char_ngram_logistic"] = {"rows": wide_rows, "share": share}
     if ngram_report is not None:
         summary["char_ngram_choice"] = ngram_report
+    if functionals_decision is not None:
+        summary["functionals_in_fusion"] = functionals_decision
     if cfg.train.refit:
         kept = kept_epochs(stage_dir / run_lib.HISTORY, monitor, mode)
         summary["refit"] = refit_stage(run, stage, epochs=kept, fit_epochs=fit_epochs, strategy=strategy,
@@ -389,6 +393,30 @@ def _fit_ngram_logistic(run, spec, model, tokenizer, weighting, weights) -> tupl
     log.info("stage %s: character n-gram logistic regression fitted on %d rows in %.0fs", spec.name, rows,
              time.perf_counter() - start)
     return rows, weights
+
+
+def _functionals_in_fusion(run, spec, from_scratch: bool, init_from) -> tuple[object, dict | None]:
+    """Decide `fusion.functionals_in_fusion=auto` for a fusion stage: `(run with "true" or
+    "false", {"value", "why"})`; `(run, None)` for other stages or a value already given."""
+    fusion = run.config.fusion
+    if not (spec.is_classifier and len(spec.modalities) == 2 and fusion.functionals
+            and str(fusion.functionals_in_fusion).lower() == "auto"):
+        return run, None
+    if init_from:  # the model it continues decides
+        model = keras.saving.load_model(init_from, compile=False)
+        value = any(layer.name == "utterance_functionals" for layer in model.layers)
+        why = "as the model of --init-from"
+    else:
+        value = stages_lib.starts_from_scratch(run, "audio", from_scratch)
+        why = ("its audio backbone starts from scratch (no trained audio encoder): the functionals give it "
+               "a path a few hundred clips can train" if value else
+               "its audio backbone is the trained audio encoder's: the functionals would outweigh the transcript")
+    print(f"stage {spec.name}: utterance functionals {'read' if value else 'not read'} by the fusion model ({why})",
+          flush=True)
+    config = run.config
+    run = dataclasses.replace(run, config=dataclasses.replace(config, fusion=dataclasses.replace(
+        fusion, functionals_in_fusion="true" if value else "false")))
+    return run, {"value": bool(value), "why": why}
 
 
 def _ngram_weights(run, weighting, weights):

@@ -82,3 +82,24 @@ def test_stage_all_skips_the_rating_encoders_and_exports_emotion_with_nan_rating
                     text=tf.constant(["그냥 그래요"]))
     assert result["emotion_probs"].shape == (1, 5)
     assert np.isnan(result["arousal"].numpy()).all() and np.isnan(result["valence"].numpy()).all()
+
+
+def test_the_fusion_model_reads_the_functionals_where_its_audio_backbone_starts_from_scratch(
+        emotion_only_manifest, tiny_config, shared_cache, trained_run, tmp_path, capsys):
+    """fusion.functionals_in_fusion=auto: decided per run and printed. No arousal ratings (no
+    audio encoder to start from): the fusion model reads the functionals; on a run whose audio
+    encoder was trained: it does not, as on the synthetic main job."""
+    from kemdy_tf import run as run_lib, stages, training
+    from kemdy_tf.config import reads_functionals
+
+    fusion = stages.get("fusion")
+    emotion_only = run_lib.prepare_run(tmp_path / "run", {"manifest": emotion_only_manifest}, tiny_config,
+                                       cache_dir=shared_cache)
+    decided, why = training._functionals_in_fusion(emotion_only, fusion, False, None)
+    assert why["value"] and reads_functionals(decided.config.fusion, fusion.modalities)
+    assert "utterance functionals read by the fusion model" in capsys.readouterr().out
+    with_encoder = run_lib.open_run(trained_run)
+    decided, why = training._functionals_in_fusion(with_encoder, fusion, False, None)
+    assert not why["value"] and not reads_functionals(decided.config.fusion, fusion.modalities)
+    assert training._functionals_in_fusion(with_encoder, fusion, True, None)[1]["value"]  # --from-scratch
+    assert training._functionals_in_fusion(with_encoder, stages.get("audio_clf"), False, None)[1] is None

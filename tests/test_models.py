@@ -402,7 +402,8 @@ def test_single_modality_classifier(models, modality):
 def test_functionals_beside_the_deep_summary(models):
     """`fusion.functionals`: the classifier also reads the log-mel's utterance statistics."""
     backbone = models["audio"].get_layer("audio_backbone")
-    cfg = dataclasses.replace(FUSION, functionals=True, functionals_speaker_norm=False, functionals_in_fusion=True)
+    cfg = dataclasses.replace(FUSION, functionals=True, functionals_speaker_norm=False,
+                              functionals_in_fusion="true")
     classifier = build_fusion_model(backbone, None, cfg, N_CLASSES, modalities=("audio",))
     names = {layer.name for layer in classifier.layers}
     assert {"utterance_functionals", "functionals_norm", "summary_branch_dropout"} <= names
@@ -418,10 +419,11 @@ def test_functionals_beside_the_deep_summary(models):
     fusion = build_fusion_model(backbone, models["text"].get_layer("text_backbone"), cfg, N_CLASSES)
     assert "utterance_functionals" in {layer.name for layer in fusion.layers}
     np.testing.assert_allclose(run(fusion, batch).sum(axis=-1), 1.0, atol=1e-5)
-    # By default only the audio classifier reads them (fusion.functionals_in_fusion off).
-    plain = build_fusion_model(backbone, models["text"].get_layer("text_backbone"),
-                               dataclasses.replace(cfg, functionals_in_fusion=False), N_CLASSES)
-    assert "utterance_functionals" not in {layer.name for layer in plain.layers}
+    # "false", or "auto" not yet decided by the training runner: only the audio classifier reads them.
+    for value in ("false", "auto"):
+        plain = build_fusion_model(backbone, models["text"].get_layer("text_backbone"),
+                                   dataclasses.replace(cfg, functionals_in_fusion=value), N_CLASSES)
+        assert "utterance_functionals" not in {layer.name for layer in plain.layers}
 
 
 def test_functionals_standardised_by_the_speakers_statistics(models):
