@@ -312,3 +312,25 @@ def test_a_manifest_enrols_each_named_speaker_and_says_which_statistics_were_use
     np.testing.assert_allclose([[r["probabilities"][c] for c in classes] for r in rows[:3]],
                                reference["emotion_probs"], atol=2e-4)
     assert "statistics" in (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()[0]
+
+
+def test_enrol_cli_writes_what_the_export_computes(setup, tmp_path, capsys):
+    """python -m kemdy_tf.enrol: a folder of one speaker's clips -> the export's own statistics
+    (the speaker_statistics signature); one clip is refused, a bad file is skipped with a warning."""
+    from kemdy_tf import enrol
+
+    folder = tmp_path / "mina"
+    folder.mkdir()
+    for k, freq in enumerate((180, 260, 350)):
+        sf.write(folder / f"{k}.wav", tone(0.7 + 0.2 * k, 16000, freq=freq), 16000)
+    (folder / "broken.wav").write_bytes(b"not audio")
+    assert enrol.main(["--model", str(setup["base"]), str(folder), "--out", str(tmp_path / "mina.json")]) == 0
+    written = json.loads((tmp_path / "mina.json").read_text(encoding="utf-8"))
+    err = capsys.readouterr().err
+    assert "broken.wav: skipped" in err and "fewer than 5" in err
+    waves = [load_audio(folder / f"{k}.wav", 16000) for k in range(3)]
+    expected, used = setup["model"].enrol(waves)
+    assert written["clips"] == used == 3 and written["enrolled"]
+    np.testing.assert_allclose(written["speaker_functionals"], expected, atol=1e-5)
+    assert enrol.main(["--model", str(setup["base"]), str(folder / "0.wav")]) == 1
+    assert "at least 2" in capsys.readouterr().err
