@@ -168,7 +168,7 @@ class FusionConfig:
     # With functionals: 12 pitch and energy statistics of each clip (YIN F0 level, range and
     # movement; data.prosody) beside them, which mel bands 25+ Hz wide barely resolve (+.025 UA
     # for a linear model on RAVDESS, docs/real_speech.md). The data pipeline tracks the pitch
-    # (input `pitch_statistics` [B, 12]), so such a run cannot be exported either.
+    # (input `pitch_statistics` [B, 12]), so a run whose fusion model reads it cannot be exported.
     pitch: bool = False
     # With functionals or char_ngrams: chance per training example that the deep summary is
     # dropped whole, so the wide features alone must classify it (the deep path over-fits a few
