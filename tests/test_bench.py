@@ -177,3 +177,31 @@ def test_recurrent_layer_alone_is_timed_and_counted():
     per_sample_step = 2 * (3 + 4) * 4 * 4  # input and recurrent kernels, four gates
     assert result["flops"]["forward_per_sample"] == 5 * per_sample_step + 2 * 4  # + the Dense(1) head
     assert result["step_s"] > 0 and len(result["step_s_all"]) == 2
+
+
+def test_speaker_fallback_bench_scores_each_source_of_statistics(trained_run, capsys):
+    """bench/speaker_fallback.py: its "all clips" row is what the evaluation scores (the data
+    pipeline's per-speaker statistics); the other rows feed the same model other statistics."""
+    import keras
+    import numpy as np
+    from sklearn.metrics import balanced_accuracy_score
+
+    from bench import speaker_fallback
+    from kemdy_tf import run as run_lib
+    from kemdy_tf.evaluation.runs import split_dataset
+    from kemdy_tf.stages import inputs_for
+
+    scores = speaker_fallback.fold_scores(trained_run, ["audio_clf", "fusion"])
+    assert list(scores) == ["audio_clf"]  # the fusion model of a run with an audio encoder reads none
+    assert list(scores["audio_clf"]) == ["speaker, all clips", "speaker, 5 clips", "training set (fallback)"]
+    run = run_lib.open_run(trained_run)
+    model = keras.saving.load_model(run.model_path("audio_clf"), compile=False)
+    truth, predicted = [], []
+    for features, targets in split_dataset(run, run.split("test")):
+        x = {k: v for k, v in features.items() if k in model.input}
+        predicted.append(np.argmax(model.predict_on_batch(inputs_for(model, x))["emotion"], axis=-1))
+        truth.append(np.asarray(targets["emotion"]))
+    expected = balanced_accuracy_score(np.concatenate(truth), np.concatenate(predicted))
+    assert scores["audio_clf"]["speaker, all clips"] == pytest.approx(expected, abs=1e-9)
+    assert speaker_fallback.main(["--workdir", str(trained_run), "--stages", "audio_clf"]) == 0
+    assert "training set (fallback)" in capsys.readouterr().out
