@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import time
 
 import numpy as np
 
 from kemdy_tf import run as run_lib
-
-log = logging.getLogger("kemdy_tf.ngram_choice")
 
 AUTO = "auto"
 # (name, fusion settings): n-gram reach, jamo or characters, bounded by words or not, weighting.
