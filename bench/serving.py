@@ -280,7 +280,7 @@ def xla_parts(models: dict, tokenizer_path, config: RunConfig, waveform, length,
         f"{label} audio stem, graph mode (convolutions + frame projection)": lambda: stem_call(log_mel, mask).numpy(),
         f"{label} text backbone (XLA)": lambda: [program(ids).numpy() for program in graph.text_programs.values()],
         f"{label} rest of the models (XLA)": lambda: [t.numpy() for t in tf.nest.flatten(graph._models(
-            padded_mel, padded_mask, ids, stems, ready))],
+            padded_mel, padded_mask, ids, stems, ready, {}))],
         f"{label} all of it in one tf.function (no signature call)": lambda: [
             t.numpy() for t in tf.nest.flatten(whole(waveform, length, text))],
     }

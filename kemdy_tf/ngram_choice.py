@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import numpy as np
 
@@ -97,13 +96,12 @@ def choose(run, spec, build, class_weights=None) -> tuple[object, dict]:
 
 def best(loss_of) -> dict:
     """The report of the candidate with the lowest `loss_of(settings)`: chosen, settings, every
-    candidate's validation log loss, seconds taken."""
-    start = time.perf_counter()
+    candidate's validation log loss."""
     losses = {name: loss_of(settings) for name, settings in CANDIDATES}
     name = min(losses, key=losses.get)
+    # No timing in it: a resumed run must write the same summary as an uninterrupted one.
     return {"chosen": name, "settings": dict(CANDIDATES)[name],
-            "validation_log_loss": {k: round(v, 4) for k, v in losses.items()},
-            "seconds": round(time.perf_counter() - start, 1)}
+            "validation_log_loss": {k: round(v, 4) for k, v in losses.items()}}
 
 
 def validation_loss(model, train, val, c: float = 0.0, class_weights=None) -> float:
