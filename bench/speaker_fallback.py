@@ -34,15 +34,10 @@ def _ua(model, dataset) -> float:
 
     truth, predicted = [], []
     for features, targets in dataset:
-        probs = model.predict_on_batch(inputs_for(model, {k: v for k, v in features.items()
-                                                          if k in _input_names(model)}))["emotion"]
+        probs = model.predict_on_batch(inputs_for(model, features))["emotion"]
         predicted.append(np.argmax(probs, axis=-1))
         truth.append(np.asarray(targets["emotion"]))
     return float(balanced_accuracy_score(np.concatenate(truth), np.concatenate(predicted)))
-
-
-def _input_names(model) -> set:
-    return set(model.input) if isinstance(model.input, dict) else {t.name for t in model.inputs}
 
 
 def fold_scores(workdir: Path, stages) -> dict:

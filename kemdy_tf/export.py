@@ -160,7 +160,7 @@ def load_served_run(workdir: str | os.PathLike) -> TrainedRun:
         trained = trained_run_of(run, stages_lib.with_requirements(EXPORTED_STAGE))
     except run_lib.RunError as error:
         raise ExportError(str(error)) from None
-    if "pitch_statistics" in _input_names(trained.fusion):  # functionals_in_fusion=auto decided "true"
+    if "pitch_statistics" in {t.name for t in trained.fusion.inputs}:  # functionals_in_fusion=auto decided "true"
         config = dataclasses.replace(run.config, fusion=dataclasses.replace(run.config.fusion,
                                                                             functionals_in_fusion="true"))
         refuse_unservable(config, workdir)
@@ -376,10 +376,6 @@ def _speaker_signatures(fusion, front, features, predict, fallback, features_onl
 
 
 # === Helpers ===
-
-
-def _input_names(model) -> set:
-    return set(model.input) if isinstance(model.input, dict) else {t.name for t in model.inputs}
 
 
 def _output_width(model, output: str) -> int:

@@ -46,8 +46,7 @@ def reads_speaker_statistics(model) -> bool:
     """Whether a Keras model takes the `speaker_functionals` input."""
     from kemdy_tf.models.fusion import SPEAKER_FUNCTIONALS
 
-    names = model.input if isinstance(model.input, dict) else {t.name: t for t in model.inputs}
-    return SPEAKER_FUNCTIONALS in names
+    return SPEAKER_FUNCTIONALS in {t.name for t in model.inputs}
 
 
 def from_functionals(functionals: np.ndarray, min_std: float = MIN_STD) -> np.ndarray:
