@@ -329,7 +329,7 @@ def _speaker_signatures(fusion, front, features, predict, fallback, features_onl
 
     width = fallback.shape[-1]
     stats_spec = tf.TensorSpec([None, 2, width], tf.float32, name="speaker_functionals")
-    functionals = fusion.get_layer("utterance_functionals")
+    functionals = _nested_layer(fusion, "utterance_functionals")  # the fusion model's or its audio expert's
 
     @tf.function(input_signature=[
         tf.TensorSpec([None, None, features.n_mels], tf.float32, name="log_mel"),
@@ -376,6 +376,20 @@ def _speaker_signatures(fusion, front, features, predict, fallback, features_onl
 
 
 # === Helpers ===
+
+
+def _nested_layer(model, name: str):
+    """The first layer called `name` in `model` or in the models nested in it (depth first)."""
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested model
+            try:
+                return _nested_layer(layer, name)
+            except ValueError:
+                continue
+    raise ValueError(f"{model.name} holds no layer {name!r}")
 
 
 def _output_width(model, output: str) -> int:

@@ -123,6 +123,32 @@ def classification_metrics(y_true: typing.Sequence[int], y_pred: typing.Sequence
     }
 
 
+# Equal-width confidence bins of the expected calibration error (Guo et al. 2017 use 15).
+ECE_BINS = 15
+
+
+def expected_calibration_error(y_true: typing.Sequence[int], probabilities: np.ndarray,
+                               bins: int = ECE_BINS) -> float:
+    """Top-label expected calibration error: the examples binned by the confidence of their
+    answer (the highest probability; `bins` equal widths on [0, 1]); each bin's
+    |accuracy - mean confidence|, weighted by its share of examples (docs/metrics.md).
+
+    0 for a model whose confidence is its accuracy; a model that says .9 and is right half
+    the time has about .4.
+    """
+    probs = np.asarray(probabilities, np.float64)
+    t = np.asarray(y_true, dtype=int).reshape(-1)
+    if probs.ndim != 2 or len(probs) != len(t) or not len(t):
+        raise ValueError(f"expected_calibration_error: {probs.shape} probabilities for {len(t)} labels")
+    confidence, answer = probs.max(axis=1), probs.argmax(axis=1)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in np.unique(which):
+        rows = which == b
+        error += rows.mean() * abs(float((answer[rows] == t[rows]).mean()) - float(confidence[rows].mean()))
+    return float(error)
+
+
 def majority_class(train_labels: typing.Sequence[int], n_classes: int) -> int:
     """The most frequent class index of the training labels (the lowest index on a tie).
 
@@ -216,6 +242,10 @@ def score_predictions(predictions: pd.DataFrame, classes: typing.Sequence[str],
             entry["emotion"] = classification_metrics(
                 _indices(rows["emotion_true"], index, "emotion_true"),
                 _indices(rows["emotion_pred"], index, "emotion_pred"), classes)
+            probability_columns = [f"prob_{c}" for c in classes]
+            if set(probability_columns) <= set(rows) and rows[probability_columns].notna().all().all():
+                entry["emotion"]["ece"] = expected_calibration_error(
+                    _indices(rows["emotion_true"], index, "emotion_true"), rows[probability_columns].to_numpy())
         for target in ("arousal", "valence"):
             column = f"{target}_pred"
             if column in rows and rows[column].notna().all() and rows[f"{target}_true"].notna().any():

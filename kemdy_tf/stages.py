@@ -6,7 +6,7 @@ the evaluation's table order and descriptions, the export, the benchmarks.
 
     >>> from kemdy_tf import stages
     >>> [s.name for s in stages.all_stages()]
-    ['audio', 'text', 'fusion', 'audio_clf', 'text_clf']
+    ['audio', 'text', 'audio_clf', 'text_clf', 'fusion']
     >>> stages.get("fusion").requires
     ('audio', 'text')
 
@@ -261,15 +261,16 @@ register(Stage("audio", "arousal", AUDIO_INPUTS, ("audio",), _build_audio_encode
                _regression_metrics, "audio encoder"))
 register(Stage("text", "valence", TEXT_INPUTS, ("text",), _build_text_encoder, "mse",
                _regression_metrics, "text encoder", optimizer=_text_optimizer))
-register(Stage("fusion", "emotion", AUDIO_INPUTS + TEXT_INPUTS, ("audio", "text"), _build_classifier,
-               "sparse_categorical_crossentropy", _classification_metrics, "fusion (audio + text)",
-               requires=("audio", "text")))
 register(Stage("audio_clf", "emotion", AUDIO_INPUTS, ("audio",), _build_classifier,
                "sparse_categorical_crossentropy", _classification_metrics, "audio only",
                requires=("audio",)))
 register(Stage("text_clf", "emotion", TEXT_INPUTS, ("text",), _build_classifier,
                "sparse_categorical_crossentropy", _classification_metrics, "text only",
                requires=("text",), optimizer=_text_optimizer, loss_factory=_text_classification_loss))
+# Last: its final model combines its cross-modal network with the classifiers above (fusion_experts).
+register(Stage("fusion", "emotion", AUDIO_INPUTS + TEXT_INPUTS, ("audio", "text"), _build_classifier,
+               "sparse_categorical_crossentropy", _classification_metrics, "fusion (audio + text)",
+               requires=("audio", "text")))
 
 
 # === Datasets ===
@@ -310,7 +311,10 @@ def stage_dataset(run, stage, split: str, training: bool, tokenizer=None, class_
     # Optional model inputs the data pipeline fills (fusion.functionals_speaker_norm, fusion.pitch).
     cfg = run.config
     extra = ()
-    if stage.is_classifier and reads_functionals(cfg.fusion, stage.modalities):
+    optional = ("speaker_functionals", "pitch_statistics")
+    if model is not None:  # what the model reads (a fusion model's classifier experts may read more)
+        extra = tuple(name for name in optional if name in {t.name for t in model.inputs})
+    elif stage.is_classifier and reads_functionals(cfg.fusion, stage.modalities):
         extra = tuple(name for name, wanted in (("speaker_functionals", cfg.fusion.functionals_speaker_norm),
                                                 ("pitch_statistics", cfg.fusion.pitch)) if wanted)
 

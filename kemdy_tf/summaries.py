@@ -63,7 +63,7 @@ def format_summary(summary: dict) -> str:
     for m, label in ((model, summary["stage"]), *others):
         rows.append(f"{label:28s}{m['accuracy']:8.3f}{m['balanced_accuracy']:8.3f}"
                     f"{m['macro_f1']:10.3f}{m['weighted_f1']:8.3f}")
-    notes = ["(WA flatters a majority-class model: read UA and macro-F1)", *_ngram_note(summary),
+    notes = ["(WA flatters a majority-class model: read UA and macro-F1)", *_ngram_note(summary), *_experts_note(summary),
              *_refit_note(summary)]
     return "\n".join([head, *rows, *notes]) + "\n"
 
@@ -74,6 +74,17 @@ def _ngram_note(summary: dict) -> list[str]:
         return []
     return [f"(the character n-gram logistic regression, fitted on {fitted['rows']} training rows, gives "
             f"{fitted['share']:.0%} of each answer: the share chosen on this split)"]
+
+
+def _experts_note(summary: dict) -> list[str]:
+    experts = summary.get("experts")
+    if not experts or not experts.get("weights"):
+        return []
+    ua = experts["val_ua"]
+    alone = ", ".join(f"{name} {value:.3f}" for name, value in zip(experts["weights"], ua["alone"]))
+    return [f"(the answer is a product of experts fitted on this split: "
+            f"{', '.join(f'{n} x{w:.2f}' for n, w in experts['weights'].items())}; "
+            f"UA alone: {alone}; combined {ua['combined']:.3f})"]
 
 
 def _refit_note(summary: dict) -> list[str]:

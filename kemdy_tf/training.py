@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from kemdy_tf import classical, ngram_choice, run as run_lib, speaker_statistics, stages as stages_lib, summaries
+from kemdy_tf import (classical, fusion_experts, ngram_choice, run as run_lib, speaker_statistics,
+                      stages as stages_lib, summaries)
 from kemdy_tf.checkpoints import (BACKUP_DIR, AtomicBackupAndRestore, AtomicModelCheckpoint,
                                   AveragedWeightsAtEpochEnd, atomic_save_model, atomic_text, logged,
                                   read_backup, rollback_to_backup, skip_finished_epochs)
@@ -197,6 +198,9 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         kept = keras.saving.load_model(model_path)  # compiled: the saved model keeps its loss and metrics
         ngram_logistic.set_share(kept, share)
         atomic_save_model(kept, model_path)
+    experts = None
+    if spec.is_classifier and len(spec.modalities) == 2:  # the fusion model: cross-modal network x classifiers
+        best, experts = _with_experts(run, stage, best, model_path, prior, tokenizer)
     if spec.is_classifier:  # the classical baseline beside the summary (fitted once per run)
         classical.fit_for_run(refit_view(run) if cfg.train.refit else run)
     # Scored before any refit: the early-stopped model never saw the validation split.
@@ -209,6 +213,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         summary["char_ngram_choice"] = ngram_report
     if functionals_decision is not None:
         summary["functionals_in_fusion"] = functionals_decision
+    if experts is not None:
+        summary["experts"] = experts
     if cfg.train.refit:
         kept = kept_epochs(stage_dir / run_lib.HISTORY, monitor, mode)
         summary["refit"] = refit_stage(run, stage, epochs=kept, fit_epochs=fit_epochs, strategy=strategy,
@@ -218,6 +224,20 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     shutil.rmtree(stage_dir / REFIT_DIR / BACKUP_DIR, ignore_errors=True)
     print(summaries.format_summary(summary))
     return summary
+
+
+def _with_experts(run, stage: str, trained, model_path: Path, prior, tokenizer):
+    """The fusion stage's final model: its cross-modal network (`trained`, or the network of
+    an `--init-from` fusion model) combined with the run's classifiers (`fusion_experts`),
+    saved compiled as the stage's model; `(model, report)`."""
+    network = fusion_experts.cross_modal_part(trained)
+    combined, report = fusion_experts.combine_for_run(run, network, tokenizer)
+    if combined is not trained:
+        compile_stage_model(combined, stage, run.config, class_prior=prior)
+        atomic_save_model(combined, model_path)
+        if speaker_statistics.reads_speaker_statistics(combined):  # its audio expert may read them
+            speaker_statistics.ensure_fallback(run)
+    return combined, report
 
 
 def _fit_resumably(model, folder: Path, train_ds, backup: dict | None, cfg: RunConfig, *, epochs: int,
@@ -271,8 +291,8 @@ def _compiled_stage_model(run, stage: str, strategy, fit_epochs: int, prior, *, 
     spec, cfg = stages_lib.get(stage), run.config
     with precision_lib.dtype_policy(cfg.train.precision), strategy.scope():
         try:
-            if init_from:
-                model = keras.saving.load_model(init_from, compile=False)
+            if init_from:  # a fusion model trains its cross-modal network; its experts are fitted after
+                model = fusion_experts.cross_modal_part(keras.saving.load_model(init_from, compile=False))
                 if spec.is_classifier and not (unfreeze or from_scratch):
                     _freeze_backbones(model)
             else:
@@ -347,6 +367,10 @@ def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None,
         if wide_share is not None and ngram_logistic.has_ngram_logistic(final):
             ngram_logistic.set_share(final, wide_share)
         atomic_save_model(final, refitted)
+    early_stopped = keras.saving.load_model(stage_dir / run_lib.MODEL, compile=False)
+    if fusion_experts.has_experts(early_stopped):  # the same experts, by the weights fitted on validation
+        network = fusion_experts.cross_modal_part(keras.saving.load_model(refitted, compile=False))
+        atomic_save_model(fusion_experts.recombine(network, early_stopped, run), refitted)
     # The early-stopped model first (a copy, renamed into place), then the refitted one
     # by one rename: a kill in between leaves the main backup, which restores the first.
     tmp = stage_dir / f".{EARLY_STOPPED}.partial.keras"

@@ -190,6 +190,9 @@ def test_score_predictions_matches_hand_computed_figures_and_baselines():
     assert scores["n"] == 6
     fusion = scores["models"]["fusion"]["emotion"]
     assert fusion["accuracy"] == pytest.approx(4 / 6) and fusion["balanced_accuracy"] == pytest.approx(13 / 18)
+    # Certain of every answer (probability 1) and right 4 times in 6: calibration error 1/3.
+    assert fusion["ece"] == pytest.approx(1 / 3)
+    assert scores["models"]["audio_clf"]["emotion"]["ece"] == pytest.approx(0.5)
     assert sum(c["support"] for c in fusion["per_class"].values()) == 6
     assert set(scores["models"]["fusion"]) == {"emotion"}
     # Predicting the training majority (neutral) is exactly the audio_clf here.
@@ -228,11 +231,11 @@ def test_write_report_files(tmp_path):
     markdown = paths["markdown"].read_text()
     lines = markdown.splitlines()
     first_table = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    assert lines[first_table] == "| model | WA | UA | macro-F1 | weighted-F1 | n |"
-    assert lines[first_table + 2] == "| majority baseline (`neutral`) | 0.500 | 0.333 | 0.222 | 0.333 | 6 |"
+    assert lines[first_table] == "| model | WA | UA | macro-F1 | weighted-F1 | ECE | n |"
+    assert lines[first_table + 2] == "| majority baseline (`neutral`) | 0.500 | 0.333 | 0.222 | 0.333 |  | 6 |"
     # Comparison rows: audio only before fusion; fusion's figures as worked out by hand.
     assert lines[first_table + 3].startswith("| audio only (`audio_clf`) | 0.500 | 0.333 |")
-    assert lines[first_table + 4] == "| fusion (audio + text) (`fusion`) | 0.667 | 0.722 | 0.656 | 0.678 | 6 |"
+    assert lines[first_table + 4] == "| fusion (audio + text) (`fusion`) | 0.667 | 0.722 | 0.656 | 0.678 | 0.333 | 6 |"
     warning = [line for line in lines[:first_table] if "Warning" in line]
     assert len(warning) == 1 and warning[0].startswith("**") and warning[0].endswith("**")
     assert "WA 0.500" in warning[0] and "UA" in warning[0]

@@ -8,7 +8,7 @@ from kemdy_tf import run as run_lib, stages
 
 
 def test_registry_holds_every_stage_in_training_order():
-    assert stages.names() == ("audio", "text", "fusion", "audio_clf", "text_clf")
+    assert stages.names() == ("audio", "text", "audio_clf", "text_clf", "fusion")
     assert stages.with_requirements("fusion") == ("audio", "text", "fusion")
     assert stages.with_requirements("text_clf") == ("text", "text_clf")
     assert stages.report_order() == ["audio_clf", "text_clf", "fusion", "audio", "text"]

@@ -145,7 +145,7 @@ def test_init_from_continues_training_on_a_new_manifest(trained_run, tmp_path, t
 
     assert run_train("--stage", "fusion", "--init-from", start, "--manifest", manifest,
                      "--workdir", tmp_path / "tuned", "--no-export", "--cache-dir", shared_cache,
-                     *set_args(tiny_overrides), "--set", "train.epochs=3", "--set", "train.patience=10") == 0
+                     *set_args(tiny_overrides), "--set", "train.epochs=5", "--set", "train.patience=10") == 0
     # the old run's token ids are kept
     assert (tmp_path / "tuned" / "tokenizer.model").read_bytes() == \
         (trained_run / "tokenizer.model").read_bytes()

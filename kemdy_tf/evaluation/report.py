@@ -100,12 +100,12 @@ def results_markdown(report: dict) -> str:
     table, from a report.json, with nothing typed by hand (scripts/readme_results.py)."""
     baseline = report["majority_baseline"]
     split = f"{report['split']} split, {report['n']} utterances"
-    rows = [[f"majority baseline (`{baseline['class']}`)"] + [_num(baseline[k]) for k in HEADLINE]]
+    rows = [[f"majority baseline (`{baseline['class']}`)"] + [_num(baseline[k]) for k in HEADLINE] + [""]]
     for model in ordered(report["models"]):
         scores = report["models"][model].get("emotion")
         if scores is not None:
-            rows.append([describe(model)] + [_num(scores[k]) for k in HEADLINE])
-    parts = [_table([f"model ({split})"] + [HEADLINE_NAMES[k] for k in HEADLINE], rows)]
+            rows.append([describe(model)] + [_num(scores[k]) for k in HEADLINE] + [_num(scores.get("ece"))])
+    parts = [_table([f"model ({split})"] + [HEADLINE_NAMES[k] for k in HEADLINE] + ["ECE"], rows)]
     regression = []
     for target in ("arousal", "valence"):
         for model in ordered(report["models"]):
@@ -141,12 +141,13 @@ def _classification_section(report: dict) -> str:
                  f"({baseline['balanced_accuracy']:.3f}). Judge the models by UA and macro-F1 "
                  f"against the baseline row.**")
     lines.append("")
-    header = ["model"] + [HEADLINE_NAMES[k] for k in HEADLINE] + ["n"]
+    header = ["model"] + [HEADLINE_NAMES[k] for k in HEADLINE] + ["ECE", "n"]
     rows = [[f"majority baseline (`{baseline['class']}`)"] + [_num(baseline[k]) for k in HEADLINE]
-            + [str(baseline["n"])]]
+            + ["", str(baseline["n"])]]
     for model in models:
         scores = report["models"][model]["emotion"]
-        rows.append([describe(model)] + [_num(scores[k]) for k in HEADLINE] + [str(scores["n"])])
+        rows.append([describe(model)] + [_num(scores[k]) for k in HEADLINE] + [_num(scores.get("ece")),
+                                                                              str(scores["n"])])
     lines.append(_table(header, rows))
     return "\n".join(lines)
 
@@ -227,13 +228,14 @@ def _folds_section(folds: dict) -> str:
     header = ["model"] + [HEADLINE_NAMES[k] for k in HEADLINE]
     rows = []
     if folds.get("majority_baseline"):
-        rows.append(["majority baseline"] + [_mean_std(folds["majority_baseline"].get(k)) for k in HEADLINE])
+        rows.append(["majority baseline"] + [_mean_std(folds["majority_baseline"].get(k)) for k in HEADLINE] + [""])
     for model in ordered(folds.get("models", {})):
         emotion = folds["models"][model].get("emotion")
         if emotion:
-            rows.append([describe(model)] + [_mean_std(emotion.get(k)) for k in HEADLINE])
+            rows.append([describe(model)] + [_mean_std(emotion.get(k)) for k in HEADLINE]
+                        + [_mean_std(emotion.get("ece"))])
     if rows:
-        blocks.append(_table(header, rows))
+        blocks.append(_table(header + ["ECE"], rows))
     pooled = folds.get("pooled")
     if pooled and pooled.get("models"):
         blocks.append(f"Pooled: every fold's test predictions scored as one set ({pooled['n']} utterances, "

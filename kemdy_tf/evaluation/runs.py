@@ -226,6 +226,8 @@ def aggregate_folds(reports: dict[str, dict]) -> dict:
         emotion = [e["emotion"] for e in entries if "emotion" in e]
         if emotion:
             out["emotion"] = {k: metrics.mean_and_std([e[k] for e in emotion]) for k in metrics.HEADLINE}
+            if all("ece" in e for e in emotion):
+                out["emotion"]["ece"] = metrics.mean_and_std([e["ece"] for e in emotion])
         for target in ("arousal", "valence"):
             values = [e[target] for e in entries if target in e]
             if values:

@@ -1,0 +1,230 @@
+"""The fusion stage's final model: its cross-modal network and the run's single-modality
+classifiers, combined by a product of experts fitted on the validation split.
+
+    combined, report = combine_for_run(run, cross_modal)   # after the fusion stage's fit
+
+The cross-modal network (`models.fusion`: both sequences along time, attention, LSTM)
+learns what the two modalities say together; `audio_clf` and `text_clf` are each the
+best reading of one modality. `models.experts.ExpertProduct` weighs the three answers'
+log-probabilities and adds a class bias; weights and biases are fitted on the
+validation split (class-balanced log loss), so how much each modality counts is
+learned per run and the answer is calibrated. The classifiers are frozen copies inside
+the fusion model: evaluation, export and serving see one Keras model.
+
+The weights are fitted on models that never saw the validation split: with
+`train.refit`, a classifier's early-stopped model (`early_stopped.keras`) gives the
+validation predictions and its refitted model is the one combined.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import numpy as np
+
+from kemdy_tf import run as run_lib, stages as stages_lib
+from kemdy_tf.models.experts import (EXPERT_PRODUCT, ExpertProduct, clipped_log, expert_logits,
+                                     fit_expert_weights)
+from kemdy_tf.models.layers import TokenPaddingMask
+from kemdy_tf.models.text_encoder import PAD_ID
+
+log = logging.getLogger("kemdy_tf.fusion_experts")
+
+CROSS_MODAL = "cross_modal"
+# The single-modality classifiers that join the cross-modal network, and the input whose
+# mask says an example has that modality (a blank transcript: the text expert abstains).
+CLASSIFIERS = {"audio_clf": "frame_mask", "text_clf": "token_ids"}
+MODALITY = {"audio_clf": "audio", "text_clf": "text"}
+
+
+def classifiers_of(run) -> dict[str, object]:
+    """`{stage: path}` of the run's trained single-modality classifiers, in `CLASSIFIERS` order."""
+    return {name: run.model_path(name) for name in CLASSIFIERS if run.model_path(name).exists()}
+
+
+def has_experts(model) -> bool:
+    return any(layer.name == EXPERT_PRODUCT for layer in model.layers)
+
+
+def cross_modal_part(model):
+    """The cross-modal network of a combined fusion model (the model itself when it has no
+    experts): the inputs its answer reads, to the first expert's answer."""
+    if not has_experts(model):
+        return model
+    answer = model.get_layer(EXPERT_PRODUCT).input[0]
+    reached = _inputs_reaching(answer)
+    inputs = {t.name: t for t in model.inputs if id(t) in reached}
+    return keras.Model(inputs, {"emotion": answer}, name=model.name)
+
+
+def _inputs_reaching(tensor) -> set[int]:
+    """ids of the Keras tensors `tensor` is computed from, walking its graph back (Keras keeps
+    each symbolic tensor's producing operation and call in `_keras_history`)."""
+    seen, todo = set(), [tensor]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        operation, node_index, _ = current._keras_history
+        todo.extend(operation._inbound_nodes[node_index].input_tensors)
+    return seen
+
+
+def combine(cross_modal, classifiers: dict, weights, bias, name: str = "fusion"):
+    """One Keras model: `cross_modal` and the frozen `classifiers` ({stage: model}) answer
+    the same inputs; `ExpertProduct(weights, bias)` (rows per pattern of modalities)
+    combines their probabilities (the cross-modal network's first). Built on the network's
+    own graph, so its backbones stay top-level layers (the export's inference graph splits
+    the model at them)."""
+    inputs = {t.name: t for t in cross_modal.inputs}
+    answers, masks = [cross_modal.output["emotion"]], []
+    for stage, classifier in classifiers.items():
+        classifier.trainable = False
+        for tensor in classifier.inputs:
+            if tensor.name not in inputs:
+                inputs[tensor.name] = keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=tensor.name)
+        feed = {t.name: inputs[t.name] for t in classifier.inputs}
+        answers.append(classifier(feed if isinstance(classifier.input, dict) else feed[classifier.inputs[0].name])
+                       ["emotion"])
+        evidence = CLASSIFIERS[stage]
+        masks.append(inputs[evidence] if evidence == "frame_mask"
+                     else TokenPaddingMask(pad_id=PAD_ID, name=f"{stage}_evidence")(inputs[evidence]))
+    product = ExpertProduct([[float(w) for w in row] for row in weights], [[float(b) for b in row] for row in bias],
+                            masked=[False] + [True] * len(classifiers), expert_names=[CROSS_MODAL, *classifiers],
+                            name=EXPERT_PRODUCT)
+    return keras.Model(inputs, {"emotion": product(answers, masks)}, name=name)
+
+
+def combine_for_run(run, cross_modal, tokenizer=None) -> tuple[object, dict]:
+    """Fit the expert weights on the validation split and combine (`combine`).
+
+    Each pattern of modalities (both, audio only, text only, neither) gets its own fit:
+    the cross-modal network's validation answers with the missing modalities blanked, and
+    the classifiers of the modalities present. Returns `(model, report)`; `model` is
+    `cross_modal` itself, and the report says why, when the run has no trained classifier
+    or no labelled validation row.
+    """
+    paths = classifiers_of(run)
+    if not paths:
+        return cross_modal, {"experts": [CROSS_MODAL], "why": "no single-modality classifier trained in this run"}
+    classifiers = list(paths)
+    answers, presence, labels = {}, {}, None
+    for name, path in paths.items():  # scored by models that never saw the validation split
+        model = keras.saving.load_model(_never_saw_validation(path), compile=False)
+        answers[name], presence[name], labels = _validation_answers(run, name, model, tokenizer, (), labels)
+    if labels.size == 0:
+        return cross_modal, {"experts": [CROSS_MODAL], "why": "no validation rows to fit the expert weights on"}
+    n_classes = answers[classifiers[0]].shape[-1]
+    weights, bias, by_modalities = [], [], {}
+    for pattern in range(2 ** len(classifiers)):
+        present = [name for k, name in enumerate(classifiers) if pattern >> k & 1]
+        blank = tuple(MODALITY[n] for n in classifiers if n not in present)
+        network, _, _ = _validation_answers(run, "fusion", cross_modal, tokenizer, blank, labels)
+        rows = np.all([presence[n] for n in present], axis=0) if present else np.ones(labels.size, bool)
+        experts = [CROSS_MODAL, *present]
+        log_probs = np.stack([clipped_log(a[rows]) for a in (network, *(answers[n] for n in present))], axis=1)
+        fitted = _fit(log_probs, labels[rows], n_classes)
+        row = np.zeros(1 + len(classifiers))
+        row[[0, *(1 + classifiers.index(n) for n in present)]] = fitted["weights"]
+        weights.append(row)
+        bias.append(fitted["bias"])
+        label = "+".join(MODALITY[n] for n in present) or "neither"
+        by_modalities[label] = {"weights": {n: round(float(w), 4) for n, w in zip(experts, fitted["weights"])},
+                                "class_bias": [round(float(b), 4) for b in fitted["bias"]],
+                                "rows": int(rows.sum()), "val_log_loss": fitted["loss"], "val_ua": fitted["ua"]}
+    full = by_modalities["+".join(MODALITY[n] for n in classifiers)]
+    report = {"experts": [CROSS_MODAL, *classifiers], **full,
+              "fitted_on": f"validation split ({labels.size} utterances), class-balanced log loss, "
+                           f"one fit per set of modalities an example has",
+              "by_modalities": by_modalities}
+    combined = combine(cross_modal, {n: keras.saving.load_model(p, compile=False) for n, p in paths.items()},
+                       weights, bias)
+    print(f"stage fusion: the answer is the product of experts {describe(report)} (fitted on the validation "
+          f"split; without the transcript: {describe(by_modalities.get('audio', {}))})", flush=True)
+    return combined, report
+
+
+def _fit(log_probs: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
+    """`fit_expert_weights` with each class weighing the same (the loss follows UA, not the
+    majority), and the validation figures of the result and of each expert alone."""
+    if not labels.size:  # no row has these modalities: the network alone
+        weights = np.eye(log_probs.shape[1])[0]
+        return {"weights": weights, "bias": np.zeros(n_classes), "loss": None, "ua": None}
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    balanced = 1.0 / counts[labels]
+    weights, bias, loss = fit_expert_weights(log_probs, labels, balanced)
+    alone = np.eye(log_probs.shape[1])
+    no_bias = np.zeros(n_classes)
+    return {"weights": weights, "bias": bias,
+            "loss": {"combined": round(loss, 4), "alone": [
+                round(_log_loss(expert_logits(log_probs, alone[i], no_bias), labels, balanced), 4)
+                for i in range(len(alone))]},
+            "ua": {"combined": _ua(expert_logits(log_probs, weights, bias), labels),
+                   "alone": [_ua(log_probs[:, i], labels) for i in range(len(alone))]}}
+
+
+def recombine(cross_modal, combined_before, run):
+    """`cross_modal` combined with the run's classifiers by the weights `combined_before`
+    holds (the refit: no validation split is left to fit them on)."""
+    layer = combined_before.get_layer(EXPERT_PRODUCT)
+    paths = classifiers_of(run)
+    names = layer.expert_names[1:]
+    if list(paths) != names:
+        raise RuntimeError(f"the fusion model's experts {names} are not the run's classifiers {list(paths)}")
+    classifiers = {name: keras.saving.load_model(paths[name], compile=False) for name in names}
+    return combine(cross_modal, classifiers, layer.weights_per_expert, layer.class_bias)
+
+
+def describe(report: dict) -> str:
+    weights = report.get("weights")
+    if not weights:
+        return f"(none: {report.get('why', '')})"
+    return ", ".join(f"{name} x{weight:.2f}" for name, weight in weights.items())
+
+
+def _never_saw_validation(path):
+    """A classifier's early-stopped model when a refit replaced it (train.refit), else its model."""
+    early = path.parent / run_lib.EARLY_STOPPED
+    return early if early.exists() else path
+
+
+def _validation_answers(run, stage: str, model, tokenizer, blank: tuple = (), labels=None):
+    """`model`'s `[N, C]` validation probabilities (the modalities in `blank` blanked: no
+    frames, or all pad tokens), whether each example holds the modality of a classifier
+    stage (None for the network), and the labels, checked against `labels` (the datasets
+    of a split come in the same order)."""
+    ds = stages_lib.stage_dataset(run, stages_lib.get(stage), "val", training=False, tokenizer=tokenizer,
+                                  model=model)
+    evidence = CLASSIFIERS.get(stage)
+    probs, present, truth = [], [], []
+    for x, y in ds:
+        x = {t.name: np.asarray(x[t.name] if isinstance(x, dict) else x) for t in model.inputs}
+        if "text" in blank:
+            x["token_ids"] = np.zeros_like(x["token_ids"])
+        if "audio" in blank:
+            x["frame_mask"] = np.zeros_like(x["frame_mask"])
+            x["log_mel"] = np.zeros_like(x["log_mel"])
+        probs.append(np.asarray(model.predict_on_batch(x)["emotion"]))
+        truth.append(np.asarray(y["emotion"]).reshape(-1))
+        if evidence is not None:
+            present.append((x[evidence] != 0).any(axis=-1))
+    if not probs:
+        return np.zeros((0, 0)), None, np.zeros(0, int)
+    truth = np.concatenate(truth).astype(int)
+    if labels is not None and not np.array_equal(labels, truth):
+        raise RuntimeError("the validation datasets of the fusion stage's experts differ in order")
+    return np.concatenate(probs), (np.concatenate(present) if present else None), truth
+
+
+def _log_loss(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-(weights * log_p[np.arange(len(labels)), labels]).sum() / weights.sum())
+
+
+def _ua(logits: np.ndarray, labels: np.ndarray) -> float:
+    predicted = logits.argmax(axis=1)
+    recalls = [float((predicted[labels == c] == c).mean()) for c in np.unique(labels)]
+    return round(float(np.mean(recalls)), 4)

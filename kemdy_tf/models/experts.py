@@ -1,0 +1,168 @@
+"""The fusion model's answer as a weighted product of experts.
+
+The cross-modal network (both sequences concatenated along time, attention, LSTM:
+`models.fusion`) is one expert; the single-modality classifiers of the same run are
+the others. Their log-probabilities are summed with one weight per expert and one
+bias per class, and the sum is the logit of the answer:
+
+    p(c | x)  ∝  exp(b_c + Σ_e w_e · log p_e(c | x))
+
+Two modalities that each narrow the classes (the voice: arousal; the words: valence)
+multiply into a confident answer, which a fixed average of probabilities cannot do;
+the weights' sum is an inverse temperature and the biases a class offset, so fitting
+them on held-out predictions also calibrates the answer (temperature/vector
+scaling). An example that lacks a modality (a blank transcript, no frames) is answered
+by the weights and biases fitted for the modalities it has: that expert casts no vote,
+and the others weigh what they are worth alone.
+
+`fit_expert_weights` fits the weights (>= 0) and biases on validation predictions by
+class-weighted log loss (scipy's L-BFGS-B); `ExpertProduct` holds them as its config,
+so the combined model saves, loads and exports like any other.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import keras
+import numpy as np
+from keras import ops
+
+_PACKAGE = "kemdy_tf"
+EXPERT_PRODUCT = "expert_product"
+# Probabilities are clipped here before the log: a confident wrong expert costs log(1e-7), not -inf.
+MIN_PROBABILITY = 1e-7
+# Largest weight an expert may get (20 x its log-probabilities: far past any fitted value).
+MAX_WEIGHT = 20.0
+# L2 penalty on the class biases (per unit of the mean log loss): they correct an offset, not the data.
+BIAS_PENALTY = 1e-2
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ExpertProduct(keras.layers.Layer):
+    """`softmax(bias + Σ_e weights[e] · log p_e)` over experts' class probabilities, with
+    weights and biases for each set of modalities an example has.
+
+    Args:
+        weights_per_expert: `[patterns][experts]` weights (>= 0). `patterns` is
+            2 ** (masked experts): pattern `Σ_k present_k · 2**k` over the masked experts
+            in call order (with one masked expert: 0 absent, 1 present). An expert absent
+            from a pattern must weigh 0 there.
+        class_bias: `[patterns][classes]` offsets.
+        masked: per expert, whether it is called with a presence mask (see `call`).
+        expert_names: names of the experts, for summaries (`kemdy_tf.fusion_experts`).
+
+    Call:
+        `layer(probabilities, masks)`: `probabilities` a list of `[B, classes]`, one per
+        expert; `masks` one `[B, steps]` boolean mask per masked expert (in order): an
+        example whose mask holds no True step lacks that expert's modality, and gets the
+        weights fitted for the modalities it has.
+
+    Example:
+        >>> layer = ExpertProduct([[1.0, 0.0], [0.8, 0.5]], [[0.0, 0.0], [0.1, -0.1]], masked=[False, True])
+        >>> layer([fusion_probs, text_probs], [token_ids != 0])
+    """
+
+    def __init__(self, weights_per_expert: typing.Sequence[typing.Sequence[float]],
+                 class_bias: typing.Sequence[typing.Sequence[float]],
+                 masked: typing.Sequence[bool] | None = None, expert_names: typing.Sequence[str] | None = None,
+                 **kwargs):
+        kwargs.setdefault("dtype", "float32")  # class probabilities stay float32 under mixed precision
+        super().__init__(**kwargs)
+        self.weights_per_expert = [[float(w) for w in row] for row in weights_per_expert]
+        self.class_bias = [[float(b) for b in row] for row in class_bias]
+        n_experts = len(self.weights_per_expert[0]) if self.weights_per_expert else 0
+        self.masked = [bool(m) for m in (masked if masked is not None else [False] * n_experts)]
+        self.expert_names = [str(n) for n in (expert_names or [f"expert{i}" for i in range(n_experts)])]
+        patterns = 2 ** sum(self.masked)
+        if (not n_experts or len(self.weights_per_expert) != patterns
+                or any(len(row) != n_experts for row in self.weights_per_expert)):
+            raise ValueError(f"ExpertProduct needs {patterns} rows (one per pattern of the masked experts) of "
+                             f"one weight per expert, got {weights_per_expert}")
+        if any(w < 0 or not np.isfinite(w) for row in self.weights_per_expert for w in row):
+            raise ValueError(f"ExpertProduct weights must be finite and >= 0, got {weights_per_expert}")
+        if len(self.masked) != n_experts or len(self.expert_names) != n_experts:
+            raise ValueError("ExpertProduct: weights_per_expert, masked and expert_names need one entry per expert")
+        if len(self.class_bias) != patterns or len({len(row) for row in self.class_bias}) != 1 \
+                or len(self.class_bias[0]) < 2:
+            raise ValueError(f"ExpertProduct needs {patterns} rows of one bias per class (>= 2 classes), "
+                             f"got {class_bias}")
+
+    def call(self, probabilities, masks=()):
+        if len(probabilities) != len(self.masked) or len(masks) != sum(self.masked):
+            raise ValueError(f"ExpertProduct has {len(self.masked)} experts ({sum(self.masked)} masked), called "
+                             f"with {len(probabilities)} probability tensors and {len(masks)} masks")
+        logs = ops.stack([ops.log(ops.clip(ops.cast(p, "float32"), MIN_PROBABILITY, 1.0))
+                          for p in probabilities], axis=1)  # [B, experts, classes]
+        pattern = ops.zeros(ops.shape(logs)[:1], dtype="int32")
+        for k, mask in enumerate(masks):
+            pattern = pattern + ops.cast(ops.any(mask, axis=-1), "int32") * (2 ** k)
+        weights = ops.take(ops.convert_to_tensor(self.weights_per_expert, dtype="float32"), pattern, axis=0)
+        bias = ops.take(ops.convert_to_tensor(self.class_bias, dtype="float32"), pattern, axis=0)
+        return ops.softmax(ops.einsum("bec,be->bc", logs, weights) + bias, axis=-1)
+
+    def compute_output_spec(self, probabilities, masks=()):
+        return keras.KerasTensor(probabilities[0].shape, dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "weights_per_expert": self.weights_per_expert,
+                "class_bias": self.class_bias, "masked": self.masked, "expert_names": self.expert_names}
+
+
+def expert_logits(log_probs: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """`[N, C]` logits of `ExpertProduct` from `[N, E, C]` clipped log-probabilities (an
+    absent expert's rows zero), in numpy."""
+    return np.einsum("nec,e->nc", log_probs, weights) + bias[None, :]
+
+
+def clipped_log(probabilities: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+    """log(clip(p)) as `ExpertProduct` takes it; rows where `present` is False are zero."""
+    logs = np.log(np.clip(np.asarray(probabilities, np.float64), MIN_PROBABILITY, 1.0))
+    if present is not None:
+        logs = np.where(np.asarray(present, bool)[:, None], logs, 0.0)
+    return logs
+
+
+def fit_expert_weights(log_probs: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None,
+                       first_only_start: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """Weights (>= 0) and class biases minimising the weighted mean log loss of
+    `softmax(bias + Σ_e w_e log p_e)` (+ `BIAS_PENALTY` · |bias|²).
+
+    Args:
+        log_probs: `[N, E, C]` clipped log-probabilities (`clipped_log`).
+        labels: `[N]` class indices.
+        sample_weight: `[N]` (e.g. class weights, so the loss is balanced over classes).
+        first_only_start: start from the first expert alone (weight 1, the rest 0), so the
+            result is never worse on these rows than that expert's own answer.
+
+    Returns:
+        (weights [E], bias [C], the weighted mean log loss reached).
+    """
+    from scipy.optimize import minimize
+
+    log_probs = np.asarray(log_probs, np.float64)
+    n, n_experts, n_classes = log_probs.shape
+    labels = np.asarray(labels, int)
+    if labels.shape != (n,) or n == 0:
+        raise ValueError(f"fit_expert_weights: {labels.shape} labels for {n} rows")
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    w = w / w.sum()
+    onehot = np.eye(n_classes)[labels]
+
+    def loss_and_grad(theta):
+        weights, bias = theta[:n_experts], theta[n_experts:]
+        z = expert_logits(log_probs, weights, bias)
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        loss = -(w * (onehot * log_p).sum(axis=1)).sum() + BIAS_PENALTY * (bias ** 2).sum()
+        dz = (np.exp(log_p) - onehot) * w[:, None]
+        grad_w = np.einsum("nc,nec->e", dz, log_probs)
+        grad_b = dz.sum(axis=0) + 2 * BIAS_PENALTY * bias
+        return loss, np.concatenate([grad_w, grad_b])
+
+    start = np.zeros(n_experts + n_classes)
+    start[0 if first_only_start else slice(0, n_experts)] = 1.0
+    bounds = [(0.0, MAX_WEIGHT)] * n_experts + [(None, None)] * n_classes
+    result = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", bounds=bounds)
+    theta = result.x if result.fun <= loss_and_grad(start)[0] else start
+    return theta[:n_experts], theta[n_experts:], float(loss_and_grad(theta)[0])

@@ -1,0 +1,128 @@
+"""The fusion model's product of experts: the layer, its fit on validation, the trained run's
+combined model, and the calibration error the report prints beside UA."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import kemdy_tf  # noqa: F401  registers the custom layers
+from kemdy_tf import fusion_experts, scoring
+from kemdy_tf.models.experts import (EXPERT_PRODUCT, ExpertProduct, clipped_log, expert_logits,
+                                     fit_expert_weights)
+
+
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+
+
+def test_expert_product_answers_each_example_with_the_fit_of_the_modalities_it_has(tmp_path):
+    rng = np.random.default_rng(0)
+    p1, p2 = (_softmax(rng.normal(size=(4, 3))).astype("float32") for _ in range(2))
+    mask = np.array([[1, 1, 0], [0, 0, 0], [1, 0, 0], [0, 0, 0]], bool)
+    a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    m = keras.Input((3,), dtype="bool", name="m")
+    weights, bias = [[0.9, 0.0], [0.7, 1.3]], [[0.0, 0.3, 0.0], [0.1, -0.2, 0.0]]
+    layer = ExpertProduct(weights, bias, masked=[False, True], expert_names=["x", "y"], name=EXPERT_PRODUCT)
+    model = keras.Model({"a": a, "b": b, "m": m}, layer([a, b], [m]))
+    got = model.predict({"a": p1, "b": p2, "m": mask}, verbose=0)
+    present = mask.any(axis=1)
+    logs = np.stack([clipped_log(p1), clipped_log(p2)], axis=1)
+    both = _softmax(expert_logits(logs, np.array(weights[1]), np.array(bias[1])))
+    alone = _softmax(expert_logits(logs, np.array(weights[0]), np.array(bias[0])))
+    np.testing.assert_allclose(got[present], both[present], atol=1e-5)
+    np.testing.assert_allclose(got[~present], alone[~present], atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded.predict({"a": p1, "b": p2, "m": mask}, verbose=0), got, atol=1e-6)
+    assert reloaded.get_layer(EXPERT_PRODUCT).get_config()["expert_names"] == ["x", "y"]
+
+
+def test_expert_product_refuses_a_negative_weight_or_a_missing_row():
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        ExpertProduct([[1.0, -0.1]], [[0.0, 0.0]])
+    with pytest.raises(ValueError, match="2 rows"):
+        ExpertProduct([[1.0, 1.0]], [[0.0, 0.0]], masked=[False, True])
+    with pytest.raises(ValueError, match="one bias per class"):
+        ExpertProduct([[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0]], masked=[False, True])
+
+
+def test_two_experts_that_each_know_half_the_classes_are_weighed_together():
+    """Expert A separates classes {0,1} from {2,3}; B separates {0,2} from {1,3}: each alone
+    is at 50%, their product knows all four. The fit must use both and beat either."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 800)
+    a_side, b_side = labels // 2, labels % 2
+    a = np.where(np.eye(2)[a_side][:, [0, 0, 1, 1]] > 0, 0.45, 0.05) + rng.uniform(0, .02, (800, 4))
+    b = np.where(np.eye(2)[b_side][:, [0, 1, 0, 1]] > 0, 0.45, 0.05) + rng.uniform(0, .02, (800, 4))
+    noise = np.full((800, 4), 0.25)
+    probs = [noise, a / a.sum(1, keepdims=True), b / b.sum(1, keepdims=True)]
+    logs = np.stack([clipped_log(p) for p in probs], axis=1)
+    weights, bias, loss = fit_expert_weights(logs, labels)
+    assert weights[1] > 0.5 and weights[2] > 0.5 and (weights >= 0).all()
+    ua = (expert_logits(logs, weights, bias).argmax(1) == labels).mean()
+    assert ua > 0.95
+    first_alone = -np.log(0.25)
+    assert loss < first_alone
+
+
+def test_the_fit_is_never_worse_than_the_first_expert_on_its_rows():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 60)
+    good = _softmax(np.eye(3)[labels] * 2 + rng.normal(0, 0.5, (60, 3)))
+    junk = _softmax(rng.normal(0, 3, (60, 3)))
+    logs = np.stack([clipped_log(good), clipped_log(junk)], axis=1)
+    _, _, loss = fit_expert_weights(logs, labels)
+    assert loss <= -np.log(good[np.arange(60), labels]).mean() + 1e-9
+
+
+def test_expected_calibration_error():
+    labels = np.array([0, 0, 1, 1])
+    # Says .9 for class 0 everywhere: right half the time -> |.5 - .9| = .4.
+    assert scoring.expected_calibration_error(labels, np.tile([0.9, 0.1], (4, 1))) == pytest.approx(0.4)
+    # Confident and right -> the gap is 1 - confidence.
+    assert scoring.expected_calibration_error(labels, np.eye(2)[labels]) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="probabilities for 3 labels"):
+        scoring.expected_calibration_error([0, 1, 1], np.eye(2))
+
+
+def test_the_trained_fusion_model_is_its_network_times_the_run_classifiers(trained_run):
+    """The fusion stage of `--stage all` ends with the product of experts: the summary says
+    what was fitted, the model answers as its parts combined, and a blank transcript
+    gets the weights fitted without the text expert."""
+    from kemdy_tf.evaluation.runs import load_trained, split_dataset
+
+    summary = json.loads((trained_run / "fusion" / "summary.json").read_text())
+    experts = summary["experts"]
+    assert experts["experts"] == ["cross_modal", "audio_clf", "text_clf"]
+    assert set(experts["by_modalities"]) == {"audio+text", "audio", "text", "neither"}
+    assert list(experts["weights"]) == experts["experts"] and min(experts["weights"].values()) >= 0
+    assert experts["val_log_loss"]["combined"] <= experts["val_log_loss"]["alone"][0] + 1e-6
+    assert list(experts["by_modalities"]["audio"]["weights"]) == ["cross_modal", "audio_clf"]
+
+    trained = load_trained(trained_run)
+    fusion, run = trained.models["fusion"], trained.run
+    layer = fusion.get_layer(EXPERT_PRODUCT)
+    network = fusion_experts.cross_modal_part(fusion)
+    assert not fusion_experts.has_experts(network)
+    features, _ = next(iter(split_dataset(run, run.split("test"))))
+    parts = {"cross_modal": network, "audio_clf": trained.models["audio_clf"], "text_clf": trained.models["text_clf"]}
+
+    def answers(blank: bool):
+        feed = {k: np.asarray(v) for k, v in features.items() if k != "segment_id"}
+        if blank:
+            feed["token_ids"] = np.zeros_like(feed["token_ids"])
+        combined = fusion.predict_on_batch({t.name: feed[t.name] for t in fusion.inputs})["emotion"]
+        each = {n: m.predict_on_batch({t.name: feed[t.name] for t in m.inputs})["emotion"] for n, m in parts.items()}
+        return combined, np.stack([clipped_log(each[n]) for n in parts], axis=1)
+
+    for blank, pattern in ((False, 3), (True, 1)):  # audio + text; audio alone
+        combined, logs = answers(blank)
+        want = _softmax(expert_logits(logs, np.array(layer.weights_per_expert[pattern]),
+                                      np.array(layer.class_bias[pattern])))
+        np.testing.assert_allclose(combined, want, atol=1e-4)
+    assert layer.weights_per_expert[1][2] == 0.0  # no text: the text expert has no say
