@@ -111,8 +111,9 @@ def sandbox(tmp_path_factory, trained_run, synthetic_root):
 
     root = tmp_path_factory.mktemp("docs") / "checkout"
     root.mkdir()
-    for name in ("train.py", "evaluate.py", "predict.py", "serve.py", "scripts", "bench"):
+    for name in ("train.py", "evaluate.py", "predict.py", "serve.py", "scripts", "bench", "tests"):
         (root / name).symlink_to(REPO / name)
+    (root / "docs" / "figures").mkdir(parents=True)  # where docs blocks write their pictures
     copy_run(trained_run, root / "runs" / "synthetic")
     copy_run(trained_run, root / "runs" / "kemdy20")
     export_run(root / "runs" / "synthetic", root / "saved_models" / "kemdy", version=1)
@@ -129,8 +130,11 @@ def sandbox(tmp_path_factory, trained_run, synthetic_root):
         shutil.copy(wav, root / "clips" / wav.name)
     pd.DataFrame({"path": [f"clips/{w.name}" for w in wavs[:3]], "text": list(table["text"].iloc[:3])}) \
         .to_csv(root / "clips.csv", index=False)
-    corpus = table.assign(path=table["wav_path"])[["path", "text", "emotion", "valence", "arousal", "speaker",
-                                                   "session"]]
+    # Every session of the run (a manifest is split by session: one session cannot be).
+    originals = pd.read_csv(trained_run / "table.csv", keep_default_na=False)
+    originals = originals[originals["augmented_from"] == ""]
+    corpus = originals.assign(path=originals["wav_path"])[["path", "text", "emotion", "valence", "arousal",
+                                                           "speaker", "session"]]
     corpus.to_csv(root / "my_corpus.csv", index=False)
     return root
 
