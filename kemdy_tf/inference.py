@@ -308,7 +308,8 @@ def _enrolled(model: ExportedModel, waves: list, who: str, pairs: list, unit: st
     return statistics
 
 
-def predict_wave(wave: np.ndarray, text, model: ExportedModel, file: str, warnings=()) -> Prediction:
+def predict_wave(wave: np.ndarray, text, model: ExportedModel, file: str, warnings=(),
+                 speaker_clips: list | None = None, speaker: str = "speaker") -> Prediction:
     """The prediction for one clip already decoded by `load_clip` (the web page decodes once).
 
     Args:
@@ -317,13 +318,19 @@ def predict_wave(wave: np.ndarray, text, model: ExportedModel, file: str, warnin
         model: the loaded export.
         file: the name the Prediction carries.
         warnings: `load_clip`'s warnings for this clip.
+        speaker_clips: for an export that reads speaker statistics, its speaker's clips
+            (this one included) to enrol them from, as `predict_files` does for a named
+            speaker; None: the training set's statistics.
+        speaker: how `Prediction.statistics` and the warnings name that speaker.
 
     Raises:
         PredictError: the transcript is not valid UTF-8.
     """
     result = Prediction(file=file, warnings=list(warnings))
     _set_transcript(result, text)
-    _predict_ready([(result, wave)], model, 1)
+    pairs = [(result, wave)]
+    statistics = _enrolled(model, speaker_clips, speaker, pairs) if speaker_clips else None
+    _predict_ready(pairs, model, 1, statistics)
     return result
 
 

@@ -91,7 +91,15 @@ def _logit_adjusted_loss():  # train.class_weighting=logit_adjust (auto under he
     return LogitAdjustedLoss([0.8, 0.15, 0.05], base=SmoothedSparseCrossentropy(3, 0.1))
 
 
+def _expert_product():  # the fusion model's experts (fusion_experts), added after the stage builder
+    from kemdy_tf.models.experts import ExpertProduct
+
+    return ExpertProduct([[1.0, 0.0], [0.4, 0.8]], [[0.0, 0.0, 0.0], [0.1, -0.1, 0.0]], masked=[False, True],
+                         expert_names=["cross_modal", "text_clf"], name="expert_product")
+
+
 EXTRA_EXAMPLES: dict = {"kemdy_tf>SegmentIds": _segment_ids,
+                        "kemdy_tf>ExpertProduct": _expert_product,
                         "kemdy_tf>LogitAdjustedLoss": _logit_adjusted_loss,
                         "kemdy_tf>UtteranceFunctionals": _functionals,
                         "kemdy_tf>SpeakerStandardise": _speaker_standardise,

@@ -1,8 +1,11 @@
-"""The web API of serve.py (kemdy_tf.web.app): answers, every refusal, the schema, the page, load.
+"""The web API of serve.py (kemdy_tf.web.app): answers, every refusal, the schema, the page, load,
+per-session speaker statistics.
 
 One tiny untrained export (build_tiny_run from test_export) serves every test; its
 predictions are meaningless, so the tests compare the API with `kemdy_tf.inference.predict_files`
-(what `predict.py --json` prints) on the same clip instead of with fixed numbers.
+(what `predict.py --json` prints) on the same clip instead of with fixed numbers. Its fusion
+model standardises the voice per speaker (`fusion.functionals_in_fusion=true`, as in
+tests/test_predict.py), so the same export also serves the per-session statistics tests.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from bench.web_memory import LoopbackServer, long_clip, post_many, rss_bytes, rs
 from kemdy_tf import export, inference
 from kemdy_tf.data import synthetic
 from kemdy_tf.data.audio import load_audio, log_mel
-from kemdy_tf.web.app import STATIC_DIR, Limits, create_app
+from kemdy_tf.web.app import STATIC_DIR, Limits, SessionClips, create_app
 from test_export import build_tiny_run, tiny_trained
 from test_stt import needs_espeak, needs_stt, speak
 from test_timeline import join
@@ -35,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_FRAMES = 128  # a ~4 s window keeps the tiny model fast
 # Small limits, so that breaking each one costs little.
 LOAD_REQUESTS = 50
-LIMITS = Limits(max_bytes=400_000, max_seconds=8.0, max_text_chars=40, max_concurrent=2, max_queue=LOAD_REQUESTS)
+LIMITS = Limits(max_bytes=400_000, max_seconds=8.0, max_text_chars=40, max_concurrent=2, max_queue=LOAD_REQUESTS,
+                max_sessions=3)
 KOREAN_TEXT = "n/ 정말 화가 나요 l/"  # KEMDy noise tags are cleaned, as by predict.py
 RSS_GROWTH_LIMIT = 100 * 2**20
 
@@ -52,9 +56,9 @@ def encode(wave: np.ndarray, rate: int = 16000, fmt: str = "WAV") -> bytes:
     return buffer.getvalue()
 
 
-def make_export(root: Path) -> Path:
+def make_export(root: Path, overrides=()) -> Path:
     """A tiny untrained export under root/saved/kemdy (random weights, real SavedModel)."""
-    config, models, _ = build_tiny_run(root / "run", [f"features.max_frames={MAX_FRAMES}"])
+    config, models, _ = build_tiny_run(root / "run", [f"features.max_frames={MAX_FRAMES}", *overrides])
     base = root / "saved" / "kemdy"
     export.export_models(tiny_trained(root / "run", config, models), base)
     return base
@@ -70,7 +74,7 @@ def synthetic_clip(root: Path) -> tuple[Path, str]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
-    base = make_export(root)
+    base = make_export(root, ["fusion.functionals_in_fusion=true"])  # reads speaker statistics
     wav, transcript = synthetic_clip(root)
     app = create_app(base, LIMITS, speech_recognition=False)  # on in the STT tests below only
     return {"root": root, "base": base, "app": app, "wav": wav, "transcript": transcript,
@@ -102,7 +106,8 @@ def test_health_reports_the_model_and_the_limits(client, setup):
     assert body["sample_rate"] == 16000
     assert body["window_seconds"] == pytest.approx(model.window_samples / 16000, abs=1e-3)
     assert body["limits"] == {"max_bytes": 400_000, "max_seconds": 8.0, "max_text_chars": 40, "max_concurrent": 2,
-                              "max_queue": LOAD_REQUESTS}
+                              "max_queue": LOAD_REQUESTS, "max_sessions": 3}
+    assert body["speaker_statistics"] is model.reads_speaker_statistics is True
 
 
 def test_predict_gives_the_fields_and_numbers_of_predict_py_json(client, setup):
@@ -324,11 +329,11 @@ def test_serve_py_exits_with_one_line_for_a_missing_model(tmp_path, capsys):
 
 def test_openapi_schema_describes_the_api_and_docs_pages_are_off(client):
     schema = client.get("/openapi.json").json()
-    assert {"/api/predict", "/api/health"} <= set(schema["paths"])
+    assert {"/api/predict", "/api/health", "/api/session/reset"} <= set(schema["paths"])
     operation = schema["paths"]["/api/predict"]["post"]
     form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
     body = schema["components"]["schemas"][form["$ref"].rsplit("/", 1)[-1]]
-    assert body["required"] == ["audio"] and set(body["properties"]) == {"audio", "text"}
+    assert body["required"] == ["audio"] and set(body["properties"]) == {"audio", "text", "session"}
     assert {"200", "400", "413", "415", "422"} <= set(operation["responses"])
     response_schema = schema["components"]["schemas"]["PredictResponse"]["properties"]
     assert {"emotion", "probabilities", "arousal", "valence", "transcript_missing", "spectrogram"} <= set(response_schema)
@@ -349,6 +354,164 @@ def test_page_is_utf8_korean_and_loads_nothing_from_other_hosts(client):
         text = path.read_text(encoding="utf-8")
         urls = set(re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", text))
         assert urls <= {"http://www.w3.org/2000/svg"}, f"{path.name} refers to another host: {urls}"
+
+
+# === Per-session speaker statistics (an export that reads them) ===
+
+SESSION_TEXT = "정말 화가 나요"
+
+
+def voice(seconds: float, freq: float, seed: int) -> np.ndarray:
+    """A voiced tone with a little noise: clips of one 'speaker' that differ from each other."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    noise = 0.02 * np.random.default_rng(seed).standard_normal(t.size)
+    return 0.3 * np.sin(2 * np.pi * freq * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) + noise
+
+
+@pytest.fixture(scope="module")
+def voices(setup):
+    """Two clips of one voice: (the uploaded bytes, the wave the server decodes from them)."""
+    out = []
+    for k, (seconds, freq) in enumerate([(1.0, 170), (1.4, 260)]):
+        path = setup["root"] / f"voice{k}.wav"
+        path.write_bytes(encode(voice(seconds, freq, k)))
+        out.append((path.read_bytes(), inference.load_clip(path, setup["app"].state.model)[0]))
+    return out
+
+
+def post_in(client, content: bytes, session: str | None) -> dict:
+    """The answer for one clip with SESSION_TEXT, sent in `session` (None: no session field)."""
+    data = {"text": SESSION_TEXT} | ({} if session is None else {"session": session})
+    response = client.post("/api/predict", files={"audio": ("clip.wav", content, "audio/wav")}, data=data)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _probabilities(body: dict, model) -> np.ndarray:
+    return np.array([body["probabilities"][c] for c in model.classes])
+
+
+def test_a_session_is_standardised_with_its_own_clips_and_says_so(client, setup, voices):
+    model, [(bytes1, wave1), (bytes2, wave2)] = setup["app"].state.model, voices
+    first = post_in(client, bytes1, "tab-one")
+    # One clip is too few to enrol: the export's fallback, labelled and warned about as predict.py does.
+    assert first["statistics"] == "training set"
+    assert any(w.startswith("this session: 1 clip, fewer than 2: not enrolled") for w in first["warnings"])
+    np.testing.assert_allclose(_probabilities(first, model),
+                               model.predict([wave1], [SESSION_TEXT])[0]["probabilities"], atol=1e-5)
+
+    second = post_in(client, bytes2, "tab-one")
+    assert second["statistics"] == "this session (2 clips)"
+    assert any(w.startswith("this session: enrolled from 2 clips, fewer than 5") for w in second["warnings"])
+    statistics, used = model.enrol([wave1, wave2])
+    expected = model.predict([wave2], [SESSION_TEXT], speaker=statistics)[0]["probabilities"]
+    np.testing.assert_allclose(_probabilities(second, model), expected, atol=1e-5)
+    fallback = model.predict([wave2], [SESSION_TEXT])[0]["probabilities"]
+    assert used == 2 and np.abs(expected - fallback).max() > 1e-6  # the statistics do change the answer
+
+    # Another tab's session holds none of these clips: the fallback again.
+    other = post_in(client, bytes2, "tab-two")
+    assert other["statistics"] == "training set"
+    np.testing.assert_allclose(_probabilities(other, model), fallback, atol=1e-5)
+    # No session field: as before (the training set's statistics, no session warning, nothing kept).
+    alone = post_in(client, bytes2, None)
+    assert alone["statistics"] == "training set" and not any("session" in w for w in alone["warnings"])
+    np.testing.assert_allclose(_probabilities(alone, model), fallback, atol=1e-5)
+    sessions = setup["app"].state.predictor.sessions
+    assert len(sessions.clips("tab-one")) == 2 and len(sessions.clips("tab-two")) == 1
+
+
+def test_reset_forgets_a_sessions_clips(client, voices):
+    [(bytes1, _), (bytes2, _)] = voices
+    post_in(client, bytes1, "to-reset")
+    post_in(client, bytes2, "to-reset")
+    assert post_in(client, bytes1, "to-reset")["statistics"] == "this session (3 clips)"
+    response = client.post("/api/session/reset", data={"session": "to-reset"})  # a form
+    assert response.status_code == 200 and response.json() == {"session": "to-reset", "dropped": 3}
+    assert post_in(client, bytes2, "to-reset")["statistics"] == "training set"  # enrolment starts again
+    response = client.post("/api/session/reset", json={"session": "to-reset"})  # JSON
+    assert response.status_code == 200 and response.json()["dropped"] == 1
+    assert client.post("/api/session/reset", json={"session": "never-seen"}).json()["dropped"] == 0
+
+
+@pytest.mark.parametrize("session", ["has space", "x" * 65, "세션", "a/b"])
+def test_a_malformed_session_id_is_a_422_saying_what_one_looks_like(client, session):
+    response = client.post("/api/predict", files={"audio": ("clip.wav", _WAV, "audio/wav")}, data={"session": session})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert body["detail"].startswith("session: ") and "1-64 characters of A-Z, a-z, 0-9, _ and -" in body["detail"]
+    reset = client.post("/api/session/reset", json={"session": session})
+    assert reset.status_code == 422 and reset.json()["detail"] == body["detail"]
+
+
+def test_reset_without_a_session_id_is_a_422(client):
+    for response in (client.post("/api/session/reset", data={}), client.post("/api/session/reset", json={}),
+                     client.post("/api/session/reset", json={"session": 5}),
+                     client.post("/api/session/reset", json=["tab-one"])):
+        assert response.status_code == 422 and response.json()["error"] == "invalid_request", response.text
+        assert response.json()["detail"].startswith("session: ")
+    broken = client.post("/api/session/reset", content=b"{", headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and broken.json()["error"] == "bad_request"
+
+
+def test_the_store_keeps_the_newest_clips_of_the_most_recent_sessions(client, setup, voices):
+    """At most MAX_ENROL_CLIPS clips a session (the oldest dropped) and max_sessions sessions
+    (the least recently used dropped), through the API and in `SessionClips` itself."""
+    sessions = setup["app"].state.predictor.sessions
+    assert sessions.max_clips == inference.MAX_ENROL_CLIPS and sessions.max_sessions == LIMITS.max_sessions == 3
+    content = voices[0][0]
+    for session in ("s1", "s2", "s3", "s1", "s4"):  # s1 used again: s2 is the least recently used
+        post_in(client, content, session)
+    assert len(sessions) == 3 and sessions.clips("s2") == [] and len(sessions.clips("s1")) == 2
+    assert post_in(client, content, "s2")["statistics"] == "training set"  # dropped: enrolment starts again
+
+    store = SessionClips(max_sessions=2)
+    waves = [np.full(3, k, np.float32) for k in range(inference.MAX_ENROL_CLIPS + 8)]
+    for wave in waves:
+        kept = store.add("a", wave)
+    assert len(kept) == inference.MAX_ENROL_CLIPS and kept[0] is waves[8] and kept[-1] is waves[-1]
+    for session in ("b", "a", "c"):  # "b" is the least recently used
+        store.add(session, waves[0])
+    assert [len(store.clips(s)) for s in "abc"] == [inference.MAX_ENROL_CLIPS, 0, 1]
+    assert store.reset("a") == inference.MAX_ENROL_CLIPS and store.reset("a") == 0 and len(store) == 1
+
+
+def test_a_long_upload_keeps_only_its_first_window_as_a_copy(setup):
+    predictor, model = setup["app"].state.predictor, setup["app"].state.model
+    body = predictor("long.wav", "audio/wav", io.BytesIO(encode(tone(6.0))), None, "long-upload")
+    assert body["statistics"] == "training set" and body["segments"]  # its timeline, as before
+    [kept] = predictor.sessions.clips("long-upload")
+    assert len(kept) == model.window_samples and kept.base is None  # not a view of the whole recording
+
+
+def test_sessions_are_safe_to_share_between_threads():
+    store = SessionClips(max_sessions=4, max_clips=5)
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(300):
+                store.add(f"s{(k + i) % 6}", np.zeros(2, np.float32))
+                store.reset(f"s{(k * i) % 6}")
+        except Exception as error:  # any error fails the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(store) <= 4 and all(len(store.clips(f"s{k}")) <= 5 for k in range(6))
+
+
+def test_a_session_on_an_export_that_reads_no_statistics_changes_nothing(client, setup, voices, monkeypatch):
+    model = setup["app"].state.model
+    monkeypatch.setattr(model, "reads_speaker_statistics", False)
+    body = post_in(client, voices[0][0], "reads-none")
+    assert body["statistics"] is None and not any("session" in w for w in body["warnings"])
+    assert setup["app"].state.predictor.sessions.clips("reads-none") == []
+    assert client.get("/api/health").json()["speaker_statistics"] is False
 
 
 # === Load: a real server on loopback ===

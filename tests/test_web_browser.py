@@ -255,3 +255,43 @@ def test_the_transcribe_button_fills_the_text_box(page, served):
         page.click("#predict")
     assert answer.value.json()["transcript"] == heard
     expect(page.locator("#transcript-used")).to_contain_text(heard)
+
+
+def test_the_page_sends_its_session_shows_the_statistics_and_resets_them(page, served):
+    """Every prediction carries the tab's session id (kept over a reload; another tab has its
+    own), the statistics used are shown, and the reset button asks the server to forget the
+    session's clips. /api/health is passed through with `speaker_statistics` on, as for an
+    export that reads speaker statistics, whichever export serves (tests/test_web.py checks the
+    server's side on one that does)."""
+    def reads_statistics(route):
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "speaker_statistics": True})
+
+    stored = "() => sessionStorage.getItem('kemdy_tf.session')"
+    session = page.evaluate(stored)
+    assert re.fullmatch(r"[0-9a-f]{32}", session)
+    page.route("**/api/health", reads_statistics)
+    page.reload()
+    expect(page.locator("#reset-statistics")).to_be_enabled()
+    assert page.evaluate(stored) == session  # the same tab keeps its session over a reload
+
+    page.set_input_files("#audio-file", str(served["wav"]))
+    with page.expect_response(lambda r: r.url.endswith("/api/predict")) as answer:
+        page.click("#predict")
+    assert answer.value.status == 200, answer.value.text()
+    sent = answer.value.request.post_data_buffer
+    assert re.search(rb'name="session"\r\n\r\n' + session.encode() + rb"\r\n", sent)
+    # The answer as an export that reads statistics gives it, drawn by the page's own render().
+    page.evaluate("(result) => render(result)", {**answer.value.json(), "statistics": "this session (2 clips)"})
+    expect(page.locator("#statistics-used")).to_have_text(
+        "화자 통계 (speaker statistics): 이 세션의 음성 2개 (this session, 2 clips)")
+
+    with page.expect_response(lambda r: r.url.endswith("/api/session/reset")) as answer:
+        page.click("#reset-statistics")
+    assert answer.value.status == 200 and answer.value.json()["session"] == session
+    expect(page.locator("#session-status")).to_contain_text("speaker statistics reset")
+
+    other = page.context.new_page()  # another tab: a session of its own
+    other.goto(served["url"] + "/")
+    assert re.fullmatch(r"[0-9a-f]{32}", other.evaluate(stored)) and other.evaluate(stored) != session
+    other.close()

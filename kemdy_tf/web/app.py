@@ -6,8 +6,10 @@ Routes:
     POST /api/predict    multipart `audio` (a file) + optional `text` -> the fields of
                          `predict.py --json`, plus `duration_seconds`, `spectrogram` and,
                          for audio longer than the model's window, `segments` (the timeline)
+                         (optional `session`: the browser session's id, see below)
     POST /api/transcribe multipart `audio` -> `transcript` and timed `words` (speech
                          recognition, kemdy_tf.stt; 503 `stt_unavailable` when not installed)
+    POST /api/session/reset  form or JSON `session` -> how many of its clips were dropped
     GET  /api/health     model and limits, for the page and for monitoring
     GET  /openapi.json   the schema FastAPI generates (/docs and /redoc are off: their
                          Swagger/ReDoc assets come from a CDN)
@@ -38,6 +40,14 @@ Design notes:
   and no text was sent (one text cannot be shared out among segments). A clip that
   fits the window is never transcribed behind the user's back: the page's
   "transcribe" button (/api/transcribe) fills the text box, which the user can correct.
+* Per-session speaker statistics: for an export that standardises the voice per
+  speaker (kemdy_tf.speaker_statistics), a request with a `session` id (the page makes
+  one per browser tab) is standardised with statistics enrolled, by the export's own
+  `enrol`, from that session's clips so far, this one included (`SessionClips`: the
+  most recent `inference.MAX_ENROL_CLIPS` clips of at most `Limits.max_sessions`
+  sessions, least recently used dropped first); below 2 clips the export's fallback
+  (the training set's statistics), as `predict.py --manifest` labels and warns. The
+  response's `statistics` says which were used. /api/session/reset forgets a session.
 * Size is capped twice: the whole body before it is parsed (the file cap plus room
   for the form: a declared Content-Length is checked first, a streamed body is
   stopped by FastAPI's per-route `max_body_size`), then the file itself.
@@ -54,10 +64,12 @@ import functools
 import io
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict, deque
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +97,10 @@ ALLOWED_CONTENT_TYPES = frozenset({
 FORM_OVERHEAD_BYTES = 64 * 1024
 # A clip's spectrogram shows this many dB below its loudest bin (log_mel's top_db).
 SPECTROGRAM_RANGE_DB = 80.0
+# A browser session's id (the `session` form field): what crypto.randomUUID or 32 hex digits look like.
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Who a session's statistics are of, in `statistics` ("this session (3 clips)") and warnings.
+SESSION_LABEL = "this session"
 # What the page may load: its own files, and data:/blob: URLs it makes itself.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
@@ -99,7 +115,8 @@ ERROR_CODES = {
     "not_audio": "422: the bytes are not audio the server can decode",
     "text_too_long": "422: the transcript has more than max_text_chars characters",
     "stt_unavailable": "503: speech recognition is not installed on the server (pip install -r requirements-stt.txt)",
-    "invalid_request": "422: a form field is missing or malformed",
+    "invalid_request": "422: a form field is missing or malformed (e.g. a session id that is not 1-64 "
+                       "characters of A-Z a-z 0-9 _ -)",
     "bad_request": "400: the body could not be parsed (other 4xx: the HTTP status, e.g. not_found)",
     "busy": "503: more than max_queue requests are already waiting; retry after the Retry-After seconds",
 }
@@ -122,6 +139,11 @@ class Limits:
             `busy` with a Retry-After header at once instead of queueing (16 waiting
             behind 2 running clips of a few seconds is a wait of seconds, not of a
             quarter of a minute).
+        max_sessions: browser sessions whose clips are kept for per-session speaker
+            statistics (an export that reads them); one more drops the least recently
+            used. Each keeps its most recent `inference.MAX_ENROL_CLIPS` (32) clips, cut
+            to the model's window: at most 32 x 16.4 s x 4 bytes = 34 MB a session (a
+            page's 3 s recordings: 6 MB), so 16 sessions hold at most ~540 MB.
     """
 
     max_bytes: int = 32 * 1024 * 1024
@@ -129,11 +151,12 @@ class Limits:
     max_text_chars: int = 500
     max_concurrent: int = 2
     max_queue: int = 16
+    max_sessions: int = 16
 
     def __post_init__(self):
         if not self.max_queue >= 0:
             raise ValueError(f"Limits.max_queue must be 0 or more, got {self.max_queue}")
-        for name in ("max_bytes", "max_seconds", "max_text_chars", "max_concurrent"):
+        for name in ("max_bytes", "max_seconds", "max_text_chars", "max_concurrent", "max_sessions"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)}")
 
@@ -187,8 +210,9 @@ class PredictResponse(BaseModel):
     transcript_source: str | None = Field(description='"given" or null (audio-only)')
     transcript_missing: bool
     statistics: str | None = Field(
-        default=None, description='the speaker statistics the voice was standardised with ("training set", or '
-                                  '"recording (N segments)" for a timeline); null for a model that reads none')
+        default=None, description='the speaker statistics the voice was standardised with: "training set" (the '
+                                  'fallback), "this session (N clips)" (a request with a `session`), or "recording '
+                                  '(N segments)" for a timeline\'s segments; null for a model that reads none')
     warnings: list[str]
     error: str | None
     duration_seconds: float
@@ -212,6 +236,11 @@ class TranscribeResponse(BaseModel):
     duration_seconds: float
 
 
+class SessionResetResponse(BaseModel):
+    session: str
+    dropped: int = Field(description="the session's clips forgotten (0: none were kept)")
+
+
 class HealthResponse(BaseModel):
     status: str
     model: str = Field(description="export base folder name / version")
@@ -221,9 +250,65 @@ class HealthResponse(BaseModel):
     limits: dict[str, float]
     stt: bool = Field(description="whether /api/transcribe works (speech recognition is installed)")
     stt_detail: str | None = Field(description="why speech recognition is not available; null when it is")
+    speaker_statistics: bool = Field(description="whether the model standardises the voice per speaker, so that "
+                                                 "a `session` gets its own statistics (/api/session/reset)")
 
 
 # === The work behind /api/predict ===
+
+
+class SessionClips:
+    """The most recent decoded clips of each browser session, for its speaker statistics.
+
+    Bounded twice: at most `max_clips` clips a session (the oldest dropped first) and at
+    most `max_sessions` sessions (the least recently used dropped first). The predictor's
+    worker threads share it, so every access holds a lock.
+
+    Args:
+        max_sessions: sessions kept.
+        max_clips: clips kept per session (`inference.MAX_ENROL_CLIPS`: what `enrol` reads).
+    """
+
+    def __init__(self, max_sessions: int, max_clips: int = inference.MAX_ENROL_CLIPS):
+        self.max_sessions, self.max_clips = max_sessions, max_clips
+        self._lock = threading.Lock()
+        self._clips: OrderedDict[str, deque] = OrderedDict()  # least recently used first
+
+    def add(self, session: str, wave: np.ndarray) -> list[np.ndarray]:
+        """Keep `wave` as `session`'s newest clip; the session's clips, oldest first, this one last."""
+        with self._lock:
+            clips = self._clips.pop(session, None) or deque(maxlen=self.max_clips)
+            clips.append(wave)
+            self._clips[session] = clips
+            while len(self._clips) > self.max_sessions:
+                self._clips.popitem(last=False)
+            return list(clips)
+
+    def reset(self, session: str) -> int:
+        """Forget `session`'s clips; how many there were."""
+        with self._lock:
+            return len(self._clips.pop(session, ()))
+
+    def clips(self, session: str) -> list[np.ndarray]:
+        """`session`'s clips, oldest first ([] when none are kept)."""
+        with self._lock:
+            return list(self._clips.get(session, ()))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._clips)
+
+
+def check_session(session: str | None) -> str | None:
+    """A `session` field as given (None or "": none); a 422 WebError when it is not a session id."""
+    if session is None or session == "":
+        return None
+    if not isinstance(session, str) or not SESSION_ID.fullmatch(session):
+        shown = repr(session[:70] + ("…" if len(session) > 70 else "")) if isinstance(session, str) else \
+            type(session).__name__
+        raise WebError(422, "invalid_request", f"session: {shown} is not a session id; send 1-64 characters "
+                       "of A-Z, a-z, 0-9, _ and - (e.g. a UUID, made once per browser tab)")
+    return session
 
 
 class Predictor:
@@ -238,9 +323,15 @@ class Predictor:
     def __init__(self, model: inference.ExportedModel, limits: Limits, stt=None):
         self.model, self.limits, self.stt = model, limits, stt
         self._slots = threading.BoundedSemaphore(limits.max_concurrent)
+        self.sessions = SessionClips(limits.max_sessions)
 
-    def __call__(self, filename: str, content_type: str | None, fileobj, text: str | None) -> dict:
+    def __call__(self, filename: str, content_type: str | None, fileobj, text: str | None,
+                 session: str | None = None) -> dict:
         """The prediction for one upload, as the JSON object /api/predict returns.
+
+        With a `session` id (checked by `check_session`) and an export that reads speaker
+        statistics, the clip joins the session's clips and is standardised with their
+        statistics (`predict_in_session`).
 
         Raises:
             WebError: the upload breaks a limit or is not audio.
@@ -253,7 +344,10 @@ class Predictor:
                            f"at most {limits.max_text_chars} are accepted")
         with self._decoded(filename, content_type, fileobj) as (wave, warnings):
             try:
-                prediction = inference.predict_wave(wave, text, self.model, filename, warnings)
+                if session is not None and self.model.reads_speaker_statistics:
+                    prediction = self.predict_in_session(wave, text, filename, warnings, session)
+                else:
+                    prediction = inference.predict_wave(wave, text, self.model, filename, warnings)
                 segments = None
                 if len(wave) > self.model.window_samples:
                     given = text is not None and text.strip()
@@ -267,6 +361,17 @@ class Predictor:
         result.update(file=filename, duration_seconds=round(len(wave) / self.model.sample_rate, 3),
                       spectrogram=spectrogram, segments=segments)
         return result
+
+    def predict_in_session(self, wave: np.ndarray, text, filename: str, warnings, session: str):
+        """`inference.predict_wave`, standardised with the statistics the export enrols from
+        `session`'s clips so far, this one included (its first window, as `enrol` reads it):
+        labelled "this session (N clips)", or the fallback's "training set" below 2 clips, and
+        warned about below `speaker_statistics.MIN_CLIPS`, as `inference.predict_files` does
+        for a named speaker."""
+        model = self.model
+        clips = self.sessions.add(session, np.array(wave[: model.window_samples], np.float32))  # a copy
+        return inference.predict_wave(wave, text, model, filename, warnings, speaker_clips=clips,
+                                      speaker=SESSION_LABEL)
 
     def transcribe(self, filename: str, content_type: str | None, fileobj) -> dict:
         """The transcript of one upload, as the JSON object /api/transcribe returns.
@@ -457,6 +562,9 @@ class StrictFormRoute(APIRoute):
 
 def _check_text_encoding(request: Request) -> None:
     undecodable = request.scope.get("kemdy_undecodable") or {}
+    if "session" in undecodable:
+        raise WebError(422, "invalid_request", "session: the field's bytes are not UTF-8, so it is not a session "
+                       "id; send 1-64 characters of A-Z, a-z, 0-9, _ and -")
     if "text" in undecodable:
         error = undecodable["text"]
         raise WebError(400, "text_not_utf8", f"the text field is not valid UTF-8 ({error.reason} at byte "
@@ -551,6 +659,9 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, error: StarletteHTTPException):
+        if error.status_code == 413 and request.url.path == "/api/session/reset":
+            return _error_response(WebError(413, "file_too_large", f"the request body is over the "
+                                            f"{_bytes(FORM_OVERHEAD_BYTES)} cap; send only the session field"))
         if error.status_code == 413:  # the route's max_body_size, hit before the form is parsed
             return _error_response(body_too_large())
         code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
@@ -578,10 +689,15 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
                                              f"and {limits.max_seconds:g} s"),
         text: str | None = Form(None, description=f"the transcript (UTF-8, at most {limits.max_text_chars} "
                                                   "characters); omit for the audio-only prediction"),
+        session: str | None = Form(None, description="the browser session's id (1-64 characters of A-Z a-z 0-9 _ "
+                                                     "-, made once per tab): for a model that reads speaker "
+                                                     "statistics, the clip is standardised with those of this "
+                                                     "session's clips so far; omit for the training set's"),
     ):
         _check_text_encoding(request)
+        session = check_session(session)
         filename = os.path.basename(audio.filename or "") or "upload"
-        return await admitted(functools.partial(predictor, filename, audio.content_type, audio.file, text))
+        return await admitted(functools.partial(predictor, filename, audio.content_type, audio.file, text, session))
 
     app.include_router(strict)
 
@@ -594,6 +710,28 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
         filename = os.path.basename(audio.filename or "") or "upload"
         return await admitted(functools.partial(predictor.transcribe, filename, audio.content_type, audio.file))
 
+    @app.post("/api/session/reset", response_model=SessionResetResponse, max_body_size=FORM_OVERHEAD_BYTES,
+              responses={status: {"model": ErrorResponse} for status in (400, 413, 422)},
+              summary="Forget a browser session's clips (its speaker statistics start again)",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  media: {"schema": {"type": "object", "required": ["session"], "properties": {"session": {
+                      "type": "string", "pattern": SESSION_ID.pattern, "maxLength": 64}}}}
+                  for media in ("application/x-www-form-urlencoded", "multipart/form-data", "application/json")}}})
+    async def reset_session(request: Request):
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+            try:
+                body = await request.json()
+            except ValueError as error:
+                raise WebError(400, "bad_request", f"the body is not valid JSON ({error})") from None
+            session = body.get("session") if isinstance(body, dict) else None
+        else:
+            session = (await request.form()).get("session")
+        session = check_session(session)
+        if session is None:
+            raise WebError(422, "invalid_request", "session: the field is missing; send the session id whose "
+                           "clips to forget, as a form field or in a JSON object")
+        return {"session": session, "dropped": predictor.sessions.reset(session)}
+
     @app.get("/api/health", response_model=HealthResponse, summary="Model and limits")
     def health():
         return {
@@ -602,6 +740,7 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
             "window_seconds": round(model.window_samples / model.sample_rate, 3),
             "limits": {k: float(v) for k, v in dataclasses.asdict(limits).items()},
             "stt": recognizer is not None, "stt_detail": stt_detail,
+            "speaker_statistics": model.reads_speaker_statistics,
         }
 
     @app.get("/", include_in_schema=False)

@@ -9,8 +9,13 @@ const EMOTION_KO = {
   surprise: "놀람", fear: "두려움", disgust: "혐오",
 };
 
+// The browser session's id, sent with every prediction (per-session speaker statistics).
+const SESSION_KEY = "kemdy_tf.session";
+const SESSION_ID = /^[A-Za-z0-9_-]{1,64}$/;  // what the server accepts
+
 const state = {
   health: null,     // GET /api/health
+  session: null,    // this tab's session id (sessionStorage)
   clip: null,       // {blob, name}: what Predict sends
   recording: null,  // {stream, context, node, chunks, timer, started}
 };
@@ -25,8 +30,26 @@ document.addEventListener("DOMContentLoaded", () => {
   $("text").addEventListener("input", updateTextCount);
   $("predict").addEventListener("click", predict);
   $("transcribe").addEventListener("click", transcribe);
+  $("reset-statistics").addEventListener("click", resetStatistics);
+  state.session = sessionId();
   loadHealth();
 });
+
+/** This tab's session id: made once (random, 32 hex digits) and kept in sessionStorage. */
+function sessionId() {
+  let id = null;
+  try {
+    id = sessionStorage.getItem(SESSION_KEY);
+  } catch { /* storage off: a new id per page load */ }
+  if (!id || !SESSION_ID.test(id)) {
+    // crypto.getRandomValues, not randomUUID: the latter needs a secure context (not plain HTTP).
+    id = [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
+    try {
+      sessionStorage.setItem(SESSION_KEY, id);
+    } catch { /* storage off */ }
+  }
+  return id;
+}
 
 async function loadHealth() {
   try {
@@ -49,6 +72,10 @@ async function loadHealth() {
     $("transcribe-status").textContent = "음성 인식 없음 (speech recognition not installed on the server)";
   }
   updateTranscribeButton();
+  $("reset-statistics").disabled = !state.health.speaker_statistics;
+  if (!state.health.speaker_statistics) {
+    $("session-status").textContent = "이 모델은 화자 통계를 쓰지 않습니다 (this model reads no speaker statistics)";
+  }
 }
 
 function updateTranscribeButton() {
@@ -228,13 +255,44 @@ async function predict() {
   $("predict").disabled = true;
   setStatus("예측 중… (predicting)", "busy");
   try {
-    render(await postClip("/api/predict", text ? { text } : {}));
+    const fields = { session: state.session };  // this tab's clips give the speaker statistics
+    if (text) fields.text = text;
+    render(await postClip("/api/predict", fields));
     setStatus("");
+    if (state.health && state.health.speaker_statistics) $("session-status").textContent = "";
   } catch (error) {
     setStatus(`오류 (error): ${error.message}`, "error");
   } finally {
     $("predict").disabled = false;
   }
+}
+
+/** Forget this session's clips on the server: the next prediction's statistics start again. */
+async function resetStatistics() {
+  const button = $("reset-statistics");
+  button.disabled = true;
+  const form = new FormData();
+  form.append("session", state.session);
+  try {
+    const response = await fetch("/api/session/reset", { method: "POST", body: form });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+    $("session-status").textContent =
+      `화자 통계를 초기화했습니다: 이 세션의 음성 ${body.dropped}개를 지웠습니다 ` +
+      `(speaker statistics reset: ${body.dropped} clip${body.dropped === 1 ? "" : "s"} of this session dropped)`;
+  } catch (error) {
+    $("session-status").textContent = `초기화 오류 (reset failed): ${error.message}`;
+  } finally {
+    button.disabled = !(state.health && state.health.speaker_statistics);
+  }
+}
+
+/** The speaker statistics a prediction used (its `statistics`), in Korean and English. */
+function statisticsText(statistics) {
+  if (statistics === "training set") return "학습 데이터 평균 (training set, not enrolled)";
+  const session = /^this session \((\d+) clips?\)$/.exec(statistics);
+  if (session) return `이 세션의 음성 ${session[1]}개 (this session, ${session[1]} clips)`;
+  return statistics;
 }
 
 // === Transcribe: speech recognition fills the text box (the user may correct it) ===
@@ -269,11 +327,10 @@ function render(result) {
   $("transcript-used").textContent = result.transcript_missing
     ? "전사 없음: 음성만으로 예측했습니다 (audio only)."
     : `사용한 전사 (transcript used): ${result.transcript}`;
-  // Which speaker statistics standardised the voice (an export that reads them; docs/serving.md).
+  // Which speaker statistics standardised the voice (an export that reads them; docs/serving.md):
+  // this session's clips so far, or the training set's below 2 of them.
   $("statistics-used").textContent = result.statistics
-    ? `화자 통계 (speaker statistics): ${result.statistics === "training set"
-        ? "학습 데이터 평균 (training set, not enrolled)" : result.statistics}`
-    : "";
+    ? `화자 통계 (speaker statistics): ${statisticsText(result.statistics)}` : "";
   const warnings = $("warnings");
   warnings.replaceChildren(...result.warnings.map((w) => element("li", {}, w)));
   drawProbabilities($("prob-chart"), result.probabilities, result.emotion);
