@@ -30,8 +30,10 @@ TEXTS = ["안녕하세요 반갑습니다", "오늘 날씨가 정말 좋네요",
 TINY = [*TINY_MODEL, "features.vocab_size=60"]  # conftest's model sizes, a vocabulary these texts fill
 
 
-def build_tiny_run(workdir: Path, overrides=()):
-    """A trained-run stand-in (random weights), laid out by `kemdy_tf.run` itself.
+def build_tiny_run(workdir: Path, overrides=(), experts: bool = False):
+    """A trained-run stand-in (random weights), laid out by `kemdy_tf.run` itself. With
+    `experts`, the fusion model is what `--stage all` leaves: its network times an audio and
+    a text classifier (`fusion_experts.combine`, fixed weights per set of modalities).
 
     Returns:
         (config, {"audio", "text", "fusion": in-memory Keras models}, tokenizer).
@@ -50,6 +52,8 @@ def build_tiny_run(workdir: Path, overrides=()):
     text = build_text_encoder(config.text, config.features, tokenizer.vocabulary_size())
     fusion = build_fusion_model(audio.get_layer("audio_backbone"), text.get_layer("text_backbone"),
                                 config.fusion, len(config.data.classes))
+    if experts:
+        fusion = with_experts(fusion, audio, text, config, workdir)
     models = {"audio": audio, "text": text, "fusion": fusion}
     for stage, model in models.items():
         (workdir / stage).mkdir(exist_ok=True)
@@ -58,6 +62,32 @@ def build_tiny_run(workdir: Path, overrides=()):
     if speaker_statistics.reads_speaker_statistics(fusion):  # what training writes beside run.json
         np.save(workdir / speaker_statistics.FALLBACK_FILE, tiny_fallback(config))
     return config, models, tokenizer
+
+
+def with_experts(network, audio, text, config, workdir: Path):
+    """`network` x an audio classifier (functionals standardised per speaker, the default) x a
+    text classifier, as `fusion_experts.combine` builds the trained fusion model (from the
+    classifiers' saved archives, as training does: no layer shared with the network)."""
+    import dataclasses
+
+    import keras
+
+    from kemdy_tf import fusion_experts
+    from kemdy_tf.models import build_fusion_model
+
+    n = len(config.data.classes)
+    classifiers = {
+        "audio_clf": build_fusion_model(audio.get_layer("audio_backbone"), None, config.fusion, n, ("audio",)),
+        "text_clf": build_fusion_model(None, text.get_layer("text_backbone"),
+                                       dataclasses.replace(config.fusion, char_ngrams=0), n, ("text",)),
+    }
+    for stage, model in classifiers.items():
+        (workdir / stage).mkdir(exist_ok=True)
+        model.save(workdir / stage / "model.keras")
+        classifiers[stage] = keras.saving.load_model(workdir / stage / "model.keras")
+    weights = [[1.0, 0.0, 0.0], [0.6, 0.9, 0.0], [0.5, 0.0, 0.8], [0.4, 0.7, 1.0]]  # neither, audio, text, both
+    bias = np.linspace(-0.3, 0.3, n)[np.newaxis].repeat(4, axis=0)
+    return fusion_experts.combine(network, classifiers, weights, bias)
 
 
 def tiny_fallback(config) -> np.ndarray:
@@ -154,8 +184,9 @@ def run(tmp_path_factory):
     runs beside the other tests; its test collects the output.
     """
     root = tmp_path_factory.mktemp("export")
-    # The fusion model reads functionals standardised per speaker: the speaker signatures too.
-    config, models, tokenizer = build_tiny_run(root / "run", ["fusion.functionals_in_fusion=true"])
+    # The fusion model `--stage all` leaves (network x classifiers), its network reading
+    # functionals standardised per speaker: the speaker signatures too.
+    config, models, tokenizer = build_tiny_run(root / "run", ["fusion.functionals_in_fusion=true"], experts=True)
     target = export.export_run(root / "run", root / "saved" / "kemdy")
     cli = subprocess.Popen([str(VENV_BIN / "saved_model_cli"), "show", "--all", "--dir", str(target)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -377,3 +408,30 @@ def test_speaker_signatures_answer_what_the_keras_models_answer_with_those_stati
     assert not np.allclose(plain["emotion_probs"], enrolled["emotion_probs"], atol=1e-4)  # the statistics count
     with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):  # TF Serving: a 400
         saved.signatures["serving_speaker"](**batch, speaker_functionals=tf.zeros([2, 2, 3]))
+
+
+def test_the_product_of_experts_exports_and_answers_as_the_keras_model(run):
+    """The fusion model `--stage all` leaves (network x audio_clf x text_clf, reading speaker
+    statistics) exports: `serving_default` answers what the Keras model answers with the run's
+    fallback, `serving_speaker` what it answers with given statistics, a blank transcript
+    included (the weights fitted without the text expert)."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  serving_default's SentencePiece ops
+
+    from kemdy_tf import fusion_experts
+
+    config, models, tokenizer = run["config"], run["models"], run["tokenizer"]
+    assert fusion_experts.has_experts(models["fusion"])
+    saved = tf.saved_model.load(str(run["export"]))
+    waves, texts = clips(config.features.sample_rate), ["정말 화가 나요", "", "오늘 날씨가 좋네요"]
+    width = max(len(w) for w in waves)
+    batch = dict(waveform=tf.constant(np.stack([np.pad(w, (0, width - len(w))) for w in waves])),
+                 waveform_length=tf.constant([len(w) for w in waves], tf.int32), text=tf.constant(texts))
+    fallback = keras_reference(models, tokenizer, config, waves, texts)
+    np.testing.assert_allclose(saved.signatures["serving_default"](**batch)["emotion_probs"],
+                               fallback["emotion_probs"], atol=1e-4)
+    speaker = tiny_fallback(config) * np.array([[1.1], [0.9]], np.float32)
+    enrolled = keras_reference(models, tokenizer, config, waves, texts, speaker=speaker)
+    answer = saved.signatures["serving_speaker"](**batch, speaker_functionals=tf.constant(
+        np.repeat(speaker[np.newaxis], len(waves), axis=0), tf.float32))
+    np.testing.assert_allclose(answer["emotion_probs"], enrolled["emotion_probs"], atol=1e-4)
