@@ -269,7 +269,7 @@ def predict_files(wavs, texts=None, model="saved_models/kemdy", batch_size: int 
     ready, speaker_of = [], {}  # (result, wave); id(result) -> speaker
     for result, text, speaker in zip(results, texts, speakers):
         speaker_of[id(result)] = speaker
-        _set_transcript(result, text)
+        set_transcript(result, text)
         try:
             wave, warnings = load_clip(result.file, model)
         except AudioError as error:
@@ -283,12 +283,12 @@ def predict_files(wavs, texts=None, model="saved_models/kemdy", batch_size: int 
     for pair in ready:  # each named speaker's clips, enrolled together
         groups.setdefault(speaker_of[id(pair[0])], []).append(pair)
     for speaker, pairs in groups.items():
-        statistics = _enrolled(model, [wave for _, wave in pairs], speaker, pairs) if speaker else None
-        _predict_ready(pairs, model, batch_size, statistics)
+        statistics = enrol_speaker(model, [wave for _, wave in pairs], speaker, pairs) if speaker else None
+        predict_ready(pairs, model, batch_size, statistics)
     return results
 
 
-def _enrolled(model: ExportedModel, waves: list, who: str, pairs: list, unit: str = "clips"):
+def enrol_speaker(model: ExportedModel, waves: list, who: str, pairs: list, unit: str = "clips"):
     """`who`'s statistics from `waves` (None: not enrolled); labels each pair's Prediction with
     the statistics it gets and warns below `speaker_statistics.MIN_CLIPS`."""
     from kemdy_tf.speaker_statistics import MIN_CLIPS
@@ -327,14 +327,14 @@ def predict_wave(wave: np.ndarray, text, model: ExportedModel, file: str, warnin
         PredictError: the transcript is not valid UTF-8.
     """
     result = Prediction(file=file, warnings=list(warnings))
-    _set_transcript(result, text)
+    set_transcript(result, text)
     pairs = [(result, wave)]
-    statistics = _enrolled(model, speaker_clips, speaker, pairs) if speaker_clips else None
-    _predict_ready(pairs, model, 1, statistics)
+    statistics = enrol_speaker(model, speaker_clips, speaker, pairs) if speaker_clips else None
+    predict_ready(pairs, model, 1, statistics)
     return result
 
 
-def _set_transcript(result: Prediction, text) -> None:
+def set_transcript(result: Prediction, text) -> None:
     result.transcript = _clean(_transcript(text, result.file))
     result.transcript_source = None if result.transcript is None else "given"
 
@@ -407,7 +407,7 @@ def predict_timeline(path, model: ExportedModel, stt=None, batch_size: int = BAT
             if stt is not None:
                 transcribe_into(result, wave, model.sample_rate, stt)
             ready.append((result, wave))
-        _predict_ready(ready, model, batch_size, statistics)
+        predict_ready(ready, model, batch_size, statistics)
         rows += [result for result, _ in ready]
     return rows
 
@@ -435,7 +435,7 @@ def _clean(transcript: str | None) -> str | None:
     return None if transcript is None else clean_transcript(transcript) or None  # tags only = missing
 
 
-def _predict_ready(ready: list, model: ExportedModel, batch_size: int, statistics=None) -> None:
+def predict_ready(ready: list, model: ExportedModel, batch_size: int, statistics=None) -> None:
     """Fill each (Prediction, wave) pair's numbers, batch_size clips per call of the model,
     standardised with one speaker's `statistics` (None: the training set's, where read)."""
     for start in range(0, len(ready), batch_size):
