@@ -192,7 +192,7 @@ def test_speaker_fallback_bench_scores_each_source_of_statistics(trained_run, ca
     from kemdy_tf.stages import inputs_for
 
     scores = speaker_fallback.fold_scores(trained_run, ["audio_clf", "fusion"])
-    assert list(scores) == ["audio_clf"]  # the fusion model of a run with an audio encoder reads none
+    assert list(scores) == ["audio_clf", "fusion"]  # the fusion model reads them through its audio expert
     assert list(scores["audio_clf"]) == ["speaker, all clips", "speaker, 5 clips", "training set (fallback)"]
     run = run_lib.open_run(trained_run)
     model = keras.saving.load_model(run.model_path("audio_clf"), compile=False)

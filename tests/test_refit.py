@@ -96,6 +96,7 @@ def test_a_classical_baseline_fitted_on_training_only_is_fitted_again_for_a_refi
     assert seen() == (rows["split"] == "train").sum()
 
 
+@pytest.mark.slow  # ~40 s: the gated slow job, beside the other killed refit
 def test_a_refit_killed_before_its_model_is_in_place_finishes_like_an_uninterrupted_one(
         refitted, trained_run, train_args, monkeypatch, tmp_path):
     from train import main
@@ -120,7 +121,7 @@ def test_a_refit_killed_before_its_model_is_in_place_finishes_like_an_uninterrup
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.slow  # ~50 s; the default run resumes a killed refit (the test above)
+@pytest.mark.slow  # ~50 s; the test above resumes a killed refit too
 def test_a_retrained_stage_does_not_resume_an_earlier_killed_refit(trained_run, train_args, tmp_path, monkeypatch):
     """--retrain (or any first fit starting afresh) drops what an earlier, killed refit left,
     so the new refit cannot resume from another run's weights."""

@@ -56,6 +56,7 @@ def test_tokenizer_sizes_itself_from_korean_reviews(reviews, tmp_path):
     assert sum(lengths) < 0.9 * sum(len(text.replace(" ", "")) for text in texts)
 
 
+@pytest.mark.slow  # ~40 s of real reviews: the gated slow job
 def test_text_clf_learns_the_reviews(reviews, tmp_path):
     texts, labels = reviews
     fit = (texts[:N_FIT], labels[:N_FIT])
@@ -79,6 +80,7 @@ def test_text_clf_refits_on_training_and_validation_reviews(reviews, tmp_path):
     assert result["accuracy"] >= 0.8, result
 
 
+@pytest.mark.slow  # ~35 s: the gated slow job
 def test_text_clf_fits_its_ngram_logistic_regression_and_mixes_it_in(reviews, tmp_path):
     """fusion.char_ngram_model=nblr in the bench, as in train.py: fitted before the deep
     path, mixed by the validation split's share. Two epochs leave the deep path near

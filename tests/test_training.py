@@ -70,7 +70,7 @@ def test_workdir_refuses_different_data_settings(trained_run, train_args, capsys
     assert "different features settings" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # ~35 s; the default run SIGKILLs at three points (test_a_killed_run_finishes_like_...)
+@pytest.mark.slow  # ~35 s; test_a_killed_run_finishes_like_... SIGKILLs at three points
 def test_training_resumes_after_sigkill(tmp_path, train_args):
     """Kill the run after its first epoch; the same command continues, it does not restart."""
     workdir = tmp_path / "run"
@@ -262,6 +262,7 @@ def killable(tmp_path, train_args):
     return run, files
 
 
+@pytest.mark.slow  # ~75 s since the fusion stage fits its experts: the gated slow job (.ci/slow.sh) with the other kill points
 def test_a_killed_run_finishes_like_an_uninterrupted_one(tmp_path, killable):
     """Killed while run.json, model.keras and the resume backup are written (each mid-write,
     in one workdir, one after the other), the rerun ends with the uninterrupted run's
@@ -308,7 +309,7 @@ def test_a_kill_at_each_point_resumes_to_the_same_result(tmp_path, killable, kil
     assert files(workdir) == files(tmp_path / "ref")
 
 
-@pytest.mark.slow  # ~45 s; the default run resumes a killed plain run, tests/test_weight_average.py the swap
+@pytest.mark.slow  # ~45 s; test_a_killed_run_finishes_like_... resumes a killed plain run, tests/test_weight_average.py the swap
 def test_a_killed_averaged_run_resumes_to_the_uninterrupted_result(tmp_path, killable):
     """A backup is committed while the model holds the average: the resumed fit swaps back
     first and ends with the uninterrupted run's history, summary and model (that the
