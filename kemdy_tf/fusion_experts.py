@@ -8,8 +8,10 @@ learns what the two modalities say together; `audio_clf` and `text_clf` are each
 best reading of one modality. `models.experts.ExpertProduct` weighs the three answers'
 log-probabilities and adds a class bias; weights and biases are fitted on the
 validation split (class-balanced log loss), so how much each modality counts is
-learned per run and the answer is calibrated. The classifiers are frozen copies inside
-the fusion model: evaluation, export and serving see one Keras model.
+learned per run and the answer is calibrated. Each set of modalities an example can
+have (both, audio only, text only, neither) gets its own fit, so a clip without a
+transcript is answered by weights fitted for that case. The classifiers are frozen
+copies inside the fusion model: evaluation, export and serving see one Keras model.
 
 The weights are fitted on models that never saw the validation split: with
 `train.refit`, a classifier's early-stopped model (`early_stopped.keras`) gives the
@@ -17,8 +19,6 @@ validation predictions and its refitted model is the one combined.
 """
 
 from __future__ import annotations
-
-import logging
 
 import keras
 import numpy as np
@@ -28,8 +28,6 @@ from kemdy_tf.models.experts import (EXPERT_PRODUCT, ExpertProduct, clipped_log,
                                      fit_expert_weights)
 from kemdy_tf.models.layers import TokenPaddingMask
 from kemdy_tf.models.text_encoder import PAD_ID
-
-log = logging.getLogger("kemdy_tf.fusion_experts")
 
 CROSS_MODAL = "cross_modal"
 # The single-modality classifiers that join the cross-modal network, and the input whose
