@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+from scipy.special import softmax
+from sklearn.metrics import balanced_accuracy_score, log_loss
 
 from kemdy_tf import run as run_lib, stages as stages_lib
 from kemdy_tf.models.experts import (EXPERT_PRODUCT, ExpertProduct, clipped_log, expert_logits,
@@ -108,10 +110,13 @@ def combine_for_run(run, cross_modal, tokenizer=None) -> tuple[object, dict]:
     if not paths:
         return cross_modal, {"experts": [CROSS_MODAL], "why": "no single-modality classifier trained in this run"}
     classifiers = list(paths)
-    answers, presence, labels = {}, {}, None
+    answers, presence, labels, combined_models = {}, {}, None, {}
     for name, path in paths.items():  # scored by models that never saw the validation split
-        model = keras.saving.load_model(_never_saw_validation(path), compile=False)
+        scoring_path = _never_saw_validation(path)
+        model = keras.saving.load_model(scoring_path, compile=False)
         answers[name], presence[name], labels = _validation_answers(run, name, model, tokenizer, (), labels)
+        # Without a refit the scoring model is the one combined: loaded once.
+        combined_models[name] = model if scoring_path == path else keras.saving.load_model(path, compile=False)
     if labels.size == 0:
         return cross_modal, {"experts": [CROSS_MODAL], "why": "no validation rows to fit the expert weights on"}
     n_classes = answers[classifiers[0]].shape[-1]
@@ -137,8 +142,7 @@ def combine_for_run(run, cross_modal, tokenizer=None) -> tuple[object, dict]:
               "fitted_on": f"validation split ({labels.size} utterances), class-balanced log loss, "
                            f"one fit per set of modalities an example has",
               "by_modalities": by_modalities}
-    combined = combine(cross_modal, {n: keras.saving.load_model(p, compile=False) for n, p in paths.items()},
-                       weights, bias)
+    combined = combine(cross_modal, combined_models, weights, bias)
     print(f"stage fusion: the answer is the product of experts {describe(report)} (fitted on the validation "
           f"split; without the transcript: {describe(by_modalities.get('audio', {}))})", flush=True)
     return combined, report
@@ -157,7 +161,8 @@ def _fit(log_probs: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
     no_bias = np.zeros(n_classes)
     return {"weights": weights, "bias": bias,
             "loss": {"combined": round(loss, 4), "alone": [
-                round(_log_loss(expert_logits(log_probs, alone[i], no_bias), labels, balanced), 4)
+                round(log_loss(labels, softmax(expert_logits(log_probs, alone[i], no_bias), axis=1),
+                               sample_weight=balanced, labels=range(n_classes)), 4)
                 for i in range(len(alone))]},
             "ua": {"combined": _ua(expert_logits(log_probs, weights, bias), labels),
                    "alone": [_ua(log_probs[:, i], labels) for i in range(len(alone))]}}
@@ -216,13 +221,5 @@ def _validation_answers(run, stage: str, model, tokenizer, blank: tuple = (), la
     return np.concatenate(probs), (np.concatenate(present) if present else None), truth
 
 
-def _log_loss(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-(weights * log_p[np.arange(len(labels)), labels]).sum() / weights.sum())
-
-
 def _ua(logits: np.ndarray, labels: np.ndarray) -> float:
-    predicted = logits.argmax(axis=1)
-    recalls = [float((predicted[labels == c] == c).mean()) for c in np.unique(labels)]
-    return round(float(np.mean(recalls)), 4)
+    return round(float(balanced_accuracy_score(labels, logits.argmax(axis=1))), 4)

@@ -367,10 +367,11 @@ def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None,
         if wide_share is not None and ngram_logistic.has_ngram_logistic(final):
             ngram_logistic.set_share(final, wide_share)
         atomic_save_model(final, refitted)
-    early_stopped = keras.saving.load_model(stage_dir / run_lib.MODEL, compile=False)
-    if fusion_experts.has_experts(early_stopped):  # the same experts, by the weights fitted on validation
-        network = fusion_experts.cross_modal_part(keras.saving.load_model(refitted, compile=False))
-        atomic_save_model(fusion_experts.recombine(network, early_stopped, run), refitted)
+    if spec.is_classifier and len(spec.modalities) == 2:  # the fusion model: its experts, as fitted on validation
+        early_stopped = keras.saving.load_model(stage_dir / run_lib.MODEL, compile=False)
+        if fusion_experts.has_experts(early_stopped):
+            network = fusion_experts.cross_modal_part(keras.saving.load_model(refitted, compile=False))
+            atomic_save_model(fusion_experts.recombine(network, early_stopped, run), refitted)
     # The early-stopped model first (a copy, renamed into place), then the refitted one
     # by one rename: a kill in between leaves the main backup, which restores the first.
     tmp = stage_dir / f".{EARLY_STOPPED}.partial.keras"

@@ -129,8 +129,8 @@ def clipped_log(probabilities: np.ndarray, present: np.ndarray | None = None) ->
     return logs
 
 
-def fit_expert_weights(log_probs: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None,
-                       first_only_start: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+def fit_expert_weights(log_probs: np.ndarray, labels: np.ndarray,
+                       sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Weights (>= 0) and class biases minimising the weighted mean log loss of
     `softmax(bias + Σ_e w_e log p_e)` (+ `BIAS_PENALTY` · |bias|²).
 
@@ -138,8 +138,9 @@ def fit_expert_weights(log_probs: np.ndarray, labels: np.ndarray, sample_weight:
         log_probs: `[N, E, C]` clipped log-probabilities (`clipped_log`).
         labels: `[N]` class indices.
         sample_weight: `[N]` (e.g. class weights, so the loss is balanced over classes).
-        first_only_start: start from the first expert alone (weight 1, the rest 0), so the
-            result is never worse on these rows than that expert's own answer.
+
+    The fit starts from the first expert alone (weight 1, the rest 0) and keeps that start
+    unless it finds better, so on these rows it is never worse than that expert's answer.
 
     Returns:
         (weights [E], bias [C], the weighted mean log loss reached).
@@ -167,7 +168,7 @@ def fit_expert_weights(log_probs: np.ndarray, labels: np.ndarray, sample_weight:
         return loss, np.concatenate([grad_w, grad_b])
 
     start = np.zeros(n_experts + n_classes)
-    start[0 if first_only_start else slice(0, n_experts)] = 1.0
+    start[0] = 1.0
     bounds = [(0.0, MAX_WEIGHT)] * n_experts + [(None, None)] * n_classes
     result = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", bounds=bounds)
     theta = result.x if result.fun <= loss_and_grad(start)[0] else start
