@@ -6,8 +6,8 @@
 
 The page records from the microphone only in a secure context: http://127.0.0.1 or
 http://localhost, or HTTPS. The API (POST /api/predict, POST /api/transcribe, GET
-/api/health, the schema at /openapi.json) is described in docs/web.md; speech
-recognition and long uploads' timelines in docs/stt.md.
+/api/health, the live stream WS /api/stream, the schema at /openapi.json) is described
+in docs/web.md; speech recognition and long uploads' timelines in docs/stt.md.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def main(argv=None) -> int:
 
     with predict._native_stderr_silenced():  # importing kemdy_tf starts TensorFlow, whose C++ chatters
         from kemdy_tf.web.app import Limits, create_app
+        from kemdy_tf.web.stream import StreamLimits
 
-    defaults = Limits()
+    defaults, live = Limits(), StreamLimits()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="saved_models/kemdy",
                         help="export base folder (its highest version) or a version folder")
@@ -55,11 +56,19 @@ def main(argv=None) -> int:
     parser.add_argument("--no-stt", action="store_true",
                         help="no speech recognition (/api/transcribe answers 503; long uploads' segments are "
                              "predicted audio-only); default: on when requirements-stt.txt is installed")
+    parser.add_argument("--live-max-connections", type=int, default=live.max_connections,
+                        help="live sessions (/api/stream) at once; one more is refused as busy")
+    parser.add_argument("--live-max-seconds", type=float, default=live.max_session_seconds,
+                        help="audio one live session may send, seconds")
+    parser.add_argument("--live-idle-seconds", type=float, default=live.idle_seconds,
+                        help="a live session that sends nothing for this long is closed")
     args = parser.parse_args(argv)
     try:
         limits = Limits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_seconds,
                         max_text_chars=args.max_text_chars, max_concurrent=args.max_concurrent,
                         max_queue=args.max_queue)
+        stream_limits = StreamLimits(max_connections=args.live_max_connections,
+                                     max_session_seconds=args.live_max_seconds, idle_seconds=args.live_idle_seconds)
     except ValueError as error:
         parser.error(str(error))
 
@@ -67,7 +76,8 @@ def main(argv=None) -> int:
 
     try:
         with predict._native_stderr_silenced():
-            app = create_app(args.model, limits, speech_recognition=False if args.no_stt else None)
+            app = create_app(args.model, limits, speech_recognition=False if args.no_stt else None,
+                             stream_limits=stream_limits)
     except predict.PredictError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -2,7 +2,7 @@
 
     nice -n 10 python bench/bulk.py                          # 500 clips of 1-3 s, saved_models/kemdy
     python bench/bulk.py --clips 100 --small 20 --lengths 8 16   # longer clips (docs/bulk.md's cost)
-    python bench/bulk.py --mode multi_threading --repeats 2  # one process; each command twice
+    python bench/bulk.py --mode multi_processing --repeats 2  # a process per worker; each command twice
 
 Writes --clips speech-like clips (the synthetic set's voice model, --lengths seconds, 16 kHz
 WAV) and a second set of --small clips into a temporary folder, and times on each set, as
@@ -10,7 +10,8 @@ whole commands (start-up, model loading and writing included, as a user runs the
 
 * `predict.py --wav DIR --no-stt --out X.csv`: one process looping over the files, batches of 8;
 * `python -m kemdy_tf.bulk --input DIR ...` on the DirectRunner with --workers workers
-  (`--direct_running_mode multi_processing`, or --mode multi_threading): CSV + Parquet shards.
+  (`--direct_running_mode multi_threading`: threads of one process, which imports TensorFlow
+  and loads the export once; or --mode multi_processing), its own --batch-size: CSV + Parquet shards.
 
 Prints, for each command: wall and CPU seconds (its processes and their children) and how
 many cores other processes kept busy meanwhile (on a shared machine a second worker only
@@ -105,7 +106,8 @@ def commands(clips: Path, out: Path, model: str, args) -> dict:
         "predict": [sys.executable, "predict.py", "--wav", str(clips), "--model", model, "--no-stt",
                     "--out", str(out / "predict.csv")],
         "bulk": [sys.executable, "-m", "kemdy_tf.bulk", "--model", model, "--input", str(clips),
-                 "--output", str(out / "bulk" / "out"), "--batch-size", str(args.batch_size),
+                 "--output", str(out / "bulk" / "out"),
+                 *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
                  f"--direct_num_workers={args.workers}", f"--direct_running_mode={args.mode}"],
     }
 
@@ -117,9 +119,10 @@ def main(argv=None) -> int:
                         help="clips of the start-up run (default %(default)s; 0: none, no steady-state figure)")
     parser.add_argument("--model", help="an export (default saved_models/kemdy, else an untrained small one)")
     parser.add_argument("--workers", type=int, default=2, help="DirectRunner workers (default %(default)s)")
-    parser.add_argument("--mode", default="multi_processing", choices=["multi_processing", "multi_threading"],
+    parser.add_argument("--mode", default="multi_threading", choices=["multi_threading", "multi_processing"],
                         help="--direct_running_mode (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=8, help="the pipeline's --batch-size (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, help="the pipeline's --batch-size (default: its own, "
+                                                        "kemdy_tf.bulk.BATCH_SIZE)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each command, alternating (best kept)")
     parser.add_argument("--lengths", type=float, nargs=2, default=[1.0, 3.0], metavar=("MIN", "MAX"),
                         help="clip lengths in seconds (default 1 3)")

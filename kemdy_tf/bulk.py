@@ -18,10 +18,16 @@ Decisions:
 * the numbers are predict.py's: a clip is decoded by `inference.load_clip`, a long recording
   cut by `timeline.find_spans`, and the answers filled by `inference.predict_ready` (its
   rounding, NaN ratings, valence only with a transcript); tests/test_bulk.py compares with
-  predict.py at 1e-5. Only the batching differs (mixed files, padded to the batch's longest).
+  predict.py at 1e-5. Only the batching differs (mixed files, padded to the batch's longest),
+  and a mono file already at the model's rate is read by soundfile directly (`read_audio`:
+  librosa's samples, without its first call's seconds of imports and compilation).
 * the model: `ExportHandler`, a RunInference ModelHandler. Its `load_model` loads the export
-  once per worker process (`inference.load_model` caches it, so the decoding steps in the
-  same process share that copy); BatchElements groups --batch-size clips per call.
+  once per worker process and warms it up with one call (`open_export`; `inference.load_model`
+  caches it, so the decoding steps and the threads of the same process share that copy).
+* batching (where the speed comes from, bench/bulk.py): `LengthBatches` groups up to
+  --batch-size (32) clips of about the same length (within LENGTH_RATIO) and the same speaker
+  statistics, so a batch is one call of the model padded little; RunInference's own
+  BatchElements, which mixes lengths, is skipped.
 * speakers: for an export that reads speaker statistics, a manifest's named speakers are
   grouped (GroupByKey) and each is enrolled from their first MAX_ENROL_CLIPS decodable clips
   in manifest order, with predict.py's labels and warnings; other clips get the training set's.
@@ -58,10 +64,12 @@ import functools
 import io
 import itertools
 import logging
+import math
 import os
 import shutil
 import sys
 import tempfile
+import threading
 
 import numpy as np
 
@@ -95,6 +103,9 @@ DEAD_LETTERS = "dead_letters"  # tagged outputs of the decoding steps
 NO_SPEECH = "no_speech"
 DEAD_LETTER_COLUMNS = ["file", "reason"]
 NAMESPACE = "kemdy_tf.bulk"  # Beam metrics
+BATCH_SIZE = 32  # clips per call of the model: bench/bulk.py, docs/bulk.md
+LENGTH_RATIO = 1.25  # a batch's clips differ in length by less than this factor (LengthBatches)
+HELD_BYTES = 256 * 2**20  # the most waveform bytes LengthBatches holds per bundle
 
 
 class BulkError(Exception):
@@ -138,12 +149,26 @@ def is_remote(path: str) -> bool:
     return FileSystems.get_scheme(str(path)) not in (None, "file")
 
 
+_OPENING = threading.Lock()
+
+
 def open_export(path: str) -> inference.ExportedModel:
-    """The export at `path`, loaded once per process (a remote version folder copied first)."""
+    """The export at `path`, loaded and warmed up once per process (a remote version folder copied
+    first), whichever of the process's worker threads asks first."""
     from kemdy_tf.logs import import_tensorflow_quietly
 
-    import_tensorflow_quietly()  # a worker process's first TensorFlow import: without its start-up lines
-    return inference.load_model(_local_export(path) if is_remote(path) else path)
+    with _OPENING:  # one load, and one first call, not one per thread of a multi-threaded worker
+        import_tensorflow_quietly()  # a worker process's first TensorFlow import: without its start-up lines
+        return _warmed(inference.load_model(_local_export(path) if is_remote(path) else path))
+
+
+@functools.lru_cache(maxsize=4)
+def _warmed(model: inference.ExportedModel) -> inference.ExportedModel:
+    """`model` after one call of its waveform signature: TensorFlow prepares a loaded function on
+    its first call (about a CPU second here), and threads that make their first calls at once
+    each prepare it."""
+    model.predict([np.zeros(model.sample_rate // 10, np.float32)], [""])
+    return model
 
 
 @functools.lru_cache(maxsize=4)
@@ -178,18 +203,20 @@ def _local_copy(path: str):
 
 
 class ExportHandler(ModelHandler):
-    """RunInference's handler for a kemdy_tf export's waveform signatures: `Clip` in, its filled
-    `Prediction` out.
+    """RunInference's handler for a kemdy_tf export's waveform signatures: a batch of `Clip`s
+    (a list, made by `LengthBatches`: RunInference's own batching is skipped) in, their filled
+    `Prediction`s out.
 
     Args:
         model_path: an export's version folder (local, or on a Beam file system).
-        batch_size: the most clips per call of the SavedModel (BatchElements' max_batch_size).
     """
 
-    def __init__(self, model_path: str, batch_size: int = inference.BATCH_SIZE):
-        # min = max: full batches (the last of a bundle excepted), not BatchElements' ramp from 1.
-        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+    def __init__(self, model_path: str):
+        super().__init__()
         self.model_path = model_path
+
+    def should_skip_batching(self) -> bool:
+        return True  # each element is already a batch (LengthBatches)
 
     def load_model(self) -> inference.ExportedModel:
         return open_export(self.model_path)
@@ -212,7 +239,82 @@ class ExportHandler(ModelHandler):
         return NAMESPACE
 
 
+class LengthBatches(beam.DoFn):
+    """Clips -> lists of at most `batch_size` clips of about the same length and the same
+    speaker statistics: one call of the model each, padded little (a batch is padded to its
+    longest clip, and the model's cost grows with the padded length).
+
+    Clips wait in buckets of lengths within a factor LENGTH_RATIO (cut to the window) until a
+    bucket is full; at the end of a bundle the rest are sorted by length and cut into batches.
+    At most HELD_BYTES of waveforms wait (beyond, the fullest bucket goes as it is). For the
+    global window only (the pipeline has no other).
+
+    Args:
+        batch_size: the most clips per batch.
+        window_samples: the samples the model hears (longer clips are cut to it).
+    """
+
+    def __init__(self, batch_size: int, window_samples: int):
+        self.batch_size, self.window_samples = batch_size, window_samples
+        self._buckets: dict = {}
+        self._held = 0
+
+    def start_bundle(self):
+        self._buckets, self._held = {}, 0
+
+    def _length(self, clip: Clip) -> int:
+        return min(len(clip.wave), self.window_samples)
+
+    def process(self, clip: Clip):
+        statistics = None if clip.statistics is None else clip.statistics.tobytes()
+        key = (statistics, int(math.log(max(self._length(clip), 1), LENGTH_RATIO)))
+        bucket = self._buckets.setdefault(key, [])
+        bucket.append(clip)
+        self._held += clip.wave.nbytes
+        if len(bucket) >= self.batch_size:
+            yield self._take(key)
+        elif self._held > HELD_BYTES:
+            yield self._take(max(self._buckets, key=lambda k: len(self._buckets[k])))
+
+    def _take(self, key) -> list:
+        batch = self._buckets.pop(key)
+        self._held -= sum(clip.wave.nbytes for clip in batch)
+        return batch
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindows
+
+        by_statistics: dict = {}
+        for (statistics, _), clips in self._buckets.items():
+            by_statistics.setdefault(statistics, []).extend(clips)
+        self._buckets, self._held = {}, 0
+        for clips in by_statistics.values():
+            clips.sort(key=self._length)
+            for start in range(0, len(clips), self.batch_size):
+                yield GlobalWindows.windowed_value_at_end_of_window(clips[start : start + self.batch_size])
+
+
 # === Decoding (and enrolling) ===
+
+
+def read_audio(path: str, sample_rate: int) -> np.ndarray:
+    """`kemdy_tf.data.audio.load_audio`'s samples, read by soundfile alone for a mono file at
+    `sample_rate` (what librosa does for such a file too, less its first call's imports and
+    compilation: seconds per worker process); anything else, and any failure, goes to load_audio."""
+    from kemdy_tf.data.audio import load_audio
+
+    try:
+        import soundfile
+
+        with soundfile.SoundFile(path) as handle:
+            if handle.samplerate == sample_rate and handle.channels == 1:
+                wave = handle.read(dtype="float32")
+                if wave.size and np.all(np.isfinite(wave)):
+                    return wave
+    except Exception:  # not a soundfile format, damaged, ...: load_audio's decoders and messages
+        pass
+    return load_audio(path, sample_rate)
+
 
 
 class _Decode(beam.DoFn):
@@ -266,7 +368,7 @@ class _Decode(beam.DoFn):
                 return
         result = Prediction(file=source.path)
         inference.set_transcript(result, source.text)
-        wave, warnings = inference.load_clip(local, model)
+        wave, warnings = inference.load_clip(local, model, read_audio)
         result.warnings += warnings
         self._counts["clips"].inc()
         yield Clip(result, wave, transcribe=source.text is None)
@@ -288,9 +390,7 @@ class _Decode(beam.DoFn):
             label = f"recording ({used} segments)" if statistics is not None else "training set"
         for span in spans:
             wave = audio.read(span, model.sample_rate)[: model.window_samples]
-            result = Prediction(file=source.path, start=span.start, end=span.end, statistics=label)
-            result.warnings += [w for w in inference.audio_warnings(wave, model.sample_rate, model.window_samples)
-                                if not w.startswith("very short")]  # a short segment is a short phrase
+            result = inference.segment_prediction(source.path, span, wave, model, label)
             self._counts["segments"].inc()
             yield Clip(result, wave, statistics, transcribe=True)
 
@@ -489,11 +589,13 @@ def write_outputs(rows, dead, output: str, classes, num_shards: int) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What the command line resolved: the version folder, its classes, whether it reads speaker statistics."""
+    """What the command line resolved: the version folder, its classes, whether it reads speaker
+    statistics, and the samples its window holds."""
 
     model_path: str
     classes: list
     reads_speaker_statistics: bool
+    window_samples: int
 
 
 def plan_for(model: str) -> Plan:
@@ -520,12 +622,16 @@ def plan_for(model: str) -> Plan:
     except Exception as error:
         raise BulkError(f"cannot read {model}/assets/{export.METADATA_ASSET} (a remote --model is a version "
                         f"folder, e.g. gs://bucket/saved_models/kemdy/3): {first_line(error)}") from None
+    from kemdy_tf.data.audio import samples_for_frames
+
     try:
         classes = [str(c) for c in metadata["classes"]]
+        features = metadata["features"]
+        window = samples_for_frames(features["max_frames"], argparse.Namespace(**features))
     except (KeyError, TypeError):
-        raise BulkError(f"{path}: assets/{export.METADATA_ASSET} lacks its classes") from None
+        raise BulkError(f"{path}: assets/{export.METADATA_ASSET} lacks its classes or features") from None
     reads = bool((metadata.get("speaker_statistics") or {}).get("reads"))
-    return Plan(path, classes, reads)
+    return Plan(path, classes, reads, window)
 
 
 def build(pipeline, args, plan: Plan, transcribe: bool) -> None:
@@ -546,8 +652,8 @@ def build(pipeline, args, plan: Plan, transcribe: bool) -> None:
     if transcribe:
         clips |= "spread clips" >> beam.Reshuffle()
         clips |= "transcribe" >> beam.ParDo(_Transcribe(plan.model_path, args.timeline))
-    predicted, failed = (clips | "model" >> RunInference(ExportHandler(plan.model_path, args.batch_size))
-                         .with_exception_handling())
+    batches = clips | "batch by length" >> beam.ParDo(LengthBatches(args.batch_size, plan.window_samples))
+    predicted, failed = (batches | "model" >> RunInference(ExportHandler(plan.model_path)).with_exception_handling())
     rows = (([predicted, *[d[NO_SPEECH] for d in decoded]] | "predictions" >> beam.Flatten())
             | "rows" >> beam.Map(row_of, plan.classes))
     dead = ([*[d[DEAD_LETTERS] for d in decoded],
@@ -589,7 +695,7 @@ def main(argv=None) -> int:
                         help="cut files longer than the model's window at pauses into segments")
     parser.add_argument("--transcribe", action="store_true",
                         help="transcribe clips given no transcript with Vosk (requirements-stt.txt)")
-    parser.add_argument("--batch-size", type=int, default=inference.BATCH_SIZE,
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help="most clips per call of the model (default %(default)s)")
     parser.add_argument("--num-shards", type=int, default=NUM_SHARDS,
                         help="output shards of the CSV and Parquet (fixed, so reruns overwrite; default %(default)s)")

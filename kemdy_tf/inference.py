@@ -362,7 +362,7 @@ def transcribe_into(result: Prediction, wave: np.ndarray, sample_rate: int, stt)
 
 
 def predict_timeline(path, model: ExportedModel, stt=None, batch_size: int = BATCH_SIZE,
-                     audio=None) -> list[Prediction]:
+                     audio=None, spans=None) -> list[Prediction]:
     """One Prediction per speech segment of a recording of any length (kemdy_tf.timeline).
 
     The file is streamed: its loudness is read in blocks, then each batch of segments
@@ -376,6 +376,8 @@ def predict_timeline(path, model: ExportedModel, stt=None, batch_size: int = BAT
         batch_size: segments per call of the SavedModel.
         audio: the recording already opened (`timeline.open_audio` or `timeline.DecodedAudio`);
             default: open `path`.
+        spans: the `timeline.Span`s to predict; default: cut at pauses (`timeline.find_spans`).
+            `timeline.sliding_spans` gives the live stream's windows (kemdy_tf.web.stream).
 
     Returns:
         The segments' predictions in time order, `start` and `end` set (seconds); []
@@ -389,7 +391,7 @@ def predict_timeline(path, model: ExportedModel, stt=None, batch_size: int = BAT
 
     audio = audio if audio is not None else timeline.open_audio(path, model.sample_rate)
     window = model.window_samples / model.sample_rate
-    spans = timeline.find_spans(audio, window)
+    spans = timeline.find_spans(audio, window) if spans is None else list(spans)
     # A recording is one speaker's (or one conversation's) voice: its own statistics, from
     # its first MAX_ENROL_CLIPS segments, standardise every segment.
     statistics, label = None, None
@@ -401,9 +403,7 @@ def predict_timeline(path, model: ExportedModel, stt=None, batch_size: int = BAT
         ready = []
         for span in spans[first : first + batch_size]:
             wave = audio.read(span, model.sample_rate)[: model.window_samples]
-            result = Prediction(file=str(path), start=span.start, end=span.end, statistics=label)
-            result.warnings += [w for w in audio_warnings(wave, model.sample_rate, model.window_samples)
-                                if not w.startswith("very short")]  # a short segment is a short phrase
+            result = segment_prediction(str(path), span, wave, model, label)
             if stt is not None:
                 transcribe_into(result, wave, model.sample_rate, stt)
             ready.append((result, wave))
@@ -412,8 +412,19 @@ def predict_timeline(path, model: ExportedModel, stt=None, batch_size: int = BAT
     return rows
 
 
-def load_clip(path, model: ExportedModel) -> tuple[np.ndarray, list[str]]:
+def segment_prediction(file: str, span, wave: np.ndarray, model: ExportedModel, statistics: str | None) -> Prediction:
+    """A timeline row for `span` of a recording (its `wave`), with its audio warnings, not yet predicted."""
+    result = Prediction(file=file, start=span.start, end=span.end, statistics=statistics)
+    result.warnings += [w for w in audio_warnings(wave, model.sample_rate, model.window_samples)
+                        if not w.startswith("very short")]  # a short segment is a short phrase
+    return result
+
+
+def load_clip(path, model: ExportedModel, decode=None) -> tuple[np.ndarray, list[str]]:
     """The file decoded for `model` (mono, its rate) and the warnings about it.
+
+    `decode(path, sample_rate)` reads the samples (default `kemdy_tf.data.audio.load_audio`;
+    kemdy_tf.bulk passes a faster reader of the same samples).
 
     Raises:
         AudioError: the file cannot be used (missing, empty, undecodable); the reason
@@ -424,7 +435,7 @@ def load_clip(path, model: ExportedModel) -> tuple[np.ndarray, list[str]]:
     path = str(path)
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise AudioError(path, "empty file (0 bytes)")
-    wave = load_audio(path, model.sample_rate)
+    wave = (decode or load_audio)(path, model.sample_rate)
     warnings = [w for w in [truncation(path)] if w]
     return wave, warnings + audio_warnings(wave, model.sample_rate, model.window_samples)
 

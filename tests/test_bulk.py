@@ -238,3 +238,32 @@ def test_remote_files_and_exports_are_copied_to_local_files(setup, folder, monke
         assert local != str(folder / "b_mono.flac") and local.endswith(".flac")
         assert Path(local).read_bytes() == (folder / "b_mono.flac").read_bytes()
     assert not Path(local).exists()
+
+
+def test_length_batches_group_similar_lengths_and_one_speakers_statistics():
+    """LengthBatches: every clip once, at most batch_size per batch, one set of statistics per
+    batch, lengths within LENGTH_RATIO (full buckets) or sorted (the bundle's rest)."""
+    rng = np.random.default_rng(0)
+    mine, yours = np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32)
+    clips = [bulk.Clip(bulk.Prediction(file=str(i)), np.zeros(int(rng.integers(800, 48000)), np.float32),
+                       [None, mine, yours][i % 3]) for i in range(100)]
+    batching = bulk.LengthBatches(batch_size=8, window_samples=32000)
+    batching.start_bundle()
+    full = [batch for clip in clips for batch in batching.process(clip)]
+    rest = [value.value for value in batching.finish_bundle()]
+    assert full and sorted(int(c.prediction.file) for batch in full + rest for c in batch) == list(range(100))
+    for i, batch in enumerate(full + rest):
+        assert 1 <= len(batch) <= 8 and len({None if c.statistics is None else c.statistics.tobytes()
+                                             for c in batch}) == 1
+        lengths = [min(len(c.wave), 32000) for c in batch]
+        assert lengths == sorted(lengths) if i >= len(full) else max(lengths) < min(lengths) * bulk.LENGTH_RATIO
+
+
+def test_read_audio_gives_load_audios_samples(setup, folder, tmp_path):
+    from kemdy_tf.data.audio import load_audio
+
+    sf.write(tmp_path / "rate.wav", tone(0.5, rate=22050), 22050)  # resampled: librosa's path
+    for path in [folder / "b_mono.flac", folder / "a_stereo.wav", tmp_path / "rate.wav"]:
+        np.testing.assert_array_equal(bulk.read_audio(str(path), 16000), load_audio(str(path), 16000))
+    with pytest.raises(Exception, match="cannot decode"):
+        bulk.read_audio(str(folder / "f_garbage.ogg"), 16000)

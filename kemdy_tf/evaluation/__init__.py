@@ -7,6 +7,7 @@
     report.py   report.json, report.md, predictions.csv
     runs.py     a whole workdir: models, curves, sweeps, folds (what evaluate.py calls)
     transcribed.py  the deployment row: audio+text models fed speech-recognition transcripts, their CER
+    served.py   the export against the evaluation: does the SavedModel answer what was scored?
 
 Definitions of every figure: docs/metrics.md.
 """

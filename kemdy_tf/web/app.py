@@ -10,6 +10,8 @@ Routes:
     POST /api/transcribe multipart `audio` -> `transcript` and timed `words` (speech
                          recognition, kemdy_tf.stt; 503 `stt_unavailable` when not installed)
     POST /api/session/reset  form or JSON `session` -> how many of its clips were dropped
+    WS   /api/stream     live emotion from the microphone (optional `?session=`): 16 kHz 16-bit
+                         PCM frames in, a JSON window every hop out (kemdy_tf.web.stream)
     GET  /api/health     model and limits, for the page and for monitoring
     GET  /openapi.json   the schema FastAPI generates (/docs and /redoc are off: their
                          Swagger/ReDoc assets come from a CDN)
@@ -48,6 +50,9 @@ Design notes:
   sessions, least recently used dropped first); below 2 clips the export's fallback
   (the training set's statistics), as `predict.py --manifest` labels and warns. The
   response's `statistics` says which were used. /api/session/reset forgets a session.
+* Live sessions (/api/stream, `stream.LiveStreams`) share the model, the speech recogniser
+  and the `SessionClips` store, on their own small thread pool, so a long upload on the
+  predict pool does not hold up a live window; their limits are `stream.StreamLimits`.
 * Size is capped twice: the whole body before it is parsed (the file cap plus room
   for the form: a declared Content-Length is checked first, a streamed body is
   stopped by FastAPI's per-route `max_body_size`), then the file itself.
@@ -73,7 +78,7 @@ from collections import OrderedDict, deque
 from pathlib import Path
 
 import numpy as np
-from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
+from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
@@ -84,6 +89,7 @@ from starlette.formparsers import MultiPartParser
 
 from kemdy_tf import inference
 from kemdy_tf.data.audio import sniff_format as sniff_audio
+from kemdy_tf.web.stream import CLOSE_POLICY, SESSION_LABEL, LiveStreams, StreamLimits
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -99,8 +105,6 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 SPECTROGRAM_RANGE_DB = 80.0
 # A browser session's id (the `session` form field): what crypto.randomUUID or 32 hex digits look like.
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# Who a session's statistics are of, in `statistics` ("this session (3 clips)") and warnings.
-SESSION_LABEL = "this session"
 # What the page may load: its own files, and data:/blob: URLs it makes itself.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
@@ -252,6 +256,8 @@ class HealthResponse(BaseModel):
     stt_detail: str | None = Field(description="why speech recognition is not available; null when it is")
     speaker_statistics: bool = Field(description="whether the model standardises the voice per speaker, so that "
                                                  "a `session` gets its own statistics (/api/session/reset)")
+    live: dict = Field(description="the live stream (/api/stream): sample_rate, window_seconds, hop_seconds, "
+                                   "classes, stt and its limits")
 
 
 # === The work behind /api/predict ===
@@ -601,7 +607,7 @@ def _error_response(error: WebError) -> JSONResponse:
 
 
 def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Limits | None = None,
-               speech_recognition: bool | None = None) -> FastAPI:
+               speech_recognition: bool | None = None, stream_limits: StreamLimits | None = None) -> FastAPI:
     """The web application, with the export at `model_path` loaded (once, now).
 
     Args:
@@ -609,6 +615,7 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
         limits: request limits; default `Limits()` (32 MB, 300 s, 500 characters).
         speech_recognition: /api/transcribe and the transcripts of long uploads' segments
             (kemdy_tf.stt); None: on when installed. Its model loads on the first use.
+        stream_limits: the live stream's limits; default `StreamLimits()` (20 sessions, 10 minutes).
 
     Returns:
         A FastAPI app; serve it with uvicorn (serve.py) or test it with TestClient.
@@ -628,6 +635,7 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
     model.predict([np.zeros(model.sample_rate // 2, np.float32)], [""])  # warm-up: the first request is not slower
     predictor = Predictor(model, limits, recognizer)
     admission = Admission(limits)
+    streams = LiveStreams(model, stream_limits or StreamLimits(), recognizer, predictor.sessions)
     workers = concurrent.futures.ThreadPoolExecutor(limits.max_concurrent, thread_name_prefix="kemdy-predict")
 
     app = FastAPI(
@@ -637,7 +645,7 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
         docs_url=None, redoc_url=None,  # both load their assets from a CDN; the schema stays at /openapi.json
     )
     app.state.model, app.state.limits, app.state.predictor = model, limits, predictor
-    app.state.admission = admission
+    app.state.admission, app.state.streams = admission, streams
     # Refused before the form is parsed (Starlette's RequestBodyLimitMiddleware, per route):
     # a declared Content-Length over the cap at once, a streamed body once it runs past it.
     max_body = limits.max_bytes + 4 * limits.max_text_chars + FORM_OVERHEAD_BYTES
@@ -740,8 +748,18 @@ def create_app(model_path: str | os.PathLike = "saved_models/kemdy", limits: Lim
             "window_seconds": round(model.window_samples / model.sample_rate, 3),
             "limits": {k: float(v) for k, v in dataclasses.asdict(limits).items()},
             "stt": recognizer is not None, "stt_detail": stt_detail,
-            "speaker_statistics": model.reads_speaker_statistics,
+            "speaker_statistics": model.reads_speaker_statistics, "live": streams.describe(),
         }
+
+    @app.websocket("/api/stream")
+    async def live_stream(websocket: WebSocket):
+        await websocket.accept()  # before any refusal: a close before accept reaches the browser as a bare 403
+        try:
+            session = check_session(websocket.query_params.get("session"))
+        except WebError:
+            await websocket.close(CLOSE_POLICY, "session: not a session id (1-64 of A-Z a-z 0-9 _ -)")
+            return
+        await streams.serve(websocket, session)
 
     @app.get("/", include_in_schema=False)
     def page():

@@ -18,7 +18,9 @@ const state = {
   session: null,    // this tab's session id (sessionStorage)
   clip: null,       // {blob, name}: what Predict sends
   recording: null,  // {stream, context, node, chunks, timer, started}
+  live: null,       // {stream, context, source, node, socket, windows, hop, stopping}
 };
+const LIVE_SHOWN_SECONDS = 60;  // the live timeline shows the last minute
 
 const $ = (id) => document.getElementById(id);
 
@@ -27,6 +29,8 @@ const $ = (id) => document.getElementById(id);
 document.addEventListener("DOMContentLoaded", () => {
   $("audio-file").addEventListener("change", onFileChosen);
   $("record").addEventListener("click", () => (state.recording ? stopRecording() : startRecording()));
+  $("live").addEventListener("click", () => (state.live ? stopLive() : startLive()));
+  $("live-stop").addEventListener("click", stopLive);
   $("text").addEventListener("input", updateTextCount);
   $("predict").addEventListener("click", predict);
   $("transcribe").addEventListener("click", transcribe);
@@ -127,37 +131,57 @@ function onFileChosen(event) {
 
 // === Recording: Web Audio -> 16-bit PCM WAV in the browser (the server needs no ffmpeg) ===
 
-async function startRecording() {
+/** The microphone through the AudioWorklet `processor` of `module` (at `sampleRate` where the
+ *  browser can resample to it): {stream, context, source, node}, or null after saying why not. */
+async function openMicrophone(module, processor, sampleRate) {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.AudioWorkletNode) {
     setStatus("이 페이지에서는 마이크를 쓸 수 없습니다: http://127.0.0.1 / localhost 또는 HTTPS로 여세요 " +
               "(the microphone needs a secure context).", "error");
-    return;
+    return null;
   }
-  const button = $("record");
-  button.disabled = true;  // one recorder at a time, also while the microphone opens
-  let stream, context, source, node;
-  const chunks = [];
-  let flushed;
-  const done = new Promise((resolve) => (flushed = resolve));
+  let stream, context;
   try {
     stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
     });
-    context = new AudioContext();
-    await context.audioWorklet.addModule("/static/recorder-worklet.js");
-    source = context.createMediaStreamSource(stream);
-    node = new AudioWorkletNode(context, "pcm-recorder");
+    try {
+      context = new AudioContext(sampleRate ? { sampleRate } : {});
+    } catch {
+      context = new AudioContext();  // that rate is refused: the worklet converts
+    }
+    await context.audioWorklet.addModule(module);
+    const source = context.createMediaStreamSource(stream);
+    const node = new AudioWorkletNode(context, processor);
+    source.connect(node);
+    node.connect(context.destination);  // the node writes silence; connected so the graph pulls it
+    return { stream, context, source, node };
   } catch (error) {
     if (stream) stream.getTracks().forEach((track) => track.stop());
     if (context) context.close();
     setStatus(`마이크를 열 수 없습니다 (cannot open the microphone: ${error.name}: ${error.message})`, "error");
-    button.disabled = false;
+    return null;
+  }
+}
+
+/** Record and Live share the microphone: one at a time (also while it opens). */
+function setMicrophoneButtons(enabled) {
+  $("record").disabled = !enabled;
+  $("live").disabled = !enabled;
+}
+
+async function startRecording() {
+  setMicrophoneButtons(false);
+  const microphone = await openMicrophone("/static/recorder-worklet.js", "pcm-recorder");
+  if (!microphone) {
+    setMicrophoneButtons(true);
     return;
   }
+  const { stream, context, source, node } = microphone;
+  const chunks = [];
+  let flushed;
+  const done = new Promise((resolve) => (flushed = resolve));
   node.port.onmessage = (event) => (event.data === "flushed" ? flushed() : chunks.push(event.data));
-  source.connect(node);
-  node.connect(context.destination);  // the node writes silence; connected so the graph pulls it
-  button.disabled = false;
+  $("record").disabled = false;  // now the stop button; Live stays off until the recording stops
 
   const maxSeconds = state.health ? state.health.limits.max_seconds : 60;
   const started = performance.now();
@@ -185,6 +209,7 @@ async function stopRecording() {
   await rec.context.close();
   $("record").setAttribute("aria-pressed", "false");
   $("record").innerHTML = '● 녹음 <span class="en">Record</span>';
+  setMicrophoneButtons(true);
 
   const samples = concat(rec.chunks);
   if (samples.length === 0) {
@@ -229,6 +254,118 @@ function encodeWav(samples, sampleRate) {
     view.setInt16(44 + i * 2, s < 0 ? s * 0x8000 : s * 0x7fff, true);
   }
   return new Blob([buffer], { type: "audio/wav" });
+}
+
+// === Live: the microphone streamed to /api/stream, one window's emotion every hop ===
+
+async function startLive() {
+  setMicrophoneButtons(false);
+  // At 16 kHz the browser resamples the microphone; where it cannot, the worklet does.
+  const microphone = await openMicrophone("/static/stream-worklet.js", "pcm16-streamer", 16000);
+  if (!microphone) {
+    setMicrophoneButtons(true);
+    return;
+  }
+  const { stream, context, source, node } = microphone;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/api/stream?session=${encodeURIComponent(state.session)}`);
+  socket.binaryType = "arraybuffer";
+  const live = { stream, context, source, node, socket, windows: [], hop: 1, stopping: false };
+  state.live = live;
+  socket.onmessage = (event) => onLiveMessage(live, JSON.parse(event.data));
+  socket.onclose = (event) => onLiveClosed(live, event);
+  node.port.onmessage = (event) => {
+    if (socket.readyState === WebSocket.OPEN && !live.stopping) socket.send(event.data);
+  };
+
+  $("live-panel").hidden = false;
+  $("live-final").textContent = "";
+  $("live-partial").textContent = "";
+  $("live-count").textContent = "";
+  $("live-timeline").replaceChildren();
+  const link = $("live-csv");
+  if (link.href) URL.revokeObjectURL(link.href);
+  link.hidden = true;
+  $("live-status").textContent = "연결 중… (connecting)";
+  $("live-stop").disabled = false;
+  const button = $("live");
+  button.setAttribute("aria-pressed", "true");
+  button.innerHTML = '■ 정지 <span class="en">Stop live</span>';
+  button.disabled = false;  // now the stop button; Record stays off until the session ends
+  setStatus("");
+}
+
+function onLiveMessage(live, message) {
+  if (message.type === "ready") {
+    live.hop = message.hop_seconds;
+    $("live-status").textContent =
+      `듣는 중: ${message.hop_seconds} 초마다 최근 ${message.window_seconds} 초의 감정 ` +
+      `(listening: every ${message.hop_seconds} s, the last ${message.window_seconds} s) · ` +
+      (message.stt ? "음성 인식 켜짐 (speech recognition on)" : "음성 인식 없음 (no speech recognition)");
+  } else if (message.type === "window") {
+    live.windows.push(message);
+    const shown = LIVE_SHOWN_SECONDS / live.hop + 1;  // the rest is kept by the server, for the CSV
+    if (live.windows.length > shown) live.windows.splice(0, live.windows.length - shown);
+    drawLive(live);
+    if (message.final) $("live-final").textContent += `${message.final} `;
+    $("live-partial").textContent = message.partial || "";
+  } else if (message.type === "end") {
+    if (message.final) $("live-final").textContent += `${message.final} `;
+    $("live-partial").textContent = "";
+    offerCsv(message);
+  }
+}
+
+/** The last minute: each window drawn over its last hop (windows overlap; their hops tile). */
+function drawLive(live) {
+  const last = live.windows[live.windows.length - 1];
+  $("live-count").textContent = `${last.index + 1} 구간 (windows) · ${last.end.toFixed(0)} s`;
+  const from = Math.max(0, last.end - LIVE_SHOWN_SECONDS);
+  const segments = live.windows.map((w) => ({ ...w, start: Math.max(w.start, w.end - live.hop) }))
+    .filter((w) => w.start >= from);
+  drawTimeline($("live-timeline"), segments, LIVE_SHOWN_SECONDS, from);
+}
+
+function offerCsv(end) {
+  const link = $("live-csv");
+  if (link.href) URL.revokeObjectURL(link.href);
+  link.href = URL.createObjectURL(new Blob([end.csv], { type: "text/csv;charset=utf-8" }));
+  const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
+  link.download = `live-${stamp}.csv`;
+  link.hidden = false;
+  $("live-status").textContent =
+    `끝: ${end.windows} 구간, ${end.seconds.toFixed(1)} 초 (session ended: ${end.windows} windows, ${end.seconds.toFixed(1)} s)`;
+}
+
+/** Stop sending; the server answers with the session's CSV and closes. */
+function stopLive() {
+  const live = state.live;
+  if (!live || live.stopping) return;
+  live.stopping = true;
+  releaseMicrophone(live);
+  if (live.socket.readyState === WebSocket.OPEN) live.socket.send(JSON.stringify({ type: "stop" }));
+  $("live-stop").disabled = true;
+}
+
+function releaseMicrophone(live) {
+  if (live.released) return;
+  live.released = true;
+  live.source.disconnect();
+  live.stream.getTracks().forEach((track) => track.stop());
+  live.context.close();
+}
+
+function onLiveClosed(live, event) {
+  releaseMicrophone(live);
+  if (state.live === live) state.live = null;
+  const button = $("live");
+  button.setAttribute("aria-pressed", "false");
+  button.innerHTML = '◉ 실시간 <span class="en">Live</span>';
+  $("live-stop").disabled = true;
+  setMicrophoneButtons(true);
+  if (event.code !== 1000) {  // a limit, a refusal or a lost connection: the server's reason
+    $("live-status").textContent = `연결이 끊겼습니다 (closed, ${event.code}): ${event.reason || "no reason given"}`;
+  }
 }
 
 // === Predict ===
@@ -364,10 +501,11 @@ function renderTimeline(segments, duration) {
   }));
 }
 
-/** Emotion bands over time (top) and arousal / valence curves (1..5) below, x in seconds. */
-function drawTimeline(chart, segments, duration) {
+/** Emotion bands over time (top) and arousal / valence curves (1..5) below, x in seconds
+ *  from `from` (the live timeline scrolls) to `from + duration`. */
+function drawTimeline(chart, segments, duration, from = 0) {
   const width = 900, left = 48, right = 12, bandTop = 6, bandHeight = 26, top = 44, bottom = 196;
-  const sx = (t) => left + (t / Math.max(duration, 1e-6)) * (width - left - right);
+  const sx = (t) => left + ((t - from) / Math.max(duration, 1e-6)) * (width - left - right);
   const sy = (v) => bottom - ((Math.max(1, Math.min(5, v)) - 1) / 4) * (bottom - top);
   chart.setAttribute("viewBox", `0 0 ${width} ${bottom + 26}`);
   chart.replaceChildren();
@@ -376,7 +514,7 @@ function drawTimeline(chart, segments, duration) {
                  svg("text", { class: "muted", x: left - 8, y: sy(v) + 4, "text-anchor": "end" }, v));
   }
   const step = duration > 600 ? 60 : duration > 120 ? 30 : duration > 40 ? 10 : duration > 15 ? 5 : 1;
-  for (let t = 0; t <= duration + 1e-9; t += step) {
+  for (let t = Math.ceil(from / step) * step; t <= from + duration + 1e-9; t += step) {
     chart.append(svg("text", { class: "muted", x: sx(t), y: bottom + 18, "text-anchor": "middle" }, `${t} s`));
   }
   for (const s of segments) {
