@@ -8,7 +8,8 @@ learns what the two modalities say together; `audio_clf` and `text_clf` are each
 best reading of one modality. `models.experts.ExpertProduct` weighs the three answers'
 log-probabilities and adds a class bias; weights and biases are fitted on the
 validation split (class-balanced log loss), so how much each modality counts is
-learned per run and the answer is calibrated. Each set of modalities an example can
+learned per run, then one sharpness (a temperature, plain log loss) calibrates the
+answer's confidence without changing its class. Each set of modalities an example can
 have (both, audio only, text only, neither) gets its own fit, so a clip without a
 transcript is answered by weights fitted for that case. The classifiers are frozen
 copies inside the fusion model: evaluation, export and serving see one Keras model.
@@ -27,7 +28,8 @@ from sklearn.metrics import balanced_accuracy_score, log_loss
 
 from kemdy_tf import run as run_lib, stages as stages_lib
 from kemdy_tf.models.experts import (EXPERT_PRODUCT, ExpertProduct, clipped_log, expert_logits,
-                                     fit_expert_weights)
+                                     fit_expert_weights, fit_sharpness)
+from kemdy_tf.scoring import expected_calibration_error
 from kemdy_tf.models.layers import TokenPaddingMask
 from kemdy_tf.models.text_encoder import PAD_ID
 
@@ -72,9 +74,9 @@ def _inputs_reaching(tensor) -> set[int]:
     return seen
 
 
-def combine(cross_modal, classifiers: dict, weights, bias, name: str = "fusion"):
+def combine(cross_modal, classifiers: dict, weights, bias, sharpness=None, name: str = "fusion"):
     """One Keras model: `cross_modal` and the frozen `classifiers` ({stage: model}) answer
-    the same inputs; `ExpertProduct(weights, bias)` (rows per pattern of modalities)
+    the same inputs; `ExpertProduct(weights, bias, sharpness)` (rows per pattern of modalities)
     combines their probabilities (the cross-modal network's first). Built on the network's
     own graph, so its backbones stay top-level layers (the export's inference graph splits
     the model at them)."""
@@ -93,6 +95,7 @@ def combine(cross_modal, classifiers: dict, weights, bias, name: str = "fusion")
                      else TokenPaddingMask(pad_id=PAD_ID, name=f"{stage}_evidence")(inputs[evidence]))
     product = ExpertProduct([[float(w) for w in row] for row in weights], [[float(b) for b in row] for row in bias],
                             masked=[False] + [True] * len(classifiers), expert_names=[CROSS_MODAL, *classifiers],
+                            sharpness=None if sharpness is None else [float(v) for v in sharpness],
                             name=EXPERT_PRODUCT)
     return keras.Model(inputs, {"emotion": product(answers, masks)}, name=name)
 
@@ -120,7 +123,7 @@ def combine_for_run(run, cross_modal, tokenizer=None) -> tuple[object, dict]:
     if labels.size == 0:
         return cross_modal, {"experts": [CROSS_MODAL], "why": "no validation rows to fit the expert weights on"}
     n_classes = answers[classifiers[0]].shape[-1]
-    weights, bias, by_modalities = [], [], {}
+    weights, bias, sharpness, by_modalities = [], [], [], {}
     for pattern in range(2 ** len(classifiers)):
         present = [name for k, name in enumerate(classifiers) if pattern >> k & 1]
         blank = tuple(MODALITY[n] for n in classifiers if n not in present)
@@ -133,16 +136,20 @@ def combine_for_run(run, cross_modal, tokenizer=None) -> tuple[object, dict]:
         row[[0, *(1 + classifiers.index(n) for n in present)]] = fitted["weights"]
         weights.append(row)
         bias.append(fitted["bias"])
+        sharpness.append(fitted["sharpness"])
         label = "+".join(MODALITY[n] for n in present) or "neither"
         by_modalities[label] = {"weights": {n: round(float(w), 4) for n, w in zip(experts, fitted["weights"])},
                                 "class_bias": [round(float(b), 4) for b in fitted["bias"]],
-                                "rows": int(rows.sum()), "val_log_loss": fitted["loss"], "val_ua": fitted["ua"]}
+                                "sharpness": round(float(fitted["sharpness"]), 4),
+                                "rows": int(rows.sum()), "val_log_loss": fitted["loss"], "val_ua": fitted["ua"],
+                                "val_ece": fitted["ece"]}
     full = by_modalities["+".join(MODALITY[n] for n in classifiers)]
     report = {"experts": [CROSS_MODAL, *classifiers], **full,
-              "fitted_on": f"validation split ({labels.size} utterances), class-balanced log loss, "
-                           f"one fit per set of modalities an example has",
+              "fitted_on": f"validation split ({labels.size} utterances): weights and biases by class-balanced "
+                           f"log loss, then the sharpness (a temperature) by log loss; one fit per set of "
+                           f"modalities an example has",
               "by_modalities": by_modalities}
-    combined = combine(cross_modal, combined_models, weights, bias)
+    combined = combine(cross_modal, combined_models, weights, bias, sharpness)
     print(f"stage fusion: the answer is the product of experts {describe(report)} (fitted on the validation "
           f"split; without the transcript: {describe(by_modalities.get('audio', {}))})", flush=True)
     return combined, report
@@ -153,13 +160,18 @@ def _fit(log_probs: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
     majority), and the validation figures of the result and of each expert alone."""
     if not labels.size:  # no row has these modalities: the network alone
         weights = np.eye(log_probs.shape[1])[0]
-        return {"weights": weights, "bias": np.zeros(n_classes), "loss": None, "ua": None}
+        return {"weights": weights, "bias": np.zeros(n_classes), "sharpness": 1.0, "loss": None, "ua": None,
+                "ece": None}
     counts = np.bincount(labels, minlength=n_classes).astype(float)
     balanced = 1.0 / counts[labels]
     weights, bias, loss = fit_expert_weights(log_probs, labels, balanced)
+    logits = expert_logits(log_probs, weights, bias)
+    sharpness = fit_sharpness(logits, labels)  # the confidence, once the weights have decided
     alone = np.eye(log_probs.shape[1])
     no_bias = np.zeros(n_classes)
-    return {"weights": weights, "bias": bias,
+    return {"weights": weights, "bias": bias, "sharpness": sharpness,
+            "ece": {"before": round(expected_calibration_error(labels, softmax(logits, axis=1)), 4),
+                    "after": round(expected_calibration_error(labels, softmax(sharpness * logits, axis=1)), 4)},
             "loss": {"combined": round(loss, 4), "alone": [
                 round(log_loss(labels, softmax(expert_logits(log_probs, alone[i], no_bias), axis=1),
                                sample_weight=balanced, labels=range(n_classes)), 4)
@@ -177,14 +189,15 @@ def recombine(cross_modal, combined_before, run):
     if list(paths) != names:
         raise RuntimeError(f"the fusion model's experts {names} are not the run's classifiers {list(paths)}")
     classifiers = {name: keras.saving.load_model(paths[name], compile=False) for name in names}
-    return combine(cross_modal, classifiers, layer.weights_per_expert, layer.class_bias)
+    return combine(cross_modal, classifiers, layer.weights_per_expert, layer.class_bias, layer.sharpness)
 
 
 def describe(report: dict) -> str:
     weights = report.get("weights")
     if not weights:
         return f"(none: {report.get('why', '')})"
-    return ", ".join(f"{name} x{weight:.2f}" for name, weight in weights.items())
+    experts = ", ".join(f"{name} x{weight:.2f}" for name, weight in weights.items())
+    return experts + (f", sharpness {report['sharpness']:.2f}" if "sharpness" in report else "")
 
 
 def _never_saw_validation(path):

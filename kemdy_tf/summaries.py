@@ -84,7 +84,9 @@ def _experts_note(summary: dict) -> list[str]:
     alone = ", ".join(f"{name} {value:.3f}" for name, value in zip(experts["weights"], ua["alone"]))
     return [f"(the answer is a product of experts fitted on this split: "
             f"{', '.join(f'{n} x{w:.2f}' for n, w in experts['weights'].items())}; "
-            f"UA alone: {alone}; combined {ua['combined']:.3f})"]
+            f"UA alone: {alone}; combined {ua['combined']:.3f}"
+            + (f"; sharpness {experts['sharpness']:.2f}, ECE {experts['val_ece']['before']:.3f} -> "
+               f"{experts['val_ece']['after']:.3f}" if experts.get("val_ece") else "") + ")"]
 
 
 def _refit_note(summary: dict) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 import kemdy_tf  # noqa: F401  registers the custom layers
 from kemdy_tf import fusion_experts, scoring
 from kemdy_tf.models.experts import (EXPERT_PRODUCT, ExpertProduct, clipped_log, expert_logits,
-                                     fit_expert_weights)
+                                     fit_expert_weights, fit_sharpness)
 
 
 def _softmax(z):
@@ -27,12 +27,14 @@ def test_expert_product_answers_each_example_with_the_fit_of_the_modalities_it_h
     a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
     m = keras.Input((3,), dtype="bool", name="m")
     weights, bias = [[0.9, 0.0], [0.7, 1.3]], [[0.0, 0.3, 0.0], [0.1, -0.2, 0.0]]
-    layer = ExpertProduct(weights, bias, masked=[False, True], expert_names=["x", "y"], name=EXPERT_PRODUCT)
+    sharpness = [1.0, 1.7]
+    layer = ExpertProduct(weights, bias, masked=[False, True], expert_names=["x", "y"], sharpness=sharpness,
+                          name=EXPERT_PRODUCT)
     model = keras.Model({"a": a, "b": b, "m": m}, layer([a, b], [m]))
     got = model.predict({"a": p1, "b": p2, "m": mask}, verbose=0)
     present = mask.any(axis=1)
     logs = np.stack([clipped_log(p1), clipped_log(p2)], axis=1)
-    both = _softmax(expert_logits(logs, np.array(weights[1]), np.array(bias[1])))
+    both = _softmax(sharpness[1] * expert_logits(logs, np.array(weights[1]), np.array(bias[1])))
     alone = _softmax(expert_logits(logs, np.array(weights[0]), np.array(bias[0])))
     np.testing.assert_allclose(got[present], both[present], atol=1e-5)
     np.testing.assert_allclose(got[~present], alone[~present], atol=1e-5)
@@ -40,6 +42,10 @@ def test_expert_product_answers_each_example_with_the_fit_of_the_modalities_it_h
     reloaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(reloaded.predict({"a": p1, "b": p2, "m": mask}, verbose=0), got, atol=1e-6)
     assert reloaded.get_layer(EXPERT_PRODUCT).get_config()["expert_names"] == ["x", "y"]
+    assert reloaded.get_layer(EXPERT_PRODUCT).get_config()["sharpness"] == sharpness
+    # A layer saved before the sharpness existed loads with 1 (no temperature).
+    config = {k: v for k, v in layer.get_config().items() if k != "sharpness"}
+    assert ExpertProduct.from_config(config).sharpness == [1.0, 1.0]
 
 
 def test_expert_product_refuses_a_negative_weight_or_a_missing_row():
@@ -49,6 +55,25 @@ def test_expert_product_refuses_a_negative_weight_or_a_missing_row():
         ExpertProduct([[1.0, 1.0]], [[0.0, 0.0]], masked=[False, True])
     with pytest.raises(ValueError, match="one bias per class"):
         ExpertProduct([[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0]], masked=[False, True])
+    with pytest.raises(ValueError, match="sharpness"):
+        ExpertProduct([[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]], masked=[False, True], sharpness=[1.0, 0.0])
+
+
+def test_the_sharpness_recovers_the_temperature_that_calibrates_and_keeps_every_decision():
+    """Labels drawn from softmax(2 z): the logits z are underconfident by a factor 2, as capped
+    weights leave a product; the fitted sharpness finds ~2, the ECE falls, no argmax moves."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 1.5, (4000, 4))
+    true = _softmax(2.0 * logits)
+    labels = np.array([rng.choice(4, p=p) for p in true])
+    sharpness = fit_sharpness(logits, labels)
+    assert sharpness == pytest.approx(2.0, abs=0.25)
+    before = scoring.expected_calibration_error(labels, _softmax(logits))
+    after = scoring.expected_calibration_error(labels, _softmax(sharpness * logits))
+    assert after < before / 2
+    assert (_softmax(sharpness * logits).argmax(1) == logits.argmax(1)).all()
+    # Already calibrated logits keep a sharpness of about 1.
+    assert fit_sharpness(2.0 * logits, labels) == pytest.approx(1.0, abs=0.15)
 
 
 def test_two_experts_that_each_know_half_the_classes_are_weighed_together():
@@ -103,6 +128,8 @@ def test_the_trained_fusion_model_is_its_network_times_the_run_classifiers(train
     assert list(experts["weights"]) == experts["experts"] and min(experts["weights"].values()) >= 0
     assert experts["val_log_loss"]["combined"] <= experts["val_log_loss"]["alone"][0] + 1e-6
     assert list(experts["by_modalities"]["audio"]["weights"]) == ["cross_modal", "audio_clf"]
+    # The sharpness (a temperature fitted after the weights) and the validation ECE it gives are recorded.
+    assert experts["sharpness"] > 0 and set(experts["val_ece"]) == {"before", "after"}
 
     trained = load_trained(trained_run)
     fusion, run = trained.models["fusion"], trained.run
@@ -122,7 +149,7 @@ def test_the_trained_fusion_model_is_its_network_times_the_run_classifiers(train
 
     for blank, pattern in ((False, 3), (True, 1)):  # audio + text; audio alone
         combined, logs = answers(blank)
-        want = _softmax(expert_logits(logs, np.array(layer.weights_per_expert[pattern]),
-                                      np.array(layer.class_bias[pattern])))
+        want = _softmax(layer.sharpness[pattern] * expert_logits(
+            logs, np.array(layer.weights_per_expert[pattern]), np.array(layer.class_bias[pattern])))
         np.testing.assert_allclose(combined, want, atol=1e-4)
     assert layer.weights_per_expert[1][2] == 0.0  # no text: the text expert has no say

@@ -10,13 +10,18 @@ bias per class, and the sum is the logit of the answer:
 Two modalities that each narrow the classes (the voice: arousal; the words: valence)
 multiply into a confident answer, which a fixed average of probabilities cannot do;
 the weights (each in [0, 1]: an expert's evidence counts at most once) temper each
-expert and the biases are a class offset, so fitting them on held-out predictions also
-calibrates the answer (temperature/vector scaling). An example that lacks a modality (a blank transcript, no frames) is answered
+expert and the biases are a class offset. The weights decide; a last factor, the
+`sharpness` (one temperature: `softmax(s · logits)`, which never changes the answer's
+class), is then fitted on the same held-out predictions by plain log loss, so the
+confidence is calibrated too: capped weights fitted for UA leave the answer underconfident
+(on the synthetic main job its validation-fitted sharpness is 1.8, and the test ECE falls
+from .113 to .038; docs/fusion.md). An example that lacks a modality (a blank transcript, no frames) is answered
 by the weights and biases fitted for the modalities it has: that expert casts no vote,
 and the others weigh what they are worth alone.
 
 `fit_expert_weights` fits the weights (>= 0) and biases on validation predictions by
-class-weighted log loss (scipy's L-BFGS-B); `ExpertProduct` holds them as its config,
+class-weighted log loss (scipy's L-BFGS-B), `fit_sharpness` the temperature by unweighted
+log loss (the population's confidence, which ECE scores); `ExpertProduct` holds them as its config,
 so the combined model saves, loads and exports like any other.
 """
 
@@ -32,22 +37,25 @@ _PACKAGE = "kemdy_tf"
 EXPERT_PRODUCT = "expert_product"
 # Probabilities are clipped here before the log: a confident wrong expert costs log(1e-7), not -inf.
 MIN_PROBABILITY = 1e-7
-# Largest weight an expert may get: each expert's evidence counts at most once. The product
-# may discount an expert, never sharpen it past its own confidence, so an expert that is
-# confidently wrong on input unlike its validation data (a transcript that names the
-# emotion in training and says nothing at test: data.scenarios "shortcut") moves the answer
-# no more than it believes. Measured (docs/fusion.md): uncapped, the shortcut scenario's
+# Largest weight an expert may get: each expert's evidence counts at most once against the
+# others. The weights may discount an expert, never let it outvote the rest past its own
+# confidence, so an expert that is confidently wrong on input unlike its validation data (a
+# transcript that names the emotion in training and says nothing at test: data.scenarios
+# "shortcut") moves the decision no more than it believes. (The sharpness, fitted after,
+# scales every expert alike: it changes the confidence, never the decision.) Measured (docs/fusion.md): uncapped, the shortcut scenario's
 # fusion UA fell to .419 (audio_clf .547); capped at 1, .560, for .943 -> .931 on the
 # synthetic main job.
 MAX_WEIGHT = 1.0
 # L2 penalty on the class biases (per unit of the mean log loss): they correct an offset, not the data.
 BIAS_PENALTY = 1e-2
+# Range of the fitted sharpness (temperature scaling's 1/T): wide enough for any real fit.
+SHARPNESS_RANGE = (0.1, 10.0)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ExpertProduct(keras.layers.Layer):
-    """`softmax(bias + Σ_e weights[e] · log p_e)` over experts' class probabilities, with
-    weights and biases for each set of modalities an example has.
+    """`softmax(sharpness · (bias + Σ_e weights[e] · log p_e))` over experts' class
+    probabilities, with weights, biases and sharpness for each set of modalities an example has.
 
     Args:
         weights_per_expert: `[patterns][experts]` weights (>= 0). `patterns` is
@@ -57,6 +65,8 @@ class ExpertProduct(keras.layers.Layer):
         class_bias: `[patterns][classes]` offsets.
         masked: per expert, whether it is called with a presence mask (see `call`).
         expert_names: names of the experts, for summaries (`kemdy_tf.fusion_experts`).
+        sharpness: `[patterns]` factors (> 0) of the logits (1/temperature; default 1 each):
+            calibration only, the most probable class stays the same.
 
     Call:
         `layer(probabilities, masks)`: `probabilities` a list of `[B, classes]`, one per
@@ -72,7 +82,7 @@ class ExpertProduct(keras.layers.Layer):
     def __init__(self, weights_per_expert: typing.Sequence[typing.Sequence[float]],
                  class_bias: typing.Sequence[typing.Sequence[float]],
                  masked: typing.Sequence[bool] | None = None, expert_names: typing.Sequence[str] | None = None,
-                 **kwargs):
+                 sharpness: typing.Sequence[float] | None = None, **kwargs):
         kwargs.setdefault("dtype", "float32")  # class probabilities stay float32 under mixed precision
         super().__init__(**kwargs)
         self.weights_per_expert = [[float(w) for w in row] for row in weights_per_expert]
@@ -81,6 +91,7 @@ class ExpertProduct(keras.layers.Layer):
         self.masked = [bool(m) for m in (masked if masked is not None else [False] * n_experts)]
         self.expert_names = [str(n) for n in (expert_names or [f"expert{i}" for i in range(n_experts)])]
         patterns = 2 ** sum(self.masked)
+        self.sharpness = [float(v) for v in (sharpness if sharpness is not None else [1.0] * patterns)]
         if (not n_experts or len(self.weights_per_expert) != patterns
                 or any(len(row) != n_experts for row in self.weights_per_expert)):
             raise ValueError(f"ExpertProduct needs {patterns} rows (one per pattern of the masked experts) of "
@@ -93,6 +104,8 @@ class ExpertProduct(keras.layers.Layer):
                 or len(self.class_bias[0]) < 2:
             raise ValueError(f"ExpertProduct needs {patterns} rows of one bias per class (>= 2 classes), "
                              f"got {class_bias}")
+        if len(self.sharpness) != patterns or any(not (v > 0 and np.isfinite(v)) for v in self.sharpness):
+            raise ValueError(f"ExpertProduct needs {patterns} sharpness factors (> 0), got {sharpness}")
 
     def call(self, probabilities, masks=()):
         if len(probabilities) != len(self.masked) or len(masks) != sum(self.masked):
@@ -105,14 +118,16 @@ class ExpertProduct(keras.layers.Layer):
             pattern = pattern + ops.cast(ops.any(mask, axis=-1), "int32") * (2 ** k)
         weights = ops.take(ops.convert_to_tensor(self.weights_per_expert, dtype="float32"), pattern, axis=0)
         bias = ops.take(ops.convert_to_tensor(self.class_bias, dtype="float32"), pattern, axis=0)
-        return ops.softmax(ops.einsum("bec,be->bc", logs, weights) + bias, axis=-1)
+        sharpness = ops.take(ops.convert_to_tensor(self.sharpness, dtype="float32"), pattern, axis=0)
+        return ops.softmax(sharpness[:, None] * (ops.einsum("bec,be->bc", logs, weights) + bias), axis=-1)
 
     def compute_output_spec(self, probabilities, masks=()):
         return keras.KerasTensor(probabilities[0].shape, dtype="float32")
 
     def get_config(self):
         return {**super().get_config(), "weights_per_expert": self.weights_per_expert,
-                "class_bias": self.class_bias, "masked": self.masked, "expert_names": self.expert_names}
+                "class_bias": self.class_bias, "masked": self.masked, "expert_names": self.expert_names,
+                "sharpness": self.sharpness}
 
 
 def expert_logits(log_probs: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -173,3 +188,23 @@ def fit_expert_weights(log_probs: np.ndarray, labels: np.ndarray,
     result = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", bounds=bounds)
     theta = result.x if result.fun <= loss_and_grad(start)[0] else start
     return theta[:n_experts], theta[n_experts:], float(loss_and_grad(theta)[0])
+
+
+def fit_sharpness(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The factor `s` (in `SHARPNESS_RANGE`) minimising the mean log loss of `softmax(s · logits)`
+    over `[N, C]` logits (`expert_logits`) and their labels: temperature scaling (Guo et al.,
+    2017), unweighted, so the confidence matches the accuracy over the examples as they come."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    logits = np.asarray(logits, np.float64)
+    labels = np.asarray(labels, int)
+    if logits.ndim != 2 or labels.shape != (len(logits),) or not len(labels):
+        raise ValueError(f"fit_sharpness: logits {logits.shape} for labels {labels.shape}")
+    rows = np.arange(len(labels))
+
+    def loss(s):
+        return -float(log_softmax(s * logits, axis=1)[rows, labels].mean())
+
+    result = minimize_scalar(loss, bounds=SHARPNESS_RANGE, method="bounded")
+    return float(result.x) if result.fun <= loss(1.0) else 1.0
