@@ -179,6 +179,7 @@ def test_recurrent_layer_alone_is_timed_and_counted():
     assert result["step_s"] > 0 and len(result["step_s_all"]) == 2
 
 
+@pytest.mark.slow  # 20 s of predictions over the trained run: the slow job runs it
 def test_speaker_fallback_bench_scores_each_source_of_statistics(trained_run, capsys):
     """bench/speaker_fallback.py: its "all clips" row is what the evaluation scores (the data
     pipeline's per-speaker statistics); the other rows feed the same model other statistics."""

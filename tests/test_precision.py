@@ -93,6 +93,7 @@ def test_statistics_pooling_is_exact_over_hundreds_of_bfloat16_frames():
     np.testing.assert_allclose(np.asarray(mean_max, "float32")[0], [1.0, 1.0, 1.5, 1.5], atol=1e-2)
 
 
+@pytest.mark.slow  # a 35 s training run under mixed_bfloat16: the slow job runs it
 def test_a_mixed_precision_run_trains_a_classifier_and_saves_it_float32(tmp_path, train_args):
     import keras
 

@@ -262,9 +262,10 @@ def test_stream_limits_refuse_impossible_settings():
 def test_vosk_streams_partial_and_final_text_and_the_model_reads_the_final_words(setup):
     from fastapi.testclient import TestClient
 
-    # Two utterances, each followed by 2 s of silence: Vosk makes an utterance final ~1.3 s into
-    # the pause after it, so the windows that end then read its words.
-    speech = np.concatenate([np.zeros(RATE // 2), speak("지금 너무 화가 나요", trim=True), np.zeros(2 * RATE)])
+    # Two utterances, each followed by 3.5 s of silence: Kaldi's endpoint rules make an utterance
+    # final at most 2 s into the pause after it (a 2 s pause was a coin toss), so the windows that
+    # end after that read its words.
+    speech = np.concatenate([np.zeros(RATE // 2), speak("지금 너무 화가 나요", trim=True), np.zeros(7 * RATE // 2)])
     speech = np.concatenate([speech, speech])
     pcm = np.round(np.clip(speech, -1, 1) * 32767).astype("<i2")
     app = create_app(setup["base"], speech_recognition=True)

@@ -30,6 +30,9 @@ from kemdy_tf import stt
 from kemdy_tf.web.app import Limits, create_app
 from test_web import LoopbackServer, make_export
 
+# A browser, a live server and ten seconds of fake microphone: the slow job runs it (CI gates on it).
+pytestmark = pytest.mark.slow
+
 SCREENSHOT = ROOT / "docs" / "figures" / "web_live.png"
 RATE = 16000
 
