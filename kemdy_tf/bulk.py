@@ -18,9 +18,7 @@ Decisions:
 * the numbers are predict.py's: a clip is decoded by `inference.load_clip`, a long recording
   cut by `timeline.find_spans`, and the answers filled by `inference.predict_ready` (its
   rounding, NaN ratings, valence only with a transcript); tests/test_bulk.py compares with
-  predict.py at 1e-5. Only the batching differs (mixed files, padded to the batch's longest),
-  and a mono file already at the model's rate is read by soundfile directly (`read_audio`:
-  librosa's samples, without its first call's seconds of imports and compilation).
+  predict.py at 1e-5. Only the batching differs (mixed files, padded to the batch's longest).
 * the model: `ExportHandler`, a RunInference ModelHandler. Its `load_model` loads the export
   once per worker process and warms it up with one call (`open_export`; `inference.load_model`
   caches it, so the decoding steps and the threads of the same process share that copy).
@@ -297,26 +295,6 @@ class LengthBatches(beam.DoFn):
 # === Decoding (and enrolling) ===
 
 
-def read_audio(path: str, sample_rate: int) -> np.ndarray:
-    """`kemdy_tf.data.audio.load_audio`'s samples, read by soundfile alone for a mono file at
-    `sample_rate` (what librosa does for such a file too, less its first call's imports and
-    compilation: seconds per worker process); anything else, and any failure, goes to load_audio."""
-    from kemdy_tf.data.audio import load_audio
-
-    try:
-        import soundfile
-
-        with soundfile.SoundFile(path) as handle:
-            if handle.samplerate == sample_rate and handle.channels == 1:
-                wave = handle.read(dtype="float32")
-                if wave.size and np.all(np.isfinite(wave)):
-                    return wave
-    except Exception:  # not a soundfile format, damaged, ...: load_audio's decoders and messages
-        pass
-    return load_audio(path, sample_rate)
-
-
-
 class _Decode(beam.DoFn):
     """Source -> Clips (whole files, or timeline segments), dead letters for files that cannot be used.
 
@@ -368,7 +346,7 @@ class _Decode(beam.DoFn):
                 return
         result = Prediction(file=source.path)
         inference.set_transcript(result, source.text)
-        wave, warnings = inference.load_clip(local, model, read_audio)
+        wave, warnings = inference.load_clip(local, model)
         result.warnings += warnings
         self._counts["clips"].inc()
         yield Clip(result, wave, transcribe=source.text is None)

@@ -420,11 +420,8 @@ def segment_prediction(file: str, span, wave: np.ndarray, model: ExportedModel, 
     return result
 
 
-def load_clip(path, model: ExportedModel, decode=None) -> tuple[np.ndarray, list[str]]:
+def load_clip(path, model: ExportedModel) -> tuple[np.ndarray, list[str]]:
     """The file decoded for `model` (mono, its rate) and the warnings about it.
-
-    `decode(path, sample_rate)` reads the samples (default `kemdy_tf.data.audio.load_audio`;
-    kemdy_tf.bulk passes a faster reader of the same samples).
 
     Raises:
         AudioError: the file cannot be used (missing, empty, undecodable); the reason
@@ -435,7 +432,7 @@ def load_clip(path, model: ExportedModel, decode=None) -> tuple[np.ndarray, list
     path = str(path)
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise AudioError(path, "empty file (0 bytes)")
-    wave = (decode or load_audio)(path, model.sample_rate)
+    wave = load_audio(path, model.sample_rate)
     warnings = [w for w in [truncation(path)] if w]
     return wave, warnings + audio_warnings(wave, model.sample_rate, model.window_samples)
 

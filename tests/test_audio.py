@@ -85,6 +85,24 @@ def test_load_resamples_44k_stereo_to_16k_mono(tmp_path):
     assert np.max(np.abs(wave[1000:-1000])) == pytest.approx(0.4, abs=0.01)
 
 
+def test_load_gives_librosas_samples_whether_read_as_is_or_decoded(tmp_path, monkeypatch):
+    """A mono file at the asked rate is read by soundfile alone; its samples are librosa.load's,
+    and so are a stereo file's and a resampled one's (which librosa still decodes)."""
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "mono.flac", rng.uniform(-0.5, 0.5, 16000).astype(np.float32), 16000)
+    sf.write(tmp_path / "stereo.wav", rng.uniform(-0.5, 0.5, (16000, 2)).astype(np.float32), 16000)
+    sf.write(tmp_path / "rate.wav", rng.uniform(-0.5, 0.5, 22050).astype(np.float32), 22050)
+    for name in ("mono.flac", "stereo.wav", "rate.wav"):
+        expected, _ = librosa.load(tmp_path / name, sr=16000, mono=True, dtype=np.float32)
+        np.testing.assert_array_equal(audio.load_audio(tmp_path / name, 16000), expected)
+    calls = []
+    monkeypatch.setattr(audio.librosa, "load", lambda *a, **k: calls.append(a) or (np.ones(4, np.float32), 16000))
+    audio.load_audio(tmp_path / "mono.flac", 16000)
+    assert not calls  # read as it is
+    audio.load_audio(tmp_path / "rate.wav", 16000)
+    assert len(calls) == 1  # another rate: librosa resamples
+
+
 def test_load_reads_flac(tmp_path):
     path = tmp_path / "clip.flac"
     sf.write(path, _noise(0.5), 16000)

@@ -257,13 +257,3 @@ def test_length_batches_group_similar_lengths_and_one_speakers_statistics():
                                              for c in batch}) == 1
         lengths = [min(len(c.wave), 32000) for c in batch]
         assert lengths == sorted(lengths) if i >= len(full) else max(lengths) < min(lengths) * bulk.LENGTH_RATIO
-
-
-def test_read_audio_gives_load_audios_samples(setup, folder, tmp_path):
-    from kemdy_tf.data.audio import load_audio
-
-    sf.write(tmp_path / "rate.wav", tone(0.5, rate=22050), 22050)  # resampled: librosa's path
-    for path in [folder / "b_mono.flac", folder / "a_stereo.wav", tmp_path / "rate.wav"]:
-        np.testing.assert_array_equal(bulk.read_audio(str(path), 16000), load_audio(str(path), 16000))
-    with pytest.raises(Exception, match="cannot decode"):
-        bulk.read_audio(str(folder / "f_garbage.ogg"), 16000)

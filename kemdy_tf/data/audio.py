@@ -82,6 +82,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     """
     if not os.path.isfile(path):
         raise AudioError(path, "file not found")
+    wave = _read_as_is(path, sample_rate)
+    if wave is not None:
+        return wave
     try:
         with warnings.catch_warnings():
             # librosa warns before falling back to audioread; the failure, if any, is ours to report.
@@ -97,6 +100,22 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     if not np.all(np.isfinite(wave)):
         raise AudioError(path, "contains NaN or infinite samples")
     return wave
+
+
+def _read_as_is(path, sample_rate: int) -> np.ndarray | None:
+    """A mono file already at `sample_rate`, read by soundfile alone: the samples librosa.load
+    returns for it, without its first call's seconds of lazy imports and compilation (paid per
+    process: predict.py, each bulk worker). None for anything else or any doubt (librosa decides)."""
+    import soundfile
+
+    try:
+        with soundfile.SoundFile(path) as handle:
+            if handle.samplerate != sample_rate or handle.channels != 1:
+                return None
+            wave = handle.read(dtype="float32")
+    except Exception:  # not a soundfile format, damaged, ...: librosa's decoders and messages
+        return None
+    return wave if wave.size and np.all(np.isfinite(wave)) else None
 
 
 # === What a file looks like (for error messages and warnings) ===
