@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from bench.serving import TRANSCRIPT, clip, interleaved_calls
     from kemdy_tf import export as export_lib
 
-    calls, described = {}, {}
+    calls, loaded = {}, []
     for path in args.export:
         folder = export_lib.find_export(path)
         saved = tf.saved_model.load(str(folder))
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         inputs = {"waveform": tf.constant(wave[np.newaxis]), "waveform_length": tf.constant([len(wave)], tf.int32),
                   "text": tf.constant([TRANSCRIPT.encode("utf-8")])}
         name = f"{path} ({len(metadata['classes'])} classes)"
-        described[name] = saved  # keeps the variables alive
+        loaded.append(saved)  # keeps the variables alive
         serve = saved.signatures[export_lib.SERVING_SIGNATURE]
         calls[f"{name} serving_default"] = lambda serve=serve, inputs=inputs: serve(**inputs)["emotion_probs"].numpy()
         if export_lib.SERVING_SPEAKER_SIGNATURE in saved.signatures:
