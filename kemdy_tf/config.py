@@ -165,6 +165,13 @@ class FusionConfig:
     # signature `speaker_statistics`) and falls back to the training split's, pooled, for a
     # clip of no enrolled speaker (kemdy_tf.speaker_statistics; docs/serving.md).
     functionals_speaker_norm: bool = True
+    # With functionals: the audio-only classifier also carries a logistic regression on them
+    # (standardised; models.functionals_logistic), fitted by scikit-learn on the training split
+    # before the deep path trains, its L2 strength and its share of each answer chosen on the
+    # validation split: the classical baseline's kind of model inside the classifier, so a
+    # corpus too small or too shifted for the deep path still gets a convex fit (test UA: the
+    # shortcut sessions .547 -> .608 against the classical .581; docs/real_data.md).
+    functionals_logistic: bool = True
     # With functionals: 12 pitch and energy statistics of each clip (YIN F0 level, range and
     # movement; data.prosody) beside them, which mel bands 25+ Hz wide barely resolve (+.025 UA
     # for a linear model on RAVDESS, docs/real_speech.md). The data pipeline tracks the pitch

@@ -63,7 +63,8 @@ def format_summary(summary: dict) -> str:
     for m, label in ((model, summary["stage"]), *others):
         rows.append(f"{label:28s}{m['accuracy']:8.3f}{m['balanced_accuracy']:8.3f}"
                     f"{m['macro_f1']:10.3f}{m['weighted_f1']:8.3f}")
-    notes = ["(WA flatters a majority-class model: read UA and macro-F1)", *_ngram_note(summary), *_experts_note(summary),
+    notes = ["(WA flatters a majority-class model: read UA and macro-F1)", *_ngram_note(summary),
+             *_functionals_note(summary), *_experts_note(summary),
              *_refit_note(summary)]
     return "\n".join([head, *rows, *notes]) + "\n"
 
@@ -74,6 +75,15 @@ def _ngram_note(summary: dict) -> list[str]:
         return []
     return [f"(the character n-gram logistic regression, fitted on {fitted['rows']} training rows, gives "
             f"{fitted['share']:.0%} of each answer: the share chosen on this split)"]
+
+
+def _functionals_note(summary: dict) -> list[str]:
+    fitted = summary.get("functionals_logistic")
+    if not fitted:
+        return []
+    return [f"(the functionals logistic regression, fitted on {fitted['rows']} training rows with C {fitted['c']:g}"
+            + (" (the lowest validation log loss)" if "validation_log_loss" in fitted else "")
+            + f", gives {fitted['share']:.0%} of each answer: the share chosen on this split)"]
 
 
 def _experts_note(summary: dict) -> list[str]:

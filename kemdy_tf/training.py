@@ -43,7 +43,7 @@ from kemdy_tf.checkpoints import (BACKUP_DIR, AtomicBackupAndRestore, AtomicMode
                                   read_backup, rollback_to_backup, skip_finished_epochs)
 from kemdy_tf.class_balance import class_balance, class_weight_values, training_labels
 from kemdy_tf.config import MONITOR_MODES, RunConfig, check_monitor
-from kemdy_tf.models import ngram_logistic, precision as precision_lib
+from kemdy_tf.models import functionals_logistic, ngram_logistic, precision as precision_lib
 from kemdy_tf.models.losses import LogitAdjustedLoss
 
 log = logging.getLogger("kemdy_tf.training")
@@ -175,6 +175,7 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     val_ds = stages_lib.stage_dataset(run, spec, "val", training=False, tokenizer=tokenizer,
                                       replicas=replicas, model=model)
     wide_rows, wide_weights = _fit_ngram_logistic(run, spec, model, tokenizer, weighting, weights)
+    functionals_fit = _fit_functionals_logistic(run, spec, model, tokenizer, weighting, weights, val=True)
     # Resume from the last committed epoch; history.csv and model.keras are rolled back to it.
     backup = read_backup(stage_dir / BACKUP_DIR)
     if backup is not None and backup.get("monitor", "val_loss") != monitor:
@@ -192,9 +193,11 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         best = precision_lib.with_policy(best, "float32")
         atomic_save_model(best, model_path)
     share = None
-    if wide_rows:  # the n-gram path's share of each answer, chosen on the validation split
+    if wide_rows or functionals_fit:  # the fitted path's share of each answer, chosen on the validation split
         share = ngram_logistic.choose_share_for(best, stages_lib.stage_dataset(
-            run, spec, "val", training=False, tokenizer=tokenizer, model=best), wide_weights)
+            run, spec, "val", training=False, tokenizer=tokenizer, model=best),
+            _ngram_weights(run, weighting, weights),
+            wide=functionals_logistic.FUNCTIONALS_SCORES if functionals_fit else ngram_logistic.NGRAM_SCORES)
         kept = keras.saving.load_model(model_path)  # compiled: the saved model keeps its loss and metrics
         ngram_logistic.set_share(kept, share)
         atomic_save_model(kept, model_path)
@@ -209,6 +212,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         summary["class_weighting"] = weighting
     if wide_rows:
         summary["char_ngram_logistic"] = {"rows": wide_rows, "share": share}
+    if functionals_fit:
+        summary["functionals_logistic"] = {**functionals_fit, "share": share}
     if ngram_report is not None:
         summary["char_ngram_choice"] = ngram_report
     if functionals_decision is not None:
@@ -218,7 +223,8 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     if cfg.train.refit:
         kept = kept_epochs(stage_dir / run_lib.HISTORY, monitor, mode)
         summary["refit"] = refit_stage(run, stage, epochs=kept, fit_epochs=fit_epochs, strategy=strategy,
-                                       verbose=verbose, wide_share=share, **start)
+                                       verbose=verbose, wide_share=share,
+                                       functionals_c=(functionals_fit or {}).get("c"), **start)
     atomic_text(summary_path, json.dumps(summary, indent=2))
     shutil.rmtree(stage_dir / BACKUP_DIR, ignore_errors=True)  # finished: nothing left to resume
     shutil.rmtree(stage_dir / REFIT_DIR / BACKUP_DIR, ignore_errors=True)
@@ -333,14 +339,15 @@ def kept_epochs(history_csv: Path, monitor: str, mode: str) -> int:
 
 
 def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None, init_from=None,
-                unfreeze=False, from_scratch=False, verbose=0, wide_share=None) -> dict:
+                unfreeze=False, from_scratch=False, verbose=0, wide_share=None, functionals_c=None) -> dict:
     """Train `stage` again from its initial weights on training + validation rows for
     `epochs` epochs, on the schedule of a `fit_epochs` fit (the learning rate of each epoch
     is the early-stopped fit's), then make it the stage's model.keras and keep the
     early-stopped model beside it as early_stopped.keras. Resumable like the first fit
     (the same fit sequence, its own backup in `STAGE/refit/`). A text classifier's n-gram
     logistic regression is fitted again on the same rows and keeps the early-stopped
-    model's `wide_share` (no validation split is left to choose it on). Returns what the
+    model's `wide_share` (no validation split is left to choose it on); an audio classifier's
+    functionals regression likewise, with the early-stopped model's strength `functionals_c`. Returns what the
     summary records of it."""
     spec, cfg = stages_lib.get(stage), run.config
     merged = refit_view(run)
@@ -358,13 +365,15 @@ def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None,
                                         class_weights=weights, replicas=strategy.num_replicas_in_sync,
                                         model=model)
     _fit_ngram_logistic(merged, spec, model, tokenizer, weighting, weights)
+    _fit_functionals_logistic(merged, spec, model, tokenizer, weighting, weights, c=functionals_c)
     refitted = _fit_resumably(model, folder, train_ds, read_backup(folder / BACKUP_DIR), cfg, epochs=epochs,
                               label=f"{stage} refit", verbose=verbose)
     if precision_lib.is_mixed(model) or wide_share is not None:
         final = keras.saving.load_model(refitted, compile=False)
         if precision_lib.is_mixed(final):  # trained in mixed precision: kept in float32, as the first fit
             final = precision_lib.with_policy(final, "float32")
-        if wide_share is not None and ngram_logistic.has_ngram_logistic(final):
+        if wide_share is not None and (ngram_logistic.has_ngram_logistic(final)
+                                       or functionals_logistic.has_functionals_logistic(final)):
             ngram_logistic.set_share(final, wide_share)
         atomic_save_model(final, refitted)
     if spec.is_classifier and len(spec.modalities) == 2:  # the fusion model: its experts, as fitted on validation
@@ -418,6 +427,27 @@ def _fit_ngram_logistic(run, spec, model, tokenizer, weighting, weights) -> tupl
     log.info("stage %s: character n-gram logistic regression fitted on %d rows in %.0fs", spec.name, rows,
              time.perf_counter() - start)
     return rows, weights
+
+
+def _fit_functionals_logistic(run, spec, model, tokenizer, weighting, weights, val: bool = False,
+                              c=None) -> dict | None:
+    """Fit an audio classifier's functionals logistic regression (fusion.functionals_logistic)
+    on the run's training split, its strength `c` or, with `val`, the one of the lowest
+    validation log loss; None, nothing done, for other models. Returns its report
+    (`functionals_logistic.fit_functionals_logistic`). Deterministic, so a resumed run
+    fits the same weights again."""
+    if not functionals_logistic.has_functionals_logistic(model):
+        return None
+    weights = _ngram_weights(run, weighting, weights)  # the same rule: class-balanced, never none under logit_adjust
+    train = stages_lib.stage_dataset(run, spec, "train", training=False, tokenizer=tokenizer,
+                                     class_weights=weights, model=model)
+    val_ds = (stages_lib.stage_dataset(run, spec, "val", training=False, tokenizer=tokenizer, model=model)
+              if val and c is None and len(run.split("val")) else None)
+    start = time.perf_counter()
+    report = functionals_logistic.fit_functionals_logistic(model, train, val_ds, c=c, class_weights=weights)
+    log.info("stage %s: functionals logistic regression (C %g) fitted on %d rows in %.0fs", spec.name,
+             report["c"], report["rows"], time.perf_counter() - start)
+    return report
 
 
 def _functionals_in_fusion(run, spec, from_scratch: bool, init_from) -> tuple[object, dict | None]:

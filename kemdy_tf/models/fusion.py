@@ -21,6 +21,7 @@ import keras_hub
 
 from kemdy_tf.config import CHAR_NGRAM_MODELS, FusionConfig, reads_functionals
 from kemdy_tf.models.char_ngrams import HashedBag, PieceCharNgrams
+from kemdy_tf.models.functionals_logistic import FUNCTIONALS_SCORES, FunctionalsLogisticScores
 from kemdy_tf.models.ngram_logistic import (
     NGRAM_IDS,
     NGRAM_SCORES,
@@ -133,7 +134,7 @@ def build_fusion_model(
     projected = {m: keras.layers.Dense(width, name=f"{m}_projection")(sequences[m]) for m in modalities}
     # Wide features beside the deep summary: the audio's utterance functionals, or the
     # text-only classifier's character n-gram bag.
-    wide = None
+    wide = wide_scores = None  # wide features for the head; a fitted regression's probabilities
     if reads_functionals(fusion_cfg, modalities):
         wide = UtteranceFunctionals(fusion_cfg.functional_cepstra, name="utterance_functionals")(
             inputs["log_mel"], inputs["frame_mask"])
@@ -147,20 +148,22 @@ def build_fusion_model(
             inputs[SPEAKER_FUNCTIONALS] = keras.Input(
                 shape=(2, wide.shape[-1]), dtype="float32", name=SPEAKER_FUNCTIONALS)
             wide = SpeakerStandardise(name="functionals_speaker_norm")(wide, inputs[SPEAKER_FUNCTIONALS])
+        if modalities == ("audio",) and fusion_cfg.functionals_logistic:
+            # A regression scikit-learn fits before training (models.functionals_logistic).
+            wide_scores = FunctionalsLogisticScores(n_classes, name=FUNCTIONALS_SCORES)(wide)
         wide = keras.layers.BatchNormalization(name="functionals_norm")(wide)
         wide = keras.layers.Dropout(fusion_cfg.functionals_dropout, name="functionals_dropout")(wide)
-    ngram_scores = None
     if modalities == ("text",) and fusion_cfg.char_ngrams > 0:
         ngrams = _char_ngram_ids(inputs["token_ids"], pieces, fusion_cfg)
         if fusion_cfg.char_ngram_model == "bag":
             wide = _char_ngram_bag(ngrams, fusion_cfg)
         else:  # a regression scikit-learn fits before training (models.ngram_logistic)
-            ngram_scores = NgramLogisticScores(fusion_cfg.char_ngram_buckets, n_classes,
+            wide_scores = NgramLogisticScores(fusion_cfg.char_ngram_buckets, n_classes,
                                                weighting=fusion_cfg.char_ngram_model, name=NGRAM_SCORES)(ngrams)
     head = _FusionHead(width, fusion_cfg, n_classes)
     emotion = head([projected[m] for m in modalities], [masks[m] for m in modalities], wide)
-    if ngram_scores is not None:
-        emotion = WideShare(name=WIDE_SHARE)(emotion, ngram_scores)
+    if wide_scores is not None:  # mixed in by a share chosen on validation after training
+        emotion = WideShare(name=WIDE_SHARE)(emotion, wide_scores)
     if len(modalities) == 2 and fusion_cfg.voice_share > 0.0:
         # The same head on the audio steps alone is exactly its answer with the
         # transcript blanked; at inference it holds the voice's share of every answer.

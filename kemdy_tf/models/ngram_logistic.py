@@ -260,10 +260,12 @@ def fit_ngram_logistic(model, dataset, c: float = 0.0) -> int:
     return int(sum(len(y) for y in labels))
 
 
-def choose_share_for(model, dataset, weight_of_class=None) -> float:
+def choose_share_for(model, dataset, weight_of_class=None, wide: str = NGRAM_SCORES) -> float:
     """Set `model`'s `WideShare` to `choose_wide_share` on `dataset` (the validation split;
-    weighted by `weight_of_class`, indexed by label, if given) and return it."""
-    parts = keras.Model(model.input, [model.get_layer(DEEP_SCORES).output, model.get_layer(NGRAM_SCORES).output])
+    weighted by `weight_of_class`, indexed by label, if given) and return it. `wide`: the
+    layer of the fitted path's probabilities (the n-gram regression's, or an audio
+    classifier's `functionals_logistic.FUNCTIONALS_SCORES`)."""
+    parts = keras.Model(model.input, [model.get_layer(DEEP_SCORES).output, model.get_layer(wide).output])
     deep, wide, labels = [], [], []
     for x, y, _ in _batches(dataset):
         d, w = parts.predict_on_batch(x)
