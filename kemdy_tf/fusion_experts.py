@@ -30,6 +30,7 @@ from kemdy_tf import run as run_lib, stages as stages_lib
 from kemdy_tf.models.experts import (EXPERT_PRODUCT, ExpertProduct, clipped_log, expert_logits,
                                      fit_expert_weights, fit_sharpness)
 from kemdy_tf.scoring import expected_calibration_error
+from kemdy_tf.models.known_transcripts import KnownTranscriptMask, fingerprints
 from kemdy_tf.models.layers import TokenPaddingMask
 from kemdy_tf.models.text_encoder import PAD_ID
 
@@ -38,6 +39,10 @@ CROSS_MODAL = "cross_modal"
 # mask says an example has that modality (a blank transcript: the text expert abstains).
 CLASSIFIERS = {"audio_clf": "frame_mask", "text_clf": "token_ids"}
 MODALITY = {"audio_clf": "audio", "text_clf": "text"}
+# Fewer validation transcripts than this that the training split lacks: validation cannot
+# say how the text expert reads a new sentence, so only known transcripts get its vote
+# (models.known_transcripts).
+MIN_NEW_TRANSCRIPTS = 10
 
 
 def classifiers_of(run) -> dict[str, object]:
@@ -74,12 +79,14 @@ def _inputs_reaching(tensor) -> set[int]:
     return seen
 
 
-def combine(cross_modal, classifiers: dict, weights, bias, sharpness=None, name: str = "fusion"):
+def combine(cross_modal, classifiers: dict, weights, bias, sharpness=None, name: str = "fusion",
+            known_transcripts=None):
     """One Keras model: `cross_modal` and the frozen `classifiers` ({stage: model}) answer
     the same inputs; `ExpertProduct(weights, bias, sharpness)` (rows per pattern of modalities)
     combines their probabilities (the cross-modal network's first). Built on the network's
     own graph, so its backbones stay top-level layers (the export's inference graph splits
-    the model at them)."""
+    the model at them). `known_transcripts` (fingerprints): the text expert votes only on
+    those transcripts (`KnownTranscriptMask`); None: on every non-blank one."""
     inputs = {t.name: t for t in cross_modal.inputs}
     answers, masks = [cross_modal.output["emotion"]], []
     for stage, classifier in classifiers.items():
@@ -91,8 +98,14 @@ def combine(cross_modal, classifiers: dict, weights, bias, sharpness=None, name:
         answers.append(classifier(feed if isinstance(classifier.input, dict) else feed[classifier.inputs[0].name])
                        ["emotion"])
         evidence = CLASSIFIERS[stage]
-        masks.append(inputs[evidence] if evidence == "frame_mask"
-                     else TokenPaddingMask(pad_id=PAD_ID, name=f"{stage}_evidence")(inputs[evidence]))
+        if evidence == "frame_mask":
+            masks.append(inputs[evidence])
+        elif known_transcripts is not None:
+            known = KnownTranscriptMask(len(known_transcripts), pad_id=PAD_ID, name=f"{stage}_evidence")
+            masks.append(known(inputs[evidence]))
+            known.set_known(known_transcripts)
+        else:
+            masks.append(TokenPaddingMask(pad_id=PAD_ID, name=f"{stage}_evidence")(inputs[evidence]))
     product = ExpertProduct([[float(w) for w in row] for row in weights], [[float(b) for b in row] for row in bias],
                             masked=[False] + [True] * len(classifiers), expert_names=[CROSS_MODAL, *classifiers],
                             sharpness=None if sharpness is None else [float(v) for v in sharpness],
@@ -122,6 +135,9 @@ def combine_for_run(run, cross_modal, tokenizer=None) -> tuple[object, dict]:
         combined_models[name] = model if scoring_path == path else keras.saving.load_model(path, compile=False)
     if labels.size == 0:
         return cross_modal, {"experts": [CROSS_MODAL], "why": "no validation rows to fit the expert weights on"}
+    known, transcripts = None, None
+    if "text_clf" in paths:  # does validation measure reading new sentences? (models.known_transcripts)
+        known, transcripts, presence["text_clf"] = _known_transcripts(run, tokenizer, presence["text_clf"])
     n_classes = answers[classifiers[0]].shape[-1]
     weights, bias, sharpness, by_modalities = [], [], [], {}
     for pattern in range(2 ** len(classifiers)):
@@ -149,7 +165,10 @@ def combine_for_run(run, cross_modal, tokenizer=None) -> tuple[object, dict]:
                            f"log loss, then the sharpness (a temperature) by log loss; one fit per set of "
                            f"modalities an example has",
               "by_modalities": by_modalities}
-    combined = combine(cross_modal, combined_models, weights, bias, sharpness)
+    if transcripts is not None:
+        report["transcripts"] = transcripts
+        print(f"stage fusion: the text expert votes on {transcripts['votes_on']} ({transcripts['why']})", flush=True)
+    combined = combine(cross_modal, combined_models, weights, bias, sharpness, known_transcripts=known)
     print(f"stage fusion: the answer is the product of experts {describe(report)} (fitted on the validation "
           f"split; without the transcript: {describe(by_modalities.get('audio', {}))})", flush=True)
     return combined, report
@@ -189,7 +208,10 @@ def recombine(cross_modal, combined_before, run):
     if list(paths) != names:
         raise RuntimeError(f"the fusion model's experts {names} are not the run's classifiers {list(paths)}")
     classifiers = {name: keras.saving.load_model(paths[name], compile=False) for name in names}
-    return combine(cross_modal, classifiers, layer.weights_per_expert, layer.class_bias, layer.sharpness)
+    known = next((np.asarray(found.known) for found in combined_before.layers
+                  if isinstance(found, KnownTranscriptMask)), None)
+    return combine(cross_modal, classifiers, layer.weights_per_expert, layer.class_bias, layer.sharpness,
+                   known_transcripts=known)
 
 
 def describe(report: dict) -> str:
@@ -232,6 +254,30 @@ def _validation_answers(run, stage: str, model, tokenizer, blank: tuple = (), la
     if labels is not None and not np.array_equal(labels, truth):
         raise RuntimeError("the validation datasets of the fusion stage's experts differ in order")
     return np.concatenate(probs), (np.concatenate(present) if present else None), truth
+
+
+def _split_fingerprints(run, split: str, tokenizer) -> np.ndarray:
+    """Fingerprints of the token ids of a split's text classifier rows, in dataset order."""
+    ds = stages_lib.stage_dataset(run, stages_lib.get("text_clf"), split, training=False, tokenizer=tokenizer)
+    found = [fingerprints(np.asarray(x["token_ids"])) for x, _ in ds]
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
+def _known_transcripts(run, tokenizer, present: np.ndarray):
+    """`(fingerprints or None, report, validation presence of the text expert)`: with
+    fewer than `MIN_NEW_TRANSCRIPTS` validation transcripts the training split lacks, the
+    training transcripts' fingerprints (the text expert votes on those only, in validation
+    as at serving); else None (it votes on every transcript)."""
+    train = np.unique(_split_fingerprints(run, "train", tokenizer))
+    val = _split_fingerprints(run, "val", tokenizer)
+    seen = np.isin(val, train)
+    new = int((present & ~seen).sum())
+    if new >= MIN_NEW_TRANSCRIPTS or not len(train):
+        return None, {"new_in_validation": new, "votes_on": "every transcript",
+                      "why": f"{new} validation transcripts are new sentences: validation measured reading"}, present
+    return train, {"new_in_validation": new, "known": int(len(train)), "votes_on": "training transcripts only",
+                   "why": f"only {new} validation transcripts are new sentences: validation measured recall of the "
+                          f"script, not reading; a new sentence is answered by the voice"}, present & seen
 
 
 def _ua(logits: np.ndarray, labels: np.ndarray) -> float:

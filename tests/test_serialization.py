@@ -98,7 +98,14 @@ def _expert_product():  # the fusion model's experts (fusion_experts), added aft
                          expert_names=["cross_modal", "text_clf"], name="expert_product")
 
 
+def _known_transcript_mask():  # the fusion model of a scripted corpus (fusion_experts)
+    from kemdy_tf.models.known_transcripts import KnownTranscriptMask
+
+    return KnownTranscriptMask(3, name="text_clf_evidence")
+
+
 EXTRA_EXAMPLES: dict = {"kemdy_tf>SegmentIds": _segment_ids,
+                        "kemdy_tf>KnownTranscriptMask": _known_transcript_mask,
                         "kemdy_tf>ExpertProduct": _expert_product,
                         "kemdy_tf>LogitAdjustedLoss": _logit_adjusted_loss,
                         "kemdy_tf>UtteranceFunctionals": _functionals,

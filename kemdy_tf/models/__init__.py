@@ -4,7 +4,7 @@ Importing this package registers every custom layer (package name `kemdy_tf`), s
 `keras.saving.load_model(path)` reads the `.keras` archives a run writes.
 """
 
-from kemdy_tf.models import backbones, experts, layers
+from kemdy_tf.models import backbones, experts, known_transcripts, layers
 from kemdy_tf.models.audio_encoder import build_audio_backbone, build_audio_encoder
 from kemdy_tf.models.fusion import build_fusion_model
 from kemdy_tf.models.text_encoder import build_text_backbone, build_text_encoder, load_embedding_weights
@@ -17,6 +17,7 @@ __all__ = [
     "build_text_backbone",
     "build_text_encoder",
     "experts",
+    "known_transcripts",
     "layers",
     "load_embedding_weights",
 ]
