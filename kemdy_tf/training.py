@@ -155,7 +155,7 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
     if ngram_choice.wants_choice(run, spec) and not init_from:  # fusion.char_ngram_model=auto
         run, ngram_report = ngram_choice.choose(
             run, spec, lambda r: build_stage_model(r, stage, unfreeze=unfreeze, from_scratch=from_scratch),
-            _ngram_weights(run, weighting, weights))
+            _fitted_path_weights(run, weighting, weights))
         cfg = run.config
         keras.utils.set_random_seed(cfg.train.seed)  # the candidates drew from it: the deep path starts as without
     model = _compiled_stage_model(run, stage, strategy, fit_epochs, prior, **start)
@@ -174,8 +174,9 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
                                         class_weights=weights, replicas=replicas, model=model)
     val_ds = stages_lib.stage_dataset(run, spec, "val", training=False, tokenizer=tokenizer,
                                       replicas=replicas, model=model)
-    wide_rows, wide_weights = _fit_ngram_logistic(run, spec, model, tokenizer, weighting, weights)
-    functionals_fit = _fit_functionals_logistic(run, spec, model, tokenizer, weighting, weights, val=True)
+    fit_weights = _fitted_path_weights(run, weighting, weights)  # what a fitted path and its share are weighed by
+    wide_rows = _fit_ngram_logistic(run, spec, model, tokenizer, fit_weights)
+    functionals_fit = _fit_functionals_logistic(run, spec, model, tokenizer, fit_weights)
     # Resume from the last committed epoch; history.csv and model.keras are rolled back to it.
     backup = read_backup(stage_dir / BACKUP_DIR)
     if backup is not None and backup.get("monitor", "val_loss") != monitor:
@@ -193,11 +194,9 @@ def train_stage(run, stage: str, *, epochs=None, strategy=None, unfreeze=False,
         best = precision_lib.with_policy(best, "float32")
         atomic_save_model(best, model_path)
     share = None
-    if wide_rows or functionals_fit:  # the fitted path's share of each answer, chosen on the validation split
+    if ngram_logistic.has_wide_share(best):  # the fitted path's share of each answer, chosen on the validation split
         share = ngram_logistic.choose_share_for(best, stages_lib.stage_dataset(
-            run, spec, "val", training=False, tokenizer=tokenizer, model=best),
-            _ngram_weights(run, weighting, weights),
-            wide=functionals_logistic.FUNCTIONALS_SCORES if functionals_fit else ngram_logistic.NGRAM_SCORES)
+            run, spec, "val", training=False, tokenizer=tokenizer, model=best), fit_weights)
         kept = keras.saving.load_model(model_path)  # compiled: the saved model keeps its loss and metrics
         ngram_logistic.set_share(kept, share)
         atomic_save_model(kept, model_path)
@@ -364,16 +363,16 @@ def refit_stage(run, stage: str, *, epochs: int, fit_epochs: int, strategy=None,
     train_ds = stages_lib.stage_dataset(merged, spec, "train", training=True, tokenizer=tokenizer,
                                         class_weights=weights, replicas=strategy.num_replicas_in_sync,
                                         model=model)
-    _fit_ngram_logistic(merged, spec, model, tokenizer, weighting, weights)
-    _fit_functionals_logistic(merged, spec, model, tokenizer, weighting, weights, c=functionals_c)
+    fit_weights = _fitted_path_weights(merged, weighting, weights)
+    _fit_ngram_logistic(merged, spec, model, tokenizer, fit_weights)
+    _fit_functionals_logistic(merged, spec, model, tokenizer, fit_weights, c=functionals_c)
     refitted = _fit_resumably(model, folder, train_ds, read_backup(folder / BACKUP_DIR), cfg, epochs=epochs,
                               label=f"{stage} refit", verbose=verbose)
     if precision_lib.is_mixed(model) or wide_share is not None:
         final = keras.saving.load_model(refitted, compile=False)
         if precision_lib.is_mixed(final):  # trained in mixed precision: kept in float32, as the first fit
             final = precision_lib.with_policy(final, "float32")
-        if wide_share is not None and (ngram_logistic.has_ngram_logistic(final)
-                                       or functionals_logistic.has_functionals_logistic(final)):
+        if wide_share is not None and ngram_logistic.has_wide_share(final):
             ngram_logistic.set_share(final, wide_share)
         atomic_save_model(final, refitted)
     if spec.is_classifier and len(spec.modalities) == 2:  # the fusion model: its experts, as fitted on validation
@@ -410,39 +409,34 @@ class EpochLine(keras.callbacks.Callback):
               flush=True)
 
 
-def _fit_ngram_logistic(run, spec, model, tokenizer, weighting, weights) -> tuple[int, list[float] | None]:
+def _fit_ngram_logistic(run, spec, model, tokenizer, weights) -> int:
     """Fit a text classifier's n-gram logistic regression (fusion.char_ngram_model nblr or
-    tfidf_lr) on the run's training split; (0, None), nothing done, for other models.
-    Returns (rows, the class weights it fitted with, which its share is chosen with too):
-    the deep path's, or under logit_adjust, which weighs no example, the balanced weights,
-    which reach the same prior-free decision. Deterministic, so a resumed run fits the
+    tfidf_lr) on the run's training split with these class weights (`_fitted_path_weights`); returns
+    the rows, 0 (nothing done) for other models. Deterministic, so a resumed run fits the
     same weights again."""
     if not ngram_logistic.has_ngram_logistic(model):
-        return 0, None
-    weights = _ngram_weights(run, weighting, weights)
+        return 0
     train = stages_lib.stage_dataset(run, spec, "train", training=False, tokenizer=tokenizer,
                                      class_weights=weights, model=model)
     start = time.perf_counter()
     rows = ngram_logistic.fit_ngram_logistic(model, train, run.config.fusion.char_ngram_c)
     log.info("stage %s: character n-gram logistic regression fitted on %d rows in %.0fs", spec.name, rows,
              time.perf_counter() - start)
-    return rows, weights
+    return rows
 
 
-def _fit_functionals_logistic(run, spec, model, tokenizer, weighting, weights, val: bool = False,
-                              c=None) -> dict | None:
+def _fit_functionals_logistic(run, spec, model, tokenizer, weights, c=None) -> dict | None:
     """Fit an audio classifier's functionals logistic regression (fusion.functionals_logistic)
-    on the run's training split, its strength `c` or, with `val`, the one of the lowest
-    validation log loss; None, nothing done, for other models. Returns its report
-    (`functionals_logistic.fit_functionals_logistic`). Deterministic, so a resumed run
-    fits the same weights again."""
+    on the run's training split with these class weights (`_fitted_path_weights`), its strength `c`
+    or, without one, the one of the lowest validation log loss; None, nothing done, for other
+    models. Returns its report (`functionals_logistic.fit_functionals_logistic`).
+    Deterministic, so a resumed run fits the same weights again."""
     if not functionals_logistic.has_functionals_logistic(model):
         return None
-    weights = _ngram_weights(run, weighting, weights)  # the same rule: class-balanced, never none under logit_adjust
     train = stages_lib.stage_dataset(run, spec, "train", training=False, tokenizer=tokenizer,
                                      class_weights=weights, model=model)
     val_ds = (stages_lib.stage_dataset(run, spec, "val", training=False, tokenizer=tokenizer, model=model)
-              if val and c is None and len(run.split("val")) else None)
+              if c is None and len(run.split("val")) else None)
     start = time.perf_counter()
     report = functionals_logistic.fit_functionals_logistic(model, train, val_ds, c=c, class_weights=weights)
     log.info("stage %s: functionals logistic regression (C %g) fitted on %d rows in %.0fs", spec.name,
@@ -474,9 +468,10 @@ def _functionals_in_fusion(run, spec, from_scratch: bool, init_from) -> tuple[ob
     return run, {"value": bool(value), "why": why}
 
 
-def _ngram_weights(run, weighting, weights):
-    """The class weights an n-gram regression fits with: the deep path's, or under
-    logit_adjust, which weighs no example, the balanced ones (the same prior-free decision)."""
+def _fitted_path_weights(run, weighting, weights):
+    """The class weights a fitted path (an n-gram or functionals regression) fits with, and
+    its share is chosen with: the deep path's, or under logit_adjust, which weighs no
+    example, the balanced ones (the same prior-free decision)."""
     if weighting == "logit_adjust":
         return class_weight_values(training_labels(run), len(run.config.data.classes), "weights")
     return weights

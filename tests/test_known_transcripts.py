@@ -55,3 +55,51 @@ def test_the_text_expert_votes_on_new_sentences_only_where_validation_holds_them
     monkeypatch.setattr(fusion_experts, "_split_fingerprints", split(new))
     known, report, voted = fusion_experts._known_transcripts(None, None, np.ones(20, bool))
     assert known is None and report["votes_on"] == "every transcript" and voted.all()
+
+
+def _tiny_experts():
+    """A cross-modal stand-in and two classifiers with the inputs and outputs `combine` expects."""
+    def softmax_head(x, name):
+        return {"emotion": keras.layers.Dense(3, activation="softmax", name=name)(x)}
+
+    mel = keras.Input((None, 4), name="log_mel")
+    network = keras.Model({"log_mel": mel}, softmax_head(keras.layers.GlobalAveragePooling1D()(mel), "net"))
+    mel = keras.Input((None, 4), name="log_mel")
+    frames = keras.Input((None,), dtype="bool", name="frame_mask")
+    masked = keras.layers.Lambda(lambda t: t[0] * keras.ops.cast(t[1], "float32")[..., None])([mel, frames])
+    audio = keras.Model({"log_mel": mel, "frame_mask": frames},
+                        softmax_head(keras.layers.GlobalAveragePooling1D()(masked), "audio"))
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    text = keras.Model({"token_ids": ids},
+                       softmax_head(keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 4)(ids)), "text"))
+    return network, {"audio_clf": audio, "text_clf": text}
+
+
+def test_a_combined_model_answers_a_new_transcript_with_its_audio_only_weights():
+    from scipy.special import softmax
+
+    keras.utils.set_random_seed(0)
+    network, classifiers = _tiny_experts()
+    weights = [[1.0, 0.0, 0.0], [0.6, 0.9, 0.0], [0.5, 0.0, 0.8], [0.4, 0.7, 1.0]]  # neither, audio, text, both
+    bias = [[0.0, 0.1, -0.1], [0.2, 0.0, -0.2], [0.0, -0.3, 0.3], [0.1, 0.1, -0.2]]
+    sharpness = [1.0, 1.5, 0.7, 2.0]
+    known = np.array([[3, 4, 5, 0]])
+    model = fusion_experts.combine(network, classifiers, weights, bias, sharpness,
+                                   known_transcripts=fingerprints(known))
+    rng = np.random.default_rng(0)
+    mel = rng.normal(size=(2, 6, 4)).astype("float32")
+    frames = np.ones((2, 6), bool)
+    ids = np.array([[3, 4, 5, 0], [3, 4, 6, 0]], "int32")  # the known transcript, a new one
+    answer = model.predict({"log_mel": mel, "frame_mask": frames, "token_ids": ids}, verbose=0)["emotion"]
+    logs = np.log(np.clip(np.stack([network.predict({"log_mel": mel}, verbose=0)["emotion"],
+                                    classifiers["audio_clf"].predict({"log_mel": mel, "frame_mask": frames},
+                                                                     verbose=0)["emotion"],
+                                    classifiers["text_clf"].predict({"token_ids": ids}, verbose=0)["emotion"]],
+                                   axis=1), 1e-7, 1))
+    for row, pattern in ((0, 3), (1, 1)):  # both modalities; audio only (the text expert abstains)
+        expected = softmax(sharpness[pattern] * (np.asarray(bias[pattern]) + np.asarray(weights[pattern]) @ logs[row]))
+        np.testing.assert_allclose(answer[row], expected, rtol=1e-5, atol=1e-6)
+    plain = fusion_experts.combine(network, classifiers, weights, bias, sharpness)  # every transcript votes
+    voted = plain.predict({"log_mel": mel, "frame_mask": frames, "token_ids": ids}, verbose=0)["emotion"]
+    np.testing.assert_allclose(voted[0], answer[0], rtol=1e-5)
+    assert np.abs(voted[1] - answer[1]).max() > 1e-3

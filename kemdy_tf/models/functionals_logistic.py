@@ -137,22 +137,25 @@ def fit_functionals_logistic(model, train, val=None, c: float | None = None, cla
     if not len(labels):
         raise ValueError("the training split has no rows to fit the functionals logistic regression on")
     report = {"rows": int(len(labels))}
-    if c is None:
-        val_features, val_labels, _ = _functionals_of(model, val) if val is not None else (None, np.zeros(0), None)
-        if len(val_labels):
-            val_weights = (np.ones(len(val_labels)) if class_weights is None
-                           else np.asarray(class_weights, float)[val_labels])
-            losses = {}
-            for candidate in C_GRID:
-                probs = _probabilities(val_features, _fit(features, labels, weights, layer.n_classes, candidate))
-                losses[candidate] = float(np.average(-np.log(probs[np.arange(len(val_labels)), val_labels] + 1e-7),
-                                                     weights=val_weights))
-            c = min(losses, key=losses.get)
-            report["validation_log_loss"] = {str(k): round(v, 4) for k, v in losses.items()}
-        else:
-            c = 0.03
-    mean, scale, table, bias = _fit(features, labels, weights, layer.n_classes, float(c))
+    val_features, val_labels, _ = (_functionals_of(model, val) if c is None and val is not None
+                                   else (None, np.zeros(0, int), None))
+    if c is not None or not len(val_labels):
+        c = 0.03 if c is None else float(c)
+        fitted = _fit(features, labels, weights, layer.n_classes, c)
+    else:  # every strength of the grid, the lowest validation log loss kept
+        val_weights = (np.ones(len(val_labels)) if class_weights is None
+                       else np.asarray(class_weights, float)[val_labels])
+        fits, losses = {}, {}
+        for candidate in C_GRID:
+            fits[candidate] = _fit(features, labels, weights, layer.n_classes, candidate)
+            probs = _probabilities(val_features, fits[candidate])
+            losses[candidate] = float(np.average(-np.log(probs[np.arange(len(val_labels)), val_labels] + 1e-7),
+                                                 weights=val_weights))
+        c = min(losses, key=losses.get)
+        fitted = fits[c]
+        report["validation_log_loss"] = {str(k): round(v, 4) for k, v in losses.items()}
+    mean, scale, table, bias = fitted
     for variable, value in ((layer.mean, mean), (layer.scale, scale), (layer.table, table), (layer.bias, bias)):
         variable.assign(np.asarray(value, np.float32))
-    report["c"] = float(c)
+    report["c"] = c
     return report

@@ -260,12 +260,17 @@ def fit_ngram_logistic(model, dataset, c: float = 0.0) -> int:
     return int(sum(len(y) for y in labels))
 
 
-def choose_share_for(model, dataset, weight_of_class=None, wide: str = NGRAM_SCORES) -> float:
+def has_wide_share(model) -> bool:
+    """Whether `model` mixes a fitted path into its answer (`WideShare`: a text classifier's
+    n-gram regression, an audio classifier's functionals regression)."""
+    return any(layer.name == WIDE_SHARE for layer in model.layers)
+
+
+def choose_share_for(model, dataset, weight_of_class=None) -> float:
     """Set `model`'s `WideShare` to `choose_wide_share` on `dataset` (the validation split;
-    weighted by `weight_of_class`, indexed by label, if given) and return it. `wide`: the
-    layer of the fitted path's probabilities (the n-gram regression's, or an audio
-    classifier's `functionals_logistic.FUNCTIONALS_SCORES`)."""
-    parts = keras.Model(model.input, [model.get_layer(DEEP_SCORES).output, model.get_layer(wide).output])
+    weighted by `weight_of_class`, indexed by label, if given) and return it. The two paths
+    are the layer's own inputs (the deep head's and the fitted path's probabilities)."""
+    parts = keras.Model(model.input, model.get_layer(WIDE_SHARE).input)
     deep, wide, labels = [], [], []
     for x, y, _ in _batches(dataset):
         d, w = parts.predict_on_batch(x)
