@@ -132,7 +132,7 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
             fusion = dataclasses.replace(cfg.fusion, **settings)
             model = build_fusion_model(None, text_encoder.build_text_backbone(cfg.text, cfg.features, vocab_size),
                                        fusion, len(cfg.data.classes), modalities=("text",), pieces=pieces)
-            return ngram_choice.validation_loss(model, batches(x_train, train_labels), batches(x_val, val_labels),
+            return ngram_choice.validation_losses(model, batches(x_train, train_labels), batches(x_val, val_labels),
                                                 fusion.char_ngram_c)
 
         choice = ngram_choice.best(loss_of)
