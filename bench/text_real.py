@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -132,8 +131,8 @@ def text_clf(train_texts, train_labels, val_texts, val_labels, test_texts, test_
             fusion = dataclasses.replace(cfg.fusion, **settings)
             model = build_fusion_model(None, text_encoder.build_text_backbone(cfg.text, cfg.features, vocab_size),
                                        fusion, len(cfg.data.classes), modalities=("text",), pieces=pieces)
-            return ngram_choice.validation_losses(model, batches(x_train, train_labels), batches(x_val, val_labels),
-                                                fusion.char_ngram_c)
+            return ngram_choice.validation_losses(model, batches(x_train, train_labels),
+                                                  batches(x_val, val_labels), fusion.char_ngram_c)
 
         choice = ngram_choice.best(loss_of)
         cfg = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, **choice["settings"]))

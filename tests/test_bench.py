@@ -206,3 +206,23 @@ def test_speaker_fallback_bench_scores_each_source_of_statistics(trained_run, ca
     assert scores["audio_clf"]["speaker, all clips"] == pytest.approx(expected, abs=1e-9)
     assert speaker_fallback.main(["--workdir", str(trained_run), "--stages", "audio_clf"]) == 0
     assert "training set (fallback)" in capsys.readouterr().out
+
+
+def test_ngram_candidates_bench_reproduces_the_stages_choice(trained_run, capsys, monkeypatch):
+    """bench/ngram_candidates.py fits each candidate as the text classifier's choice does:
+    its validation losses are the ones the stage recorded, and `best` on them decides the same."""
+    import json
+
+    from bench import ngram_candidates
+    from kemdy_tf import ngram_choice
+
+    found = ngram_candidates.candidates_of(trained_run)
+    recorded = json.loads((trained_run / "text_clf" / "summary.json").read_text())["char_ngram_choice"]
+    assert {name: round(float(losses.mean()), 4) for name, (losses, _) in found.items()} == pytest.approx(
+        recorded["validation_log_loss"], abs=2e-4)
+    assert all(0.0 <= test_ua <= 1.0 for _, test_ua in found.values())
+    by_settings = {json.dumps(s, sort_keys=True): found[n][0] for n, s in ngram_choice.CANDIDATES}
+    assert ngram_choice.best(lambda s: by_settings[json.dumps(s, sort_keys=True)])["chosen"] == recorded["chosen"]
+    monkeypatch.setattr(ngram_candidates, "candidates_of", lambda workdir: found)  # the table, not a second fit
+    assert ngram_candidates.main([str(trained_run)]) == 0
+    assert f"| {trained_run} ({len(found['tfidf_char4_words'][0])}) |" in capsys.readouterr().out
