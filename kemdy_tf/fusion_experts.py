@@ -27,8 +27,8 @@ from scipy.special import softmax
 from sklearn.metrics import balanced_accuracy_score, log_loss
 
 from kemdy_tf import run as run_lib, stages as stages_lib
-from kemdy_tf.models.experts import (EXPERT_PRODUCT, ExpertProduct, clipped_log, expert_logits,
-                                     fit_expert_weights, fit_sharpness)
+from kemdy_tf.models.experts import (EXPERT_PRODUCT, ExpertProduct, balanced_weights, choose_bias_penalty,
+                                     clipped_log, expert_logits, fit_expert_weights, fit_sharpness)
 from kemdy_tf.scoring import expected_calibration_error
 from kemdy_tf.models.known_transcripts import KnownTranscriptMask, fingerprints
 from kemdy_tf.models.layers import TokenPaddingMask
@@ -157,12 +157,13 @@ def combine_for_run(run, cross_modal, tokenizer=None) -> tuple[object, dict]:
         by_modalities[label] = {"weights": {n: round(float(w), 4) for n, w in zip(experts, fitted["weights"])},
                                 "class_bias": [round(float(b), 4) for b in fitted["bias"]],
                                 "sharpness": round(float(fitted["sharpness"]), 4),
+                                "bias_penalty": fitted["bias_penalty"],
                                 "rows": int(rows.sum()), "val_log_loss": fitted["loss"], "val_ua": fitted["ua"],
                                 "val_ece": fitted["ece"]}
     full = by_modalities["+".join(MODALITY[n] for n in classifiers)]
     report = {"experts": [CROSS_MODAL, *classifiers], **full,
               "fitted_on": f"validation split ({labels.size} utterances): weights and biases by class-balanced "
-                           f"log loss, then the sharpness (a temperature) by log loss; one fit per set of "
+                           f"log loss (the biases' penalty by cross-validation on those rows), then the sharpness (a temperature) by log loss; one fit per set of "
                            f"modalities an example has",
               "by_modalities": by_modalities}
     if transcripts is not None:
@@ -180,15 +181,18 @@ def _fit(log_probs: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
     if not labels.size:  # no row has these modalities: the network alone
         weights = np.eye(log_probs.shape[1])[0]
         return {"weights": weights, "bias": np.zeros(n_classes), "sharpness": 1.0, "loss": None, "ua": None,
-                "ece": None}
-    counts = np.bincount(labels, minlength=n_classes).astype(float)
-    balanced = 1.0 / counts[labels]
-    weights, bias, loss = fit_expert_weights(log_probs, labels, balanced)
+                "ece": None, "bias_penalty": None}
+    balanced = balanced_weights(labels, n_classes)
+    # How far the class biases may move, by cross-validation on these rows (models.experts).
+    penalty, held_out = choose_bias_penalty(log_probs, labels)
+    weights, bias, loss = fit_expert_weights(log_probs, labels, balanced, penalty)
     logits = expert_logits(log_probs, weights, bias)
     sharpness = fit_sharpness(logits, labels)  # the confidence, once the weights have decided
     alone = np.eye(log_probs.shape[1])
     no_bias = np.zeros(n_classes)
     return {"weights": weights, "bias": bias, "sharpness": sharpness,
+            "bias_penalty": {"chosen": penalty, "held_out_log_loss": {f"{k:g}": round(v, 4) for k, v in
+                                                                      held_out.items()}},
             "ece": {"before": round(expected_calibration_error(labels, softmax(logits, axis=1)), 4),
                     "after": round(expected_calibration_error(labels, softmax(sharpness * logits, axis=1)), 4)},
             "loss": {"combined": round(loss, 4), "alone": [
@@ -219,7 +223,9 @@ def describe(report: dict) -> str:
     if not weights:
         return f"(none: {report.get('why', '')})"
     experts = ", ".join(f"{name} x{weight:.2f}" for name, weight in weights.items())
-    return experts + (f", sharpness {report['sharpness']:.2f}" if "sharpness" in report else "")
+    penalty = (report.get("bias_penalty") or {}).get("chosen")
+    return (experts + (f", sharpness {report['sharpness']:.2f}" if "sharpness" in report else "")
+            + (f", class-bias penalty {penalty:g}" if penalty is not None else ""))
 
 
 def _never_saw_validation(path):

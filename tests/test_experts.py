@@ -11,8 +11,9 @@ import pytest
 
 import kemdy_tf  # noqa: F401  registers the custom layers
 from kemdy_tf import fusion_experts, scoring
-from kemdy_tf.models.experts import (EXPERT_PRODUCT, ExpertProduct, clipped_log, expert_logits,
-                                     fit_expert_weights, fit_sharpness)
+from kemdy_tf.models.experts import (BIAS_PENALTY, BIAS_PENALTY_GRID, EXPERT_PRODUCT, ExpertProduct,
+                                     choose_bias_penalty, clipped_log, expert_logits, fit_expert_weights,
+                                     fit_sharpness)
 
 
 def _softmax(z):
@@ -105,6 +106,39 @@ def test_the_fit_is_never_worse_than_the_first_expert_on_its_rows():
     assert loss <= -np.log(good[np.arange(60), labels]).mean() + 1e-9
 
 
+def _one_expert(n, offset, seed):
+    """`[n, 1, 3]` log-probabilities of one calibrated expert whose logits for class 0 are
+    `offset` below the truth's, and labels drawn from the true posterior."""
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(0.0, 1.5, (n, 3))
+    labels = np.array([rng.choice(3, p=p) for p in _softmax(truth)])
+    seen = truth.copy()
+    seen[:, 0] -= offset
+    return clipped_log(_softmax(seen))[:, None, :], labels
+
+
+def test_the_bias_penalty_lets_a_real_class_offset_through_and_holds_noise_back():
+    # An expert that under-answers class 0 by 3 logits: the biases must correct it (weak penalty).
+    log_probs, labels = _one_expert(300, 3.0, seed=0)
+    penalty, held_out = choose_bias_penalty(log_probs, labels)
+    assert penalty == min(BIAS_PENALTY_GRID) and set(held_out) == set(BIAS_PENALTY_GRID)
+    # A calibrated expert on few rows: a fitted bias only follows their noise (strong penalty).
+    log_probs, labels = _one_expert(40, 0.0, seed=3)
+    penalty, held_out = choose_bias_penalty(log_probs, labels)
+    assert penalty > min(BIAS_PENALTY_GRID)
+    assert held_out[penalty] < held_out[min(BIAS_PENALTY_GRID)]
+    assert choose_bias_penalty(log_probs, labels) == (penalty, held_out)  # seeded folds: the same choice
+
+
+def test_the_bias_penalty_holds_out_a_class_of_one_row_and_needs_two_rows_somewhere():
+    log_probs, labels = _one_expert(30, 0.0, seed=1)
+    labels[:] = np.where(labels == 2, 1, labels)
+    labels[0] = 2  # one row of class 2: held out in one fold, missing from that fold's fit
+    penalty, held_out = choose_bias_penalty(log_probs, labels)
+    assert penalty in BIAS_PENALTY_GRID and np.isfinite(list(held_out.values())).all()
+    assert choose_bias_penalty(log_probs[:3], np.array([0, 1, 2])) == (BIAS_PENALTY, {})
+
+
 def test_expected_calibration_error():
     labels = np.array([0, 0, 1, 1])
     # Says .9 for class 0 everywhere: right half the time -> |.5 - .9| = .4.
@@ -130,6 +164,9 @@ def test_the_trained_fusion_model_is_its_network_times_the_run_classifiers(train
     assert list(experts["by_modalities"]["audio"]["weights"]) == ["cross_modal", "audio_clf"]
     # The sharpness (a temperature fitted after the weights) and the validation ECE it gives are recorded.
     assert experts["sharpness"] > 0 and set(experts["val_ece"]) == {"before", "after"}
+    # So is the class biases' penalty each set of modalities chose by cross-validation.
+    assert experts["bias_penalty"]["chosen"] in BIAS_PENALTY_GRID
+    assert experts["bias_penalty"]["held_out_log_loss"]
 
     trained = load_trained(trained_run)
     fusion, run = trained.models["fusion"], trained.run

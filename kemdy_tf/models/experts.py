@@ -46,8 +46,14 @@ MIN_PROBABILITY = 1e-7
 # fusion UA fell to .419 (audio_clf .547); capped at 1, .560, for .943 -> .931 on the
 # synthetic main job.
 MAX_WEIGHT = 1.0
-# L2 penalty on the class biases (per unit of the mean log loss): they correct an offset, not the data.
+# L2 penalty on the class biases (per unit of the mean log loss): they correct an offset, not
+# the data. `choose_bias_penalty` picks it from the grid by cross-validation on the rows the
+# weights are fitted on: every expert is trained class-balanced, so a bias fitted on ~30
+# validation utterances of the rarer classes mostly fits their noise (docs/fusion.md).
 BIAS_PENALTY = 1e-2
+BIAS_PENALTY_GRID = (1e-2, 1e-1, 1.0, 10.0)
+# Folds of that cross-validation (fewer where a class has fewer rows; none below 2).
+BIAS_PENALTY_FOLDS = 5
 # Range of the fitted sharpness (temperature scaling's 1/T): wide enough for any real fit.
 SHARPNESS_RANGE = (0.1, 10.0)
 
@@ -144,10 +150,10 @@ def clipped_log(probabilities: np.ndarray, present: np.ndarray | None = None) ->
     return logs
 
 
-def fit_expert_weights(log_probs: np.ndarray, labels: np.ndarray,
-                       sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def fit_expert_weights(log_probs: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None,
+                       bias_penalty: float = BIAS_PENALTY) -> tuple[np.ndarray, np.ndarray, float]:
     """Weights (>= 0) and class biases minimising the weighted mean log loss of
-    `softmax(bias + Σ_e w_e log p_e)` (+ `BIAS_PENALTY` · |bias|²).
+    `softmax(bias + Σ_e w_e log p_e)` (+ `bias_penalty` · |bias|²).
 
     Args:
         log_probs: `[N, E, C]` clipped log-probabilities (`clipped_log`).
@@ -176,10 +182,10 @@ def fit_expert_weights(log_probs: np.ndarray, labels: np.ndarray,
         z = expert_logits(log_probs, weights, bias)
         z = z - z.max(axis=1, keepdims=True)
         log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        loss = -(w * (onehot * log_p).sum(axis=1)).sum() + BIAS_PENALTY * (bias ** 2).sum()
+        loss = -(w * (onehot * log_p).sum(axis=1)).sum() + bias_penalty * (bias ** 2).sum()
         dz = (np.exp(log_p) - onehot) * w[:, None]
         grad_w = np.einsum("nc,nec->e", dz, log_probs)
-        grad_b = dz.sum(axis=0) + 2 * BIAS_PENALTY * bias
+        grad_b = dz.sum(axis=0) + 2 * bias_penalty * bias
         return loss, np.concatenate([grad_w, grad_b])
 
     start = np.zeros(n_experts + n_classes)
@@ -188,6 +194,48 @@ def fit_expert_weights(log_probs: np.ndarray, labels: np.ndarray,
     result = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", bounds=bounds)
     theta = result.x if result.fun <= loss_and_grad(start)[0] else start
     return theta[:n_experts], theta[n_experts:], float(loss_and_grad(theta)[0])
+
+
+def balanced_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-row weights that make each class present weigh the same (1 / its row count)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return 1.0 / counts[labels]
+
+
+def choose_bias_penalty(log_probs: np.ndarray, labels: np.ndarray) -> tuple[float, dict]:
+    """The `BIAS_PENALTY_GRID` value whose fits give the lowest class-balanced log loss on
+    held-out rows: stratified `BIAS_PENALTY_FOLDS`-fold cross-validation over these rows
+    (seeded, so a rerun chooses the same), each fold fitted with `fit_expert_weights` on the
+    others. A class of fewer rows than folds is held out in fewer folds (and missing from the
+    fits of those): how a bias fitted without it answers it is part of what is measured.
+    Returns `(penalty, {penalty: held-out loss})`; `(BIAS_PENALTY, {})` with fewer than two
+    rows of every class (nothing to hold out)."""
+    import warnings
+
+    from scipy.special import log_softmax
+    from sklearn.model_selection import StratifiedKFold
+
+    log_probs = np.asarray(log_probs, np.float64)
+    labels = np.asarray(labels, int)
+    n_classes = log_probs.shape[-1]
+    counts = np.bincount(labels, minlength=n_classes)
+    folds = min(BIAS_PENALTY_FOLDS, int(counts.max()) if len(labels) else 0)
+    if folds < 2:
+        return BIAS_PENALTY, {}
+    with warnings.catch_warnings():  # "the least populated class has only N members": intended
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(labels, labels))
+    held_out_weight = balanced_weights(labels, n_classes)
+    losses = {}
+    for penalty in BIAS_PENALTY_GRID:
+        total = 0.0
+        for train, test in splits:
+            weights, bias, _ = fit_expert_weights(log_probs[train], labels[train],
+                                                  balanced_weights(labels[train], n_classes), penalty)
+            log_p = log_softmax(expert_logits(log_probs[test], weights, bias), axis=1)
+            total -= float((held_out_weight[test] * log_p[np.arange(len(test)), labels[test]]).sum())
+        losses[penalty] = total / float(held_out_weight.sum())
+    return min(losses, key=losses.get), losses
 
 
 def fit_sharpness(logits: np.ndarray, labels: np.ndarray) -> float:
