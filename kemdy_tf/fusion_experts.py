@@ -7,7 +7,8 @@ The cross-modal network (`models.fusion`: both sequences along time, attention, 
 learns what the two modalities say together; `audio_clf` and `text_clf` are each the
 best reading of one modality. `models.experts.ExpertProduct` weighs the three answers'
 log-probabilities and adds a class bias; weights and biases are fitted on the
-validation split (class-balanced log loss), so how much each modality counts is
+validation split (class-balanced log loss; how far the biases may move, by
+cross-validation on the same rows), so how much each modality counts is
 learned per run, then one sharpness (a temperature, plain log loss) calibrates the
 answer's confidence without changing its class. Each set of modalities an example can
 have (both, audio only, text only, neither) gets its own fit, so a clip without a
@@ -163,8 +164,8 @@ def combine_for_run(run, cross_modal, tokenizer=None) -> tuple[object, dict]:
     full = by_modalities["+".join(MODALITY[n] for n in classifiers)]
     report = {"experts": [CROSS_MODAL, *classifiers], **full,
               "fitted_on": f"validation split ({labels.size} utterances): weights and biases by class-balanced "
-                           f"log loss (the biases' penalty by cross-validation on those rows), then the sharpness (a temperature) by log loss; one fit per set of "
-                           f"modalities an example has",
+                           f"log loss (the biases' penalty by cross-validation on those rows), then the sharpness "
+                           f"(a temperature) by log loss; one fit per set of modalities an example has",
               "by_modalities": by_modalities}
     if transcripts is not None:
         report["transcripts"] = transcripts

@@ -20,9 +20,11 @@ by the weights and biases fitted for the modalities it has: that expert casts no
 and the others weigh what they are worth alone.
 
 `fit_expert_weights` fits the weights (>= 0) and biases on validation predictions by
-class-weighted log loss (scipy's L-BFGS-B), `fit_sharpness` the temperature by unweighted
-log loss (the population's confidence, which ECE scores); `ExpertProduct` holds them as its config,
-so the combined model saves, loads and exports like any other.
+class-weighted log loss (scipy's L-BFGS-B), with the biases' L2 penalty that
+`choose_bias_penalty` picks by cross-validation on the same rows; `fit_sharpness` the
+temperature by unweighted log loss (the population's confidence, which ECE scores);
+`ExpertProduct` holds them as its config, so the combined model saves, loads and exports
+like any other.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ MAX_WEIGHT = 1.0
 # validation utterances of the rarer classes mostly fits their noise (docs/fusion.md).
 BIAS_PENALTY = 1e-2
 BIAS_PENALTY_GRID = (1e-2, 1e-1, 1.0, 10.0)
-# Folds of that cross-validation (fewer where a class has fewer rows; none below 2).
+# Folds of that cross-validation (fewer only when even the largest class has fewer rows).
 BIAS_PENALTY_FOLDS = 5
 # Range of the fitted sharpness (temperature scaling's 1/T): wide enough for any real fit.
 SHARPNESS_RANGE = (0.1, 10.0)
