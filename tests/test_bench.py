@@ -208,6 +208,7 @@ def test_speaker_fallback_bench_scores_each_source_of_statistics(trained_run, ca
     assert "training set (fallback)" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # four regressions fitted on the trained run: 20 s, kept out of the 8-minute default run
 def test_ngram_candidates_bench_reproduces_the_stages_choice(trained_run, capsys, monkeypatch):
     """bench/ngram_candidates.py fits each candidate as the text classifier's choice does:
     its validation losses are the ones the stage recorded, and `best` on them decides the same."""
