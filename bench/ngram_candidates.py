@@ -8,7 +8,7 @@ the run's class weights, exactly as the stage's choice fits it, and scored alone
 class-weighted validation log loss (what the choice reads) and its test UA (what the
 choice cannot see). Printed per run: the test UA of each candidate, the candidate with the
 lowest validation loss and its gain over the default (± the standard error of the paired
-difference), and what `ngram_choice.best` decides. docs/text_real.md ("Which regression by
+difference), and what `ngram_choice.decide` decides. docs/text_real.md ("Which regression by
 default") is its output. Seconds per run on CPU.
 """
 
@@ -60,8 +60,6 @@ def candidates_of(workdir) -> dict:
 def main(argv=None) -> int:
     import warnings
 
-    import numpy as np
-
     from kemdy_tf import ngram_choice
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -75,14 +73,10 @@ def main(argv=None) -> int:
     print("|---|" + "---:|" * len(names) + "---|---|---|")
     for workdir in args.workdirs:
         found = candidates_of(workdir)
-        lowest = min(names, key=lambda n: found[n][0].mean())
-        difference = found[default][0] - found[lowest][0]
-        gain = (f"{difference.mean():.3f} ± {difference.std(ddof=1) / np.sqrt(len(difference)):.3f}"
-                if lowest != default else "")
-        chosen = ngram_choice.best(lambda settings: found[next(n for n, s in ngram_choice.CANDIDATES
-                                                               if s == settings)][0])["chosen"]
+        report = ngram_choice.decide({name: losses for name, (losses, _) in found.items()})
+        gain = f"{report['gain']:.3f} ± {report['standard_error']:.3f}" if report["lowest"] != default else ""
         print(f"| {workdir} ({len(found[default][0])}) | " + " | ".join(f"{found[n][1]:.3f}" for n in names)
-              + f" | `{lowest}` | {gain} | `{chosen}` |", flush=True)
+              + f" | `{report['lowest']}` | {gain} | `{report['chosen']}` |", flush=True)
     return 0
 
 

@@ -105,12 +105,18 @@ def choose(run, spec, build, class_weights=None) -> tuple[object, dict]:
 
 
 def best(losses_of) -> dict:
-    """The report of the chosen candidate: chosen, settings, why, every candidate's validation
-    log loss. `losses_of(settings)` gives each validation utterance's (weighted) log loss,
-    in the same order for every candidate; the default (`CANDIDATES[0]`) is kept unless the
-    candidate with the lowest mean beats it by more than `MIN_STANDARD_ERRORS` standard
-    errors of the paired difference."""
-    losses = {name: np.asarray(losses_of(settings), np.float64) for name, settings in CANDIDATES}
+    """`decide` on `losses_of(settings)` of every candidate: each validation utterance's
+    (weighted) log loss, in the same order for every candidate."""
+    return decide({name: losses_of(settings) for name, settings in CANDIDATES})
+
+
+def decide(losses: dict) -> dict:
+    """The report of the chosen candidate from `{name: per-utterance validation losses}`:
+    chosen, settings, why, the candidate with the lowest mean, its gain over the default
+    and that gain's standard error, every candidate's validation log loss. The default
+    (`CANDIDATES[0]`) is kept unless the lowest mean beats it by more than
+    `MIN_STANDARD_ERRORS` standard errors of the paired difference."""
+    losses = {name: np.asarray(losses[name], np.float64) for name, _ in CANDIDATES}
     means = {name: float(values.mean()) for name, values in losses.items()}
     default, lowest = CANDIDATES[0][0], min(means, key=means.get)
     difference = losses[default] - losses[lowest]
@@ -125,7 +131,8 @@ def best(losses_of) -> dict:
         chosen, why = default, (f"the default: {lowest}'s validation log loss is {gain:.3f} ± {error:.3f} lower, "
                                 f"within {MIN_STANDARD_ERRORS:g} standard errors")
     # No timing in it: a resumed run must write the same summary as an uninterrupted one.
-    return {"chosen": chosen, "settings": dict(CANDIDATES)[chosen], "why": why,
+    return {"chosen": chosen, "settings": dict(CANDIDATES)[chosen], "why": why, "lowest": lowest,
+            "gain": round(gain, 4), "standard_error": round(error, 4),
             "validation_log_loss": {k: round(v, 4) for k, v in means.items()}}
 
 

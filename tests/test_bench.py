@@ -222,8 +222,7 @@ def test_ngram_candidates_bench_reproduces_the_stages_choice(trained_run, capsys
     assert {name: round(float(losses.mean()), 4) for name, (losses, _) in found.items()} == pytest.approx(
         recorded["validation_log_loss"], abs=2e-4)
     assert all(0.0 <= test_ua <= 1.0 for _, test_ua in found.values())
-    by_settings = {json.dumps(s, sort_keys=True): found[n][0] for n, s in ngram_choice.CANDIDATES}
-    assert ngram_choice.best(lambda s: by_settings[json.dumps(s, sort_keys=True)])["chosen"] == recorded["chosen"]
+    assert ngram_choice.decide({n: losses for n, (losses, _) in found.items()})["chosen"] == recorded["chosen"]
     monkeypatch.setattr(ngram_candidates, "candidates_of", lambda workdir: found)  # the table, not a second fit
     assert ngram_candidates.main([str(trained_run)]) == 0
     assert f"| {trained_run} ({len(found['tfidf_char4_words'][0])}) |" in capsys.readouterr().out

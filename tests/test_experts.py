@@ -128,6 +128,13 @@ def test_the_bias_penalty_lets_a_real_class_offset_through_and_holds_noise_back(
     assert penalty > min(BIAS_PENALTY_GRID)
     assert held_out[penalty] < held_out[min(BIAS_PENALTY_GRID)]
     assert choose_bias_penalty(log_probs, labels) == (penalty, held_out)  # seeded folds: the same choice
+    # The fusion stage's fit uses the chosen penalty, not the fixed one.
+    fitted = fusion_experts._fit(log_probs, labels, 3)
+    assert fitted["bias_penalty"]["chosen"] == penalty
+    _, chosen_bias, _ = fit_expert_weights(log_probs, labels, 1.0 / np.bincount(labels)[labels], penalty)
+    _, fixed_bias, _ = fit_expert_weights(log_probs, labels, 1.0 / np.bincount(labels)[labels], BIAS_PENALTY)
+    np.testing.assert_allclose(fitted["bias"], chosen_bias, atol=1e-5)
+    assert np.abs(fitted["bias"]).sum() < np.abs(fixed_bias).sum()
 
 
 def test_the_bias_penalty_holds_out_a_class_of_one_row_and_needs_two_rows_somewhere():

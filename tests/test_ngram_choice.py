@@ -11,13 +11,6 @@ from kemdy_tf import ngram_choice
 DEFAULT = ngram_choice.CANDIDATES[0][0]
 
 
-def _losses(per_candidate: dict):
-    """`losses_of` for `best`: each candidate's per-utterance losses, by its settings."""
-    by_settings = {json.dumps(settings, sort_keys=True): per_candidate[name]
-                   for name, settings in ngram_choice.CANDIDATES}
-    return lambda settings: by_settings[json.dumps(settings, sort_keys=True)]
-
-
 def _noise(n, seed, scale=0.5):
     return 1.0 + scale * np.random.default_rng(seed).standard_normal(n)
 
@@ -32,30 +25,48 @@ def test_a_lower_loss_within_the_noise_keeps_the_default():
     n = 200
     losses = {name: _noise(n, k) for k, (name, _) in enumerate(ngram_choice.CANDIDATES)}
     losses["nblr_char4_words"] = losses[DEFAULT] - 0.03 + 0.5 * np.random.default_rng(9).standard_normal(n)
-    report = ngram_choice.best(_losses(losses))
+    report = ngram_choice.decide(losses)
     means = report["validation_log_loss"]
     assert min(means, key=means.get) != DEFAULT  # another candidate has the lowest mean...
     assert report["chosen"] == DEFAULT  # ...by less than two standard errors
     assert report["settings"] == dict(ngram_choice.CANDIDATES)[DEFAULT]
     assert "within 2 standard errors" in report["why"]
+    assert report["lowest"] == min(means, key=means.get)
+    difference = losses[DEFAULT] - losses[report["lowest"]]
+    assert report["gain"] == pytest.approx(difference.mean(), abs=1e-4)
+    assert report["standard_error"] == pytest.approx(difference.std(ddof=1) / np.sqrt(n), abs=1e-4)
 
 
 def test_a_gain_validation_can_tell_apart_wins():
     n = 2000
     losses = {name: _noise(n, k) for k, (name, _) in enumerate(ngram_choice.CANDIDATES)}
     losses["nblr_jamo6"] = losses[DEFAULT] - 0.1 + 0.2 * np.random.default_rng(9).standard_normal(n)
-    report = ngram_choice.best(_losses(losses))
+    report = ngram_choice.decide(losses)
     assert report["chosen"] == "nblr_jamo6"
     assert report["settings"]["char_ngram_model"] == "nblr" and report["settings"]["char_ngram_jamo"]
     assert "more than 2 standard errors" in report["why"]
     assert report["validation_log_loss"]["nblr_jamo6"] == pytest.approx(losses["nblr_jamo6"].mean(), abs=1e-4)
 
 
+def test_best_decides_on_each_candidates_losses_by_its_settings():
+    losses = {name: _noise(100, k) for k, (name, _) in enumerate(ngram_choice.CANDIDATES)}
+    losses["tfidf_jamo6"] = losses[DEFAULT] - 1.0  # a clear gain
+    settings_seen = []
+
+    def losses_of(settings):
+        settings_seen.append(settings)
+        return losses[next(name for name, s in ngram_choice.CANDIDATES if s is settings)]
+
+    assert ngram_choice.best(losses_of) == ngram_choice.decide(losses)
+    assert ngram_choice.best(losses_of)["chosen"] == "tfidf_jamo6"
+    assert len(settings_seen) == 2 * len(ngram_choice.CANDIDATES)
+
+
 def test_the_default_with_the_lowest_loss_is_kept():
     n = 50
     losses = {name: _noise(n, k) + 1.0 for k, (name, _) in enumerate(ngram_choice.CANDIDATES)}
     losses[DEFAULT] = _noise(n, 7)
-    report = ngram_choice.best(_losses(losses))
+    report = ngram_choice.decide(losses)
     assert report["chosen"] == DEFAULT and report["why"] == "the lowest validation log loss"
 
 

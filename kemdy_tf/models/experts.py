@@ -199,9 +199,11 @@ def fit_expert_weights(log_probs: np.ndarray, labels: np.ndarray, sample_weight:
 
 
 def balanced_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per-row weights that make each class present weigh the same (1 / its row count)."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    return 1.0 / counts[labels]
+    """Per-row weights that make each class present weigh the same (the training runner's
+    balanced class weights, `class_balance.class_weight_values`, per row)."""
+    from kemdy_tf.class_balance import class_weight_values
+
+    return np.asarray(class_weight_values(labels, n_classes, "weights"), np.float64)[labels]
 
 
 def choose_bias_penalty(log_probs: np.ndarray, labels: np.ndarray) -> tuple[float, dict]:
